@@ -1,0 +1,51 @@
+"""The training pipeline flow: prepare -> pretrain -> search -> finetune -> evaluate -> register.
+
+Each stage is a Prefect task that runs only when dvc.lock says it is out of date,
+so this flow and `dvc repro` always agree on what needs to run.
+
+    python -m flows.training_pipeline [--params params.yaml] [--force]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from prefect import flow
+
+from mlcore.config import load_config
+from mlcore.errors import UserError
+from mlcore.tracking.runs import pipeline_run
+from tasks import evaluate, finetune, prepare, pretrain, register, search
+from tasks._summary import check_inputs, summary
+
+STAGE_TASKS = [prepare.task, pretrain.task, search.task, finetune.task, evaluate.task, register.task]
+
+
+@flow(name="training-pipeline", log_prints=True)
+def training_pipeline(params: str = "params.yaml", force: bool = False) -> dict:
+    cfg = load_config(params)
+    results = {}
+    with pipeline_run(cfg) as run_id:
+        for stage_task in STAGE_TASKS:
+            results[stage_task.name] = stage_task(cfg, run_id, force)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--force", action="store_true", help="run every stage even if dvc.lock says it is up to date")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.params)  # typed and validated once, before any work
+        check_inputs(cfg)
+        results = training_pipeline(args.params, args.force)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    print(summary(cfg, results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The ML core: pure functions and objects. No Prefect here; MLflow only in mlcore.tracking."""

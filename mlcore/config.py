@@ -1,0 +1,192 @@
+"""Typed, validated configuration loaded once from params.yaml.
+
+One section per pipeline stage (the same name as the dvc.yaml stage and the
+tasks/ module) plus two shared sections, `runtime` and `tracking`, that do not
+change results and so are not DVC params of any stage.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mlcore.errors import UserError
+
+STAGES = ("prepare", "pretrain", "search", "finetune", "evaluate", "register")
+SHARED_SECTIONS = ("runtime", "tracking")
+
+Optimizer = Literal["sgd", "sgd_momentum", "adam", "adamw", "adagrad", "rmsprop"]
+ALL_OPTIMIZERS: tuple[str, ...] = ("sgd", "sgd_momentum", "adam", "adamw", "adagrad", "rmsprop")
+
+
+class ConfigError(UserError):
+    pass
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PrepareConfig(_Section):
+    input: str = "data/raw/rotten_tomatoes_corpus_full.csv.bz2"
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
+    text_column: str = "text"
+    label_column: str = "category"
+    # Rows of one group never straddle splits (no movie leaks into test).
+    group_column: str | None = "movie_name"
+    # Label values that mark unlabelled text: used for pretraining only.
+    unlabelled_labels: list[str] = ["plot"]
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0, lt=0.5)
+    seed: int = 42
+
+
+class PretrainConfig(_Section):
+    # A local checkpoint directory for continued pretraining with its own
+    # tokenizer, or null to train a tokenizer and a small BERT from scratch.
+    init_from: str | None = None
+    vocab_size: int = Field(8000, ge=200, le=250_000)
+    hidden_size: int = Field(128, ge=8)
+    num_layers: int = Field(2, ge=1, le=48)
+    num_heads: int = Field(2, ge=1)
+    intermediate_size: int = Field(512, ge=8)
+    max_length: int = Field(128, ge=8, le=4096)
+    epochs: int = Field(2, ge=0)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(5e-4, gt=0, lt=1)
+    mlm_probability: float = Field(0.15, gt=0, lt=1)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> "PretrainConfig":
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
+            )
+        return self
+
+
+class SearchConfig(_Section):
+    n_trials: int = Field(8, ge=1)
+    epochs: int = Field(3, ge=1)
+    lr_min: float = Field(1e-5, gt=0, lt=1)
+    lr_max: float = Field(1e-2, gt=0, le=10)
+    optimizers: list[Optimizer] = list(ALL_OPTIMIZERS)
+    batch_size: int = Field(32, ge=1)
+    max_length: int = Field(128, ge=8, le=4096)
+    pruner: Literal["median", "none"] = "median"
+    seed: int = 42
+    # Optuna storage: null keeps the study in optuna/<study>.journal in the project.
+    # An RDB URL (postgresql://...) works too; the OPTUNA_STORAGE env var overrides.
+    storage: str | None = None
+    study_name: str = "classifier-search"
+
+    @model_validator(mode="after")
+    def _lr_range(self) -> "SearchConfig":
+        if self.lr_min >= self.lr_max:
+            raise ValueError(f"lr_min ({self.lr_min}) must be below lr_max ({self.lr_max})")
+        if not self.optimizers:
+            raise ValueError("optimizers must name at least one optimizer")
+        return self
+
+
+class FinetuneConfig(_Section):
+    epochs: int = Field(6, ge=1)
+    patience: int = Field(2, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+    batch_size: int = Field(32, ge=1)
+    max_length: int = Field(128, ge=8, le=4096)
+    # null takes the search's best value; a number overrides it.
+    learning_rate: float | None = Field(None, gt=0, lt=10)
+    optimizer: Optimizer | None = None
+    seed: int = 42
+
+
+class EvaluateConfig(_Section):
+    batch_size: int = Field(256, ge=1)
+
+
+class RegisterConfig(_Section):
+    model_name: str = Field("rotten-tomatoes-sentiment", min_length=1)
+    # The test metric that decides promotion to the `champion` alias.
+    metric: Literal["accuracy", "macro_f1"] = "macro_f1"
+    min_delta: float = Field(0.0, ge=0)
+
+
+class RuntimeConfig(_Section):
+    # auto: CUDA (bf16 autocast) when present, else CPU. PIPELINE_DEVICE overrides.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int | None = Field(None, ge=1)
+
+
+class TrackingConfig(_Section):
+    # null: MLFLOW_TRACKING_URI if set, else sqlite:///mlflow.db in the project root.
+    mlflow_uri: str | None = None
+    experiment: str = Field("finetune-pipeline", min_length=1)
+
+
+# The `register` stage's section shares its name with ABCMeta.register on the model
+# class; pydantic warns, harmlessly, since instances never call that classmethod.
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
+
+
+class Config(_Section):
+    prepare: PrepareConfig = PrepareConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    search: SearchConfig = SearchConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    register: RegisterConfig = RegisterConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    def mlflow_uri(self) -> str:
+        return (
+            self.tracking.mlflow_uri
+            or os.environ.get("MLFLOW_TRACKING_URI")
+            or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+        )
+
+    def device(self) -> str:
+        return os.environ.get("PIPELINE_DEVICE") or self.runtime.device
+
+    def optuna_storage(self) -> str | None:
+        return os.environ.get("OPTUNA_STORAGE") or self.search.storage
+
+
+def _format_errors(path: Path, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling and section)"
+        lines.append(f"  {key}: {msg}" + (f" (got {e['input']!r})" if e["type"] != "extra_forbidden" and not isinstance(e["input"], dict) else ""))
+    return f"{path}: invalid configuration:\n" + "\n".join(lines) + "\nFix these keys in the file and run again."
+
+
+def parse_config(data: dict, source: str | Path = "params.yaml") -> Config:
+    try:
+        return Config.model_validate(data or {})
+    except ValidationError as err:
+        raise ConfigError(_format_errors(Path(source), err)) from None
+
+
+def load_config(path: str | Path = "params.yaml") -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: no such file. Run from the project root, which holds params.yaml, "
+            f"or pass the path of your params file."
+        )
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections ({', '.join(STAGES)}).")
+    return parse_config(data, path)

@@ -1,0 +1,116 @@
+"""Cleaning, de-duplication and grouped stratified splitting of labelled text."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+from mlcore.errors import UserError
+
+_WS = re.compile(r"\s+")
+
+
+def normalise_text(text: object) -> str:
+    return _WS.sub(" ", str(text)).strip() if text is not None else ""
+
+
+@dataclass
+class CleanResult:
+    labelled: pd.DataFrame  # columns: text, label, group
+    unlabelled: pd.DataFrame  # columns: text
+    stats: dict = field(default_factory=dict)
+
+
+def clean(
+    df: pd.DataFrame,
+    text_col: str,
+    label_col: str,
+    group_col: str | None,
+    unlabelled_labels: list[str],
+) -> CleanResult:
+    """Normalise whitespace, drop empties, drop exact duplicates and conflicting labels."""
+    out = pd.DataFrame(
+        {
+            "text": df[text_col].map(normalise_text),
+            "label": df[label_col].map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip()),
+            "group": df[group_col].astype(str) if group_col else pd.Series(range(len(df)), index=df.index).astype(str),
+        }
+    )
+    stats: dict = {"rows_in": int(len(out))}
+    empty = out["text"] == ""
+    stats["empty_text_dropped"] = int(empty.sum())
+    out = out[~empty]
+
+    is_unlabelled = out["label"].isin(unlabelled_labels) | (out["label"] == "")
+    unlabelled = out.loc[is_unlabelled, ["text"]].drop_duplicates("text").reset_index(drop=True)
+    labelled = out[~is_unlabelled]
+
+    n_labels = labelled.groupby("text")["label"].nunique()
+    conflicting = n_labels[n_labels > 1].index
+    stats["conflicting_label_texts_dropped"] = int(len(conflicting))
+    stats["conflicting_examples"] = [str(t)[:120] for t in list(conflicting)[:5]]
+    labelled = labelled[~labelled["text"].isin(conflicting)]
+    before = len(labelled)
+    labelled = labelled.drop_duplicates("text").reset_index(drop=True)
+    stats["duplicates_dropped"] = int(before - len(labelled))
+    stats["labelled_rows"] = int(len(labelled))
+    stats["unlabelled_rows"] = int(len(unlabelled))
+    return CleanResult(labelled, unlabelled, stats)
+
+
+def _holdout(df: pd.DataFrame, fraction: float, seed: int, grouped: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split off about `fraction` of df, stratified by label, whole groups only when grouped."""
+    if not grouped:
+        rest, held = train_test_split(df, test_size=fraction, stratify=df["label"], random_state=seed)
+        return rest, held
+    n_splits = max(2, round(1 / fraction))
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    rest_idx, held_idx = next(splitter.split(df, df["label"], groups=df["group"]))
+    return df.iloc[rest_idx], df.iloc[held_idx]
+
+
+def split(
+    df: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int, grouped: bool
+) -> dict[str, pd.DataFrame]:
+    counts = df["label"].value_counts()
+    if len(counts) < 2:
+        raise UserError(
+            f"only {len(counts)} label value(s) found ({list(counts.index)}); a classifier needs at least 2. "
+            f"Check prepare.label_column and prepare.unlabelled_labels in params.yaml."
+        )
+    rare = counts[counts < 3]
+    if len(rare):
+        raise UserError(
+            f"label(s) {list(rare.index)} have fewer than 3 examples, too few to appear in train, val and "
+            f"test. Add examples or remove those rows."
+        )
+    rest, test = _holdout(df, test_fraction, seed, grouped)
+    train, val = _holdout(rest, val_fraction / (1 - test_fraction), seed + 1, grouped)
+    return {name: part.reset_index(drop=True) for name, part in (("train", train), ("val", val), ("test", test))}
+
+
+def label_map(labels: pd.Series) -> dict[str, int]:
+    return {label: i for i, label in enumerate(sorted(labels.unique()))}
+
+
+def report(splits: dict[str, pd.DataFrame], unlabelled: pd.DataFrame, stats: dict) -> dict:
+    per_split = {}
+    for name, part in splits.items():
+        words = part["text"].str.split().str.len()
+        per_split[name] = {
+            "rows": int(len(part)),
+            "groups": int(part["group"].nunique()),
+            "per_class": {k: int(v) for k, v in part["label"].value_counts().sort_index().items()},
+            "words": {
+                "mean": round(float(words.mean()), 2),
+                "median": float(words.median()),
+                "p95": float(words.quantile(0.95)),
+                "max": int(words.max()),
+            },
+        }
+    groups = [set(p["group"]) for p in splits.values()]
+    leaked = len(groups[0] & groups[1]) + len(groups[0] & groups[2]) + len(groups[1] & groups[2])
+    return {"cleaning": stats, "splits": per_split, "unlabelled_rows": int(len(unlabelled)), "groups_shared_across_splits": leaked}

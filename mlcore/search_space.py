@@ -1,0 +1,63 @@
+"""The Optuna search: space, sampler, pruner, storage and study identity."""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from mlcore.config import SearchConfig
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+# Settings that change what a trial means; n_trials is a budget, not an identity.
+_IDENTITY_KEYS = ("epochs", "lr_min", "lr_max", "optimizers", "batch_size", "max_length", "pruner", "seed")
+
+
+def suggest(trial: optuna.Trial, cfg: SearchConfig) -> dict:
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", cfg.lr_min, cfg.lr_max, log=True),
+        "optimizer": trial.suggest_categorical("optimizer", list(cfg.optimizers)),
+    }
+
+
+def make_sampler(cfg: SearchConfig) -> optuna.samplers.BaseSampler:
+    # Few trials: start TPE after 3 random ones rather than Optuna's default 10.
+    return optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True, n_startup_trials=min(3, cfg.n_trials))
+
+
+def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
+    if cfg.pruner == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+
+
+def make_storage(url: str | None, default_dir: Path, study_name: str):
+    """An RDB URL is used as is; otherwise a JournalFile in the project (safe for several processes)."""
+    if url and "://" in url:
+        return url
+    path = Path(url) if url else default_dir / f"{study_name}.journal"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def study_name(cfg: SearchConfig, inputs_digest: str) -> str:
+    """Same settings and inputs -> same study (a rerun continues it); changed ones -> a fresh study."""
+    identity = {k: getattr(cfg, k) for k in _IDENTITY_KEYS} | {"inputs": inputs_digest}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{cfg.study_name}-{digest}"
+
+
+def finished_trials(study: optuna.Study) -> int:
+    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False))
+
+
+def remaining_budget(study: optuna.Study, n_trials: int) -> int:
+    """n_trials is the study's total across reruns: only the shortfall is run."""
+    return max(0, n_trials - finished_trials(study))

@@ -1,0 +1,52 @@
+"""Reading the user's labelled data: CSV, TSV, JSONL or Parquet (optionally compressed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from mlcore.errors import UserError
+
+_COMPRESSION_SUFFIXES = {".bz2", ".gz", ".xz", ".zip", ".zst"}
+
+
+def detect_format(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes if s.lower() not in _COMPRESSION_SUFFIXES]
+    ext = suffixes[-1] if suffixes else ""
+    formats = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+    if ext not in formats:
+        raise UserError(
+            f"{path}: cannot tell the file format from its extension {ext or '(none)'}. "
+            f"Use .csv, .tsv, .jsonl or .parquet (optionally .bz2/.gz), or set prepare.format in params.yaml."
+        )
+    return formats[ext]
+
+
+def read_table(path: str | Path, fmt: str = "auto") -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"{path}: data file not found. For the sample data run `make data`; for your own data "
+            f"put the file there or point prepare.input in params.yaml at it."
+        )
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    try:
+        if fmt == "csv":
+            return pd.read_csv(path, dtype=str, keep_default_na=False)
+        if fmt == "tsv":
+            return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        if fmt == "jsonl":
+            return pd.read_json(path, lines=True, dtype=False)
+        return pd.read_parquet(path)
+    except (ValueError, OSError, pd.errors.ParserError) as err:
+        raise UserError(f"{path}: could not be read as {fmt}: {err}. Check the file or prepare.format.") from None
+
+
+def require_columns(df: pd.DataFrame, path: str | Path, columns: dict[str, str | None]) -> None:
+    """columns maps the params.yaml key to the column name it names."""
+    for key, col in columns.items():
+        if col is not None and col not in df.columns:
+            raise UserError(
+                f"{path}: column {col!r} (params.yaml {key}) is missing. The file has columns "
+                f"{list(df.columns)}. Set {key} to one of them."
+            )

@@ -1,0 +1,62 @@
+"""Logging the classifier as a pyfunc model and gating the `champion` alias on a metric."""
+from __future__ import annotations
+
+from importlib.metadata import version
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+from mlcore.promotion import decide_alias
+
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+METRIC_TAG = "test_{metric}"
+
+
+def log_classifier(model_dir: Path, example_texts: list[str], labels: list[str], registered_name: str):
+    """Log the model under the active run and register a new version of `registered_name`."""
+    example = pd.DataFrame({"text": example_texts})
+    signature = infer_signature(example, pd.Series([labels[0]] * len(example_texts), name="label"), params={"return_scores": False})
+    reqs = [f"{pkg}=={version(pkg)}" for pkg in ("torch", "transformers", "tokenizers", "safetensors", "pandas", "numpy")]
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(PYFUNC_CODE),
+        artifacts={"model_dir": str(model_dir)},
+        signature=signature,
+        input_example=example,
+        pip_requirements=reqs,
+        registered_model_name=registered_name,
+    )
+    return info
+
+
+def champion_value(client: MlflowClient, name: str, metric: str) -> tuple[str | None, float | None]:
+    try:
+        mv = client.get_model_version_by_alias(name, "champion")
+    except MlflowException:
+        return None, None
+    value = mv.tags.get(METRIC_TAG.format(metric=metric))
+    return mv.version, (float(value) if value is not None else None)
+
+
+def promote(name: str, version_: str, metric: str, value: float, min_delta: float) -> dict:
+    """Tag the version with its metric and point `champion` or `challenger` at it."""
+    client = MlflowClient()
+    client.set_model_version_tag(name, version_, METRIC_TAG.format(metric=metric), str(value))
+    previous_version, previous_value = champion_value(client, name, metric)
+    alias = decide_alias(value, previous_value, min_delta)
+    client.set_registered_model_alias(name, alias, version_)
+    return {
+        "model_name": name,
+        "version": str(version_),
+        "alias": alias,
+        "metric": metric,
+        "value": value,
+        "previous_champion_version": previous_version,
+        "previous_champion_value": previous_value,
+        "min_delta": min_delta,
+        "model_uri": f"models:/{name}@{alias}",
+    }

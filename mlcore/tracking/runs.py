@@ -1,0 +1,148 @@
+"""MLflow runs: one pipeline parent run, a child per stage, trials nested under the search."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import yaml
+from mlflow import MlflowClient
+
+from mlcore.config import Config
+from mlcore.hashing import file_md5
+
+# MLflow's own INFO chatter ("View run ... at ...") drowns the pipeline's progress output.
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+def configure(cfg: Config) -> str:
+    """Point MLflow at the configured store and experiment; returns the experiment id."""
+    uri = cfg.mlflow_uri()
+    mlflow.set_tracking_uri(uri)
+    name = cfg.tracking.experiment
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        mlflow.set_experiment(experiment_id=exp.experiment_id)
+        return exp.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        # Keep artifacts next to the database instead of wherever the cwd happens to be.
+        location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+    exp_id = client.create_experiment(name, artifact_location=location)
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def raw_data_hash(raw: str | Path) -> str:
+    """The DVC hash of the raw data: from its .dvc file when tracked, else the file's md5 (DVC's hash)."""
+    raw = Path(raw)
+    dvc_file = raw.with_name(raw.name + ".dvc")
+    if dvc_file.is_file():
+        outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or [{}]
+        if outs[0].get("md5"):
+            return outs[0]["md5"]
+    return file_md5(raw) if raw.is_file() else "missing"
+
+
+def lineage_tags(cfg: Config) -> dict[str, str]:
+    commit = _git("rev-parse", "HEAD") or "unknown"
+    return {
+        "git.commit": commit,
+        "mlflow.source.git.commit": commit,
+        "git.dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
+        "data.raw_path": cfg.prepare.input,
+        "data.raw_dvc_md5": raw_data_hash(cfg.prepare.input),
+    }
+
+
+@contextlib.contextmanager
+def pipeline_run(cfg: Config, run_name: str = "pipeline") -> Iterator[str]:
+    """The parent run of one pipeline execution, ended FAILED if anything raises."""
+    exp_id = configure(cfg)
+    client = MlflowClient()
+    run = client.create_run(exp_id, run_name=run_name, tags={**lineage_tags(cfg), "pipeline.role": "pipeline"})
+    run_id = run.info.run_id
+    try:
+        yield run_id
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+
+
+@contextlib.contextmanager
+def stage_run(cfg: Config, stage: str, parent_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """A stage's run: nested under the pipeline run when there is one (the Prefect flow),
+    standalone when the stage runs on its own (dvc repro). FAILED on any exception."""
+    configure(cfg)
+    tags = {**lineage_tags(cfg), "pipeline.role": "stage", "pipeline.stage": stage}
+    with mlflow.start_run(run_name=stage, parent_run_id=parent_run_id, tags=tags) as run:
+        yield run
+
+
+@contextlib.contextmanager
+def child_run(name: str, tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
+    """A run nested under the active one (a search trial under the search run)."""
+    with mlflow.start_run(run_name=name, nested=True, tags=tags) as run:
+        yield run
+
+
+def log_params(params: dict, prefix: str = "") -> None:
+    flat = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            log_params(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    if flat:
+        mlflow.log_params(flat)
+
+
+def log_metrics(metrics: dict, step: int | None = None, prefix: str = "") -> None:
+    clean = {f"{prefix}{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    if clean:
+        mlflow.log_metrics(clean, step=step)
+
+
+def set_tags(tags: dict) -> None:
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def end_active_run(status: str) -> None:
+    mlflow.end_run(status=status)
+
+
+@contextlib.contextmanager
+def trial_run(name: str, pruned: tuple[type[BaseException], ...] = ()) -> Iterator[mlflow.ActiveRun]:
+    """A nested trial run whose end status says what happened to the trial:
+    FINISHED (tag COMPLETE), KILLED (tag PRUNED) or FAILED (tag FAIL)."""
+    run = mlflow.start_run(run_name=name, nested=True)
+    try:
+        yield run
+    except pruned:
+        mlflow.set_tag("trial.state", "PRUNED")
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException as err:
+        mlflow.set_tags({"trial.state": "FAIL", "trial.error": repr(err)[:500]})
+        mlflow.end_run("FAILED")
+        raise
+    mlflow.set_tag("trial.state", "COMPLETE")
+    mlflow.end_run("FINISHED")
+

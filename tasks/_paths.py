@@ -1,0 +1,26 @@
+"""Where each stage reads and writes, relative to the project root. dvc.yaml declares the same paths."""
+from pathlib import Path
+
+SPLITS = Path("data/processed/prepare")
+TRAIN, VAL, TEST = SPLITS / "train.parquet", SPLITS / "val.parquet", SPLITS / "test.parquet"
+UNLABELLED = SPLITS / "unlabelled.parquet"
+LABEL_MAP = SPLITS / "label_map.json"
+
+PRETRAINED = Path("models/pretrained")
+SEARCH = Path("data/processed/search")
+BEST_PARAMS = SEARCH / "best_params.json"
+OPTUNA_DIR = Path("optuna")
+CLASSIFIER = Path("models/classifier")
+
+REPORTS = Path("reports")
+DATA_REPORT = REPORTS / "data_report.json"
+PRETRAIN_REPORT = REPORTS / "pretrain.json"
+PRETRAIN_HISTORY = REPORTS / "pretrain_history.csv"
+SEARCH_TRIALS = REPORTS / "search_trials.csv"
+FINETUNE_REPORT = REPORTS / "finetune.json"
+FINETUNE_HISTORY = REPORTS / "finetune_history.csv"
+METRICS = REPORTS / "metrics.json"
+CONFUSION_JSON = REPORTS / "confusion_matrix.json"
+CONFUSION_PNG = REPORTS / "confusion_matrix.png"
+PREDICTIONS = REPORTS / "test_predictions.csv"
+REGISTRATION = REPORTS / "registration.json"

@@ -1,0 +1,60 @@
+"""What every stage shell shares: its CLI entry point and its Prefect task."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from mlcore.config import Config, load_config
+from mlcore.errors import UserError
+from tasks import _dvc_state
+
+StageFn = Callable[[Config, str | None], dict]
+
+
+def cli(stage: str, run: StageFn, doc: str | None = None) -> Callable[[list[str] | None], int]:
+    """`python -m tasks.<stage>`: the command dvc.yaml runs. No Prefect involved."""
+
+    def main(argv: list[str] | None = None) -> int:
+        parser = argparse.ArgumentParser(prog=f"python -m tasks.{stage}", description=doc)
+        parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        args = parser.parse_args(argv)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        try:
+            result = run(load_config(args.params), None)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return err.exit_code
+        print(f"{stage}: done {result}")
+        return 0
+
+    return main
+
+
+def as_task(stage: str, run: StageFn):
+    """The Prefect task for a stage. It runs the stage only when DVC says it is out of date
+    (or when forced), then records the run in dvc.lock, so `dvc repro` agrees afterwards."""
+
+    # Prefect's own caching is off: dvc.lock alone decides what is up to date.
+    @task(name=stage, cache_policy=NO_CACHE, task_run_name=stage)
+    def stage_task(cfg: Config, parent_run_id: str | None = None, force: bool = False) -> dict:
+        logger = get_run_logger()
+        changed = _dvc_state.changes(stage)
+        if not changed and not force:
+            logger.info("%s is up to date with dvc.lock: skipped", stage)
+            return {"stage": stage, "skipped": True}
+        logger.info("%s runs: %s", stage, "forced" if not changed else _describe(changed))
+        result = run(cfg, parent_run_id)
+        _dvc_state.commit(stage)
+        return {"stage": stage, "skipped": False, **result}
+
+    return stage_task
+
+
+def _describe(changes: list) -> str:
+    text = "; ".join(str(c) for c in changes)
+    return text if len(text) < 300 else text[:297] + "..."

@@ -1,0 +1,60 @@
+"""finetune: train the final classifier with the search's best settings (or overrides
+from params.yaml), early-stopping on validation macro-F1 and keeping the best epoch."""
+from __future__ import annotations
+
+import sys
+
+import pandas as pd
+
+from mlcore import modeling
+from mlcore.config import Config
+from mlcore.device import configure_threads, resolve_device
+from mlcore.finetuning import encode_split, finetune, load_tokenizer
+from mlcore.tracking import runs
+from mlcore.training import TrainSettings
+from tasks import _io
+from tasks import _paths as P
+from tasks._runner import as_task, cli
+
+STAGE = "finetune"
+
+
+def settings_for(cfg: Config, best: dict) -> TrainSettings:
+    f = cfg.finetune
+    return TrainSettings(
+        epochs=f.epochs, batch_size=f.batch_size, seed=f.seed, patience=f.patience, min_delta=f.min_delta,
+        learning_rate=f.learning_rate or best["learning_rate"], optimizer=f.optimizer or best["optimizer"],
+    )
+
+
+def run(cfg: Config, parent_run_id: str | None = None) -> dict:
+    f = cfg.finetune
+    configure_threads(cfg.runtime.num_threads)
+    device = resolve_device(cfg.device())
+    label2id = _io.label_map()
+    settings = settings_for(cfg, _io.read_json(P.BEST_PARAMS, "search"))
+    tokenizer = load_tokenizer(_io.require(P.PRETRAINED, "pretrain"))
+    train = encode_split(tokenizer, _io.read_split(P.TRAIN), label2id, f.max_length)
+    val = encode_split(tokenizer, _io.read_split(P.VAL), label2id, f.max_length)
+    with runs.stage_run(cfg, STAGE, parent_run_id):
+        runs.log_params(f.model_dump() | {"used.learning_rate": settings.learning_rate, "used.optimizer": settings.optimizer, "device": str(device)})
+        model, result = finetune(P.PRETRAINED, label2id, train, val, settings, device,
+                                 on_epoch=lambda e: runs.log_metrics(vars(e), step=e.epoch))
+        tokenizer.model_max_length = f.max_length  # consumers truncate as training did
+        summary = {"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_val_macro_f1,
+                   "epochs_run": len(result.history), "stopped_early": result.stopped_early,
+                   "learning_rate": settings.learning_rate, "optimizer": settings.optimizer}
+        _io.fresh_dir(P.CLASSIFIER)
+        modeling.save(model.cpu(), tokenizer, P.CLASSIFIER, extra={"stage": STAGE, **summary})
+        _io.write_json(P.FINETUNE_REPORT, summary)
+        pd.DataFrame(result.history_rows()).to_csv(P.FINETUNE_HISTORY, index=False)
+        runs.log_metrics({"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_val_macro_f1})
+        runs.log_artifact(P.FINETUNE_HISTORY)
+    return {"best_epoch": result.best_epoch, "best_val_macro_f1": round(result.best_val_macro_f1, 4)}
+
+
+main = cli(STAGE, run, __doc__)
+task = as_task(STAGE, run)
+
+if __name__ == "__main__":
+    sys.exit(main())

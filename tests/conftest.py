@@ -1,0 +1,94 @@
+"""Shared fixtures: tiny generated data, tiny configs, and a temporary copy of the project.
+
+Nothing here needs the network or ../shared.
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+POSITIVE = ["great", "wonderful", "superb", "delightful", "moving", "brilliant", "charming", "masterful"]
+NEGATIVE = ["awful", "boring", "terrible", "dull", "mess", "tedious", "clumsy", "lifeless"]
+FILLER = ["the", "film", "story", "actors", "plot", "this", "movie", "is", "a", "and", "with", "scenes",
+          "director", "script", "ending", "music", "its", "cast", "was", "really", "quite", "truly"]
+
+
+def make_reviews(n: int = 400, n_movies: int = 40, n_plots: int = 30, seed: int = 0) -> pd.DataFrame:
+    """Separable sentiment data: each review carries two words of its class among filler."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "fresh" if i % 2 == 0 else "rotten"
+        words = rng.sample(FILLER, 6) + rng.sample(POSITIVE if label == "fresh" else NEGATIVE, 2)
+        rng.shuffle(words)
+        rows.append({"category": label, "text": " ".join(words) + f" {i}", "movie_name": f"movie {rng.randrange(n_movies)}"})
+    for j in range(n_plots):
+        rows.append({"category": "plot", "text": " ".join(rng.choices(FILLER + POSITIVE + NEGATIVE, k=30)), "movie_name": f"movie {j % n_movies}"})
+    return pd.DataFrame(rows)
+
+
+def tiny_params(data_path: str) -> dict:
+    """A config small enough for stage and end-to-end tests on a 2-core CPU."""
+    return {
+        "prepare": {"input": data_path, "text_column": "text", "label_column": "category",
+                    "group_column": "movie_name", "unlabelled_labels": ["plot"], "val_fraction": 0.15, "test_fraction": 0.15},
+        "pretrain": {"vocab_size": 200, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
+                     "max_length": 32, "epochs": 1, "batch_size": 16},
+        "search": {"n_trials": 2, "epochs": 2, "lr_min": 0.002, "lr_max": 0.01, "optimizers": ["adam", "adamw"],
+                   "batch_size": 16, "max_length": 32},
+        "finetune": {"epochs": 5, "patience": 2, "batch_size": 16, "max_length": 32},
+        "evaluate": {"batch_size": 64},
+        "register": {"model_name": "tiny-sentiment", "metric": "macro_f1", "min_delta": 0.0},
+        "runtime": {"device": "cpu"},
+        "tracking": {"experiment": "tests"},
+    }
+
+
+PROJECT_FILES = ["mlcore", "tasks", "flows", "dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml"]
+
+
+def copy_project(dest: Path) -> Path:
+    """A temporary copy of the project's code with its own git and DVC repositories."""
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    (dest / ".dvc").mkdir()
+    shutil.copy2(ROOT / ".dvc" / "config", dest / ".dvc" / "config")
+    shutil.copy2(ROOT / ".dvc" / ".gitignore", dest / ".dvc" / ".gitignore")
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run(git + ["init", "-q"], cwd=dest, check=True)
+    subprocess.run(git + ["add", "-A"], cwd=dest, check=True)
+    subprocess.run(git + ["commit", "-qm", "init"], cwd=dest, check=True)
+    return dest
+
+
+@pytest.fixture
+def tiny_project(tmp_path, monkeypatch):
+    """Project copy with tiny data and params, cwd set to it, MLflow in a temp SQLite file."""
+    project = copy_project(tmp_path / "project")
+    (project / "data" / "raw").mkdir(parents=True)
+    make_reviews().to_csv(project / "data" / "raw" / "reviews.csv", index=False)
+    (project / "params.yaml").write_text(yaml.safe_dump(tiny_params("data/raw/reviews.csv"), sort_keys=False))
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    return project

@@ -1,0 +1,75 @@
+import pytest
+import yaml
+
+from mlcore.config import STAGES, Config, ConfigError, load_config, parse_config
+from tests.conftest import ROOT
+
+
+def test_project_params_load_and_cover_every_stage():
+    cfg = load_config(ROOT / "params.yaml")
+    assert isinstance(cfg, Config)
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert set(STAGES) <= set(raw)
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError) as err:
+        parse_config({"finetune": {"epoch": 3}})
+    assert "finetune.epoch" in str(err.value)
+    assert "unknown key" in str(err.value)
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError) as err:
+        parse_config({"search": {"n_trials": "many"}})
+    assert "search.n_trials" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "section, values, key",
+    [
+        ("search", {"lr_min": 0.1, "lr_max": 0.01}, "search"),
+        ("pretrain", {"hidden_size": 30, "num_heads": 4}, "pretrain"),
+        ("prepare", {"val_fraction": 0.7}, "prepare.val_fraction"),
+        ("finetune", {"epochs": 0}, "finetune.epochs"),
+        ("search", {"optimizers": ["lion"]}, "search.optimizers.0"),
+        ("register", {"metric": "auc"}, "register.metric"),
+    ],
+)
+def test_impossible_values_are_named(section, values, key):
+    with pytest.raises(ConfigError) as err:
+        parse_config({section: values})
+    assert key in str(err.value)
+
+
+def test_unknown_section_is_named():
+    with pytest.raises(ConfigError) as err:
+        parse_config({"finetuning": {}})
+    assert "finetuning" in str(err.value)
+
+
+def test_config_is_frozen():
+    cfg = parse_config({})
+    with pytest.raises(Exception):
+        cfg.finetune.epochs = 3
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("prepare: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_environment_overrides(monkeypatch):
+    cfg = parse_config({})
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/x.db")
+    monkeypatch.setenv("PIPELINE_DEVICE", "cpu")
+    monkeypatch.setenv("OPTUNA_STORAGE", "postgresql://u@localhost/db")
+    assert cfg.mlflow_uri() == "sqlite:////tmp/x.db"
+    assert cfg.device() == "cpu"
+    assert cfg.optuna_storage() == "postgresql://u@localhost/db"
+    explicit = parse_config({"tracking": {"mlflow_uri": "http://127.0.0.1:5000"}})
+    assert explicit.mlflow_uri() == "http://127.0.0.1:5000"

@@ -1,0 +1,47 @@
+import optuna
+
+from mlcore import search_space as S
+from mlcore.config import SearchConfig
+from mlcore.promotion import decide_alias
+
+
+def test_decide_alias():
+    assert decide_alias(0.7, None, 0.0) == "champion"
+    assert decide_alias(0.8, 0.7, 0.05) == "champion"
+    assert decide_alias(0.74, 0.7, 0.05) == "challenger"
+    assert decide_alias(0.7, 0.7, 0.0) == "challenger"  # a tie does not displace the champion
+    assert decide_alias(0.5, 0.7, 0.0) == "challenger"
+
+
+def test_study_identity_ignores_budget_but_not_space():
+    base = SearchConfig()
+    assert S.study_name(base, "d") == S.study_name(base.model_copy(update={"n_trials": 40}), "d")
+    assert S.study_name(base, "d") != S.study_name(base.model_copy(update={"lr_max": 0.1}), "d")
+    assert S.study_name(base, "d") != S.study_name(base, "other-inputs")
+
+
+def test_budget_is_total_across_reruns(tmp_path):
+    cfg = SearchConfig(n_trials=5, optimizers=["adam", "sgd"])
+    storage = S.make_storage(None, tmp_path, "s")
+
+    def objective(trial):
+        p = S.suggest(trial, cfg)
+        assert cfg.lr_min <= p["learning_rate"] <= cfg.lr_max and p["optimizer"] in ("adam", "sgd")
+        return p["learning_rate"]
+
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize", sampler=S.make_sampler(cfg), load_if_exists=True)
+    study.optimize(objective, n_trials=3)
+    again = optuna.create_study(study_name="s", storage=S.make_storage(None, tmp_path, "s"), direction="maximize", load_if_exists=True)
+    assert S.remaining_budget(again, cfg.n_trials) == 2
+    again.optimize(objective, n_trials=S.remaining_budget(again, cfg.n_trials))
+    assert S.finished_trials(again) == 5 and S.remaining_budget(again, 5) == 0
+    assert (tmp_path / "s.journal").is_file()
+
+
+def test_seeded_sampler_repeats():
+    cfg = SearchConfig(seed=3)
+    def params(storage=None):
+        study = optuna.create_study(sampler=S.make_sampler(cfg), direction="maximize")
+        study.optimize(lambda t: S.suggest(t, cfg)["learning_rate"], n_trials=4)
+        return [t.params for t in study.trials]
+    assert params() == params()

@@ -1,0 +1,63 @@
+"""One stage has one name everywhere: dvc.yaml stage, params.yaml section, tasks/ module, Prefect task."""
+import ast
+from pathlib import Path
+
+import yaml
+
+from mlcore.config import SHARED_SECTIONS, STAGES
+from tests.conftest import ROOT
+
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+PACKAGES = ("mlcore", "tasks")
+
+
+def test_stages_sections_and_modules_correspond():
+    modules = {p.stem for p in (ROOT / "tasks").glob("*.py") if not p.stem.startswith("_")}
+    assert list(DVC) == list(STAGES)
+    assert set(PARAMS) - set(SHARED_SECTIONS) == set(STAGES)
+    assert modules == set(STAGES)
+
+
+def test_flow_chains_the_stage_tasks_in_order():
+    from flows.training_pipeline import STAGE_TASKS
+
+    assert [t.name for t in STAGE_TASKS] == list(STAGES)
+
+
+def test_each_stage_runs_its_module_with_its_own_params():
+    for stage, spec in DVC.items():
+        assert spec["cmd"] == f"python -m tasks.{stage}"
+        assert spec["params"] == [stage]
+
+
+def _module_file(name: str) -> Path | None:
+    path = ROOT / Path(*name.split("."))
+    if path.with_suffix(".py").is_file():
+        return path.with_suffix(".py")
+    return None
+
+
+def _project_imports(file: Path, seen: set[Path]) -> set[Path]:
+    """Project modules a file imports, transitively (package __init__ files excluded)."""
+    for node in ast.walk(ast.parse(file.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for name in names:
+            target = _module_file(name) if name.split(".")[0] in PACKAGES else None
+            if target and target not in seen:
+                seen.add(target)
+                _project_imports(target, seen)
+    return seen
+
+
+def test_dvc_deps_list_every_code_module_a_stage_imports():
+    # Orchestration, tracking and error-message code does not change what a stage computes.
+    ignored = {"tasks/_runner.py", "tasks/_dvc_state.py", "mlcore/errors.py", "mlcore/tracking/runs.py", "mlcore/hashing.py"}
+    for stage, spec in DVC.items():
+        imported = {str(p.relative_to(ROOT)) for p in _project_imports(ROOT / "tasks" / f"{stage}.py", set())}
+        missing = imported - set(spec["deps"]) - ignored
+        assert not missing, f"dvc.yaml stage {stage} lacks deps {sorted(missing)}"
