@@ -48,3 +48,19 @@ def batches(
 def by_length(data: Encoded) -> np.ndarray:
     """Row order from shortest to longest: inference batches then carry almost no padding."""
     return np.argsort([len(s) for s in data.input_ids], kind="stable")
+
+
+def length_grouped_order(data: Encoded, batch_size: int, rng: np.random.Generator, window: int = 64) -> np.ndarray:
+    """A shuffled order in which each batch holds texts of similar length.
+
+    Rows are shuffled, cut into windows of `window` batches, sorted by length
+    inside each window, and the resulting batches are shuffled again: batches
+    stay random but carry little padding.
+    """
+    lengths = np.fromiter((len(s) for s in data.input_ids), dtype=np.int64, count=len(data))
+    order = rng.permutation(len(data))
+    span = batch_size * window
+    chunks = [order[i : i + span] for i in range(0, len(order), span)]
+    order = np.concatenate([c[np.argsort(lengths[c], kind="stable")] for c in chunks])
+    batches_ = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return np.concatenate([batches_[i] for i in rng.permutation(len(batches_))])

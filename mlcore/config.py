@@ -73,8 +73,11 @@ class PretrainConfig(_Section):
 class SearchConfig(_Section):
     n_trials: int = Field(8, ge=1)
     epochs: int = Field(3, ge=1)
-    lr_min: float = Field(1e-5, gt=0, lt=1)
-    lr_max: float = Field(1e-2, gt=0, le=10)
+    # The learning-rate range (log scale) for the adaptive optimizers (Adam, AdamW,
+    # AdaGrad, RMSprop). Plain SGD needs a larger step: its range is scaled by sgd_lr_scale.
+    lr_min: float = Field(1e-4, gt=0, lt=1)
+    lr_max: float = Field(3e-3, gt=0, le=10)
+    sgd_lr_scale: float = Field(30.0, gt=0)
     optimizers: list[Optimizer] = list(ALL_OPTIMIZERS)
     batch_size: int = Field(32, ge=1)
     max_length: int = Field(128, ge=8, le=4096)

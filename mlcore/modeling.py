@@ -19,6 +19,7 @@ from mlcore.errors import UserError
 
 # "Some weights were not initialised" is expected when a head is added; keep logs readable.
 transformers.logging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()  # per-tensor "Loading weights" bars
 
 
 def new_mlm_model(cfg: PretrainConfig, vocab_size: int, pad_token_id: int) -> BertForMaskedLM:

@@ -17,19 +17,29 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 # Settings that change what a trial means; n_trials is a budget, not an identity.
-_IDENTITY_KEYS = ("epochs", "lr_min", "lr_max", "optimizers", "batch_size", "max_length", "pruner", "seed")
+_IDENTITY_KEYS = ("epochs", "lr_min", "lr_max", "sgd_lr_scale", "optimizers", "batch_size", "max_length", "pruner", "seed")
+
+
+SGD_FAMILY = ("sgd", "sgd_momentum")
+
+
+def lr_range(cfg: SearchConfig, optimizer: str) -> tuple[float, float]:
+    """SGD's useful learning rates sit ~10-100x above Adam's; one shared range would
+    spend half the trials on SGD steps too small to move the weights."""
+    scale = cfg.sgd_lr_scale if optimizer in SGD_FAMILY else 1.0
+    return cfg.lr_min * scale, cfg.lr_max * scale
 
 
 def suggest(trial: optuna.Trial, cfg: SearchConfig) -> dict:
-    return {
-        "learning_rate": trial.suggest_float("learning_rate", cfg.lr_min, cfg.lr_max, log=True),
-        "optimizer": trial.suggest_categorical("optimizer", list(cfg.optimizers)),
-    }
+    optimizer = trial.suggest_categorical("optimizer", list(cfg.optimizers))
+    low, high = lr_range(cfg, optimizer)
+    return {"learning_rate": trial.suggest_float("learning_rate", low, high, log=True), "optimizer": optimizer}
 
 
 def make_sampler(cfg: SearchConfig) -> optuna.samplers.BaseSampler:
     # Few trials: start TPE after 3 random ones rather than Optuna's default 10.
-    return optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True, n_startup_trials=min(3, cfg.n_trials))
+    # group=True: the learning rate's range depends on the optimizer (a conditional space).
+    return optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True, group=True, n_startup_trials=min(3, cfg.n_trials))
 
 
 def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mlcore.batching import Encoded, batches, by_length
+from mlcore.batching import Encoded, batches, by_length, length_grouped_order
 from mlcore.device import autocast, seed_everything
 from mlcore.metrics import macro_f1
 from mlcore.optim import linear_warmup_decay, make_optimizer
@@ -70,7 +70,7 @@ def predict_logits(model, data: Encoded, device: torch.device, batch_size: int =
 
 def _run_epoch(model, optimizer, scheduler, train: Encoded, s: TrainSettings, device, pad_id, rng, desc) -> tuple[float, float]:
     model.train()
-    order = rng.permutation(len(train))
+    order = length_grouped_order(train, s.batch_size, rng)
     total_loss, seen, start = 0.0, 0, time.perf_counter()
     bar = tqdm(total=len(train), desc=desc, unit="ex", leave=False, mininterval=1.0)
     for _, batch in batches(train, s.batch_size, pad_id, order=order):

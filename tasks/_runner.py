@@ -13,6 +13,9 @@ from mlcore.config import Config, load_config
 from mlcore.errors import UserError
 from tasks import _dvc_state
 
+# DVC logs "Updating lock file" at INFO through its own handler as well as Prefect's.
+logging.getLogger("dvc").setLevel(logging.WARNING)
+
 StageFn = Callable[[Config, str | None], dict]
 
 
@@ -56,5 +59,12 @@ def as_task(stage: str, run: StageFn):
 
 
 def _describe(changes: list) -> str:
-    text = "; ".join(str(c) for c in changes)
-    return text if len(text) < 300 else text[:297] + "..."
+    """DVC's change records as 'changed deps: a, b; changed outs: c' (truncated)."""
+    parts = []
+    for change in changes:
+        if isinstance(change, dict):
+            parts += [f"{kind}: {', '.join(map(str, items)) if isinstance(items, dict) else items}" for kind, items in change.items()]
+        else:
+            parts.append(str(change))
+    text = "; ".join(parts)
+    return text if len(text) < 240 else text[:237] + "..."

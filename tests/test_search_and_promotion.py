@@ -26,7 +26,8 @@ def test_budget_is_total_across_reruns(tmp_path):
 
     def objective(trial):
         p = S.suggest(trial, cfg)
-        assert cfg.lr_min <= p["learning_rate"] <= cfg.lr_max and p["optimizer"] in ("adam", "sgd")
+        low, high = S.lr_range(cfg, p["optimizer"])
+        assert low <= p["learning_rate"] <= high and p["optimizer"] in ("adam", "sgd")
         return p["learning_rate"]
 
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize", sampler=S.make_sampler(cfg), load_if_exists=True)
@@ -45,3 +46,9 @@ def test_seeded_sampler_repeats():
         study.optimize(lambda t: S.suggest(t, cfg)["learning_rate"], n_trials=4)
         return [t.params for t in study.trials]
     assert params() == params()
+
+
+def test_sgd_gets_a_scaled_learning_rate_range():
+    cfg = SearchConfig(lr_min=1e-4, lr_max=1e-3, sgd_lr_scale=30)
+    assert S.lr_range(cfg, "adamw") == (1e-4, 1e-3)
+    assert S.lr_range(cfg, "sgd_momentum") == (3e-3, 3e-2)

@@ -1,0 +1,56 @@
+"""User errors: one paragraph naming the file/key/column, non-zero exit, no traceback."""
+import subprocess
+import sys
+
+import pandas as pd
+import yaml
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300)
+
+
+def edit(section, **values):
+    params = yaml.safe_load(open("params.yaml"))
+    params.setdefault(section, {}).update(values)
+    yaml.safe_dump(params, open("params.yaml", "w"))
+
+
+def assert_clean_error(proc, *needles):
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+def test_unknown_key_stops_before_any_work(tiny_project):
+    edit("finetune", epoch=3)
+    proc = run("flows.training_pipeline")
+    assert_clean_error(proc, "finetune.epoch", "params.yaml")
+    assert not (tiny_project / "data" / "processed").exists()
+
+
+def test_missing_data_file(tiny_project):
+    edit("prepare", input="data/raw/nope.csv")
+    assert_clean_error(run("flows.training_pipeline"), "data/raw/nope.csv", "not found")
+    assert_clean_error(run("tasks.prepare"), "data/raw/nope.csv")
+
+
+def test_missing_column(tiny_project):
+    edit("prepare", text_column="review")
+    assert_clean_error(run("flows.training_pipeline"), "'review'", "prepare.text_column")
+
+
+def test_missing_checkpoint(tiny_project):
+    edit("pretrain", init_from="models/does-not-exist")
+    assert_clean_error(run("flows.training_pipeline"), "models/does-not-exist", "pretrain.init_from")
+
+
+def test_stage_before_its_inputs_exist(tiny_project):
+    assert_clean_error(run("tasks.finetune"), "data/processed/prepare/label_map.json", "prepare")
+
+
+def test_help_works():
+    for module in ("flows.training_pipeline", "tasks.search", "flows.deploy", "mlcore.sample_data"):
+        proc = run(module, "--help")
+        assert proc.returncode == 0 and "usage" in proc.stdout.lower()

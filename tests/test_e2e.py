@@ -1,0 +1,111 @@
+"""End to end: the real Prefect flow (test harness), then `dvc repro`, MLflow registry and the gate."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+from prefect.testing.utilities import prefect_test_harness
+
+pytestmark = pytest.mark.e2e
+STAGES = ["prepare", "pretrain", "search", "finetune", "evaluate", "register"]
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+def dvc(*args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr
+
+
+def ran(results: dict) -> list[str]:
+    return [stage for stage, r in results.items() if not r["skipped"]]
+
+
+def set_params(section: str, **values) -> None:
+    params = yaml.safe_load(open("params.yaml"))
+    params[section].update(values)
+    with open("params.yaml", "w") as f:
+        yaml.safe_dump(params, f, sort_keys=False)
+
+
+def test_flow_dvc_registry_and_gate(tiny_project, prefect_api):
+    from flows.training_pipeline import training_pipeline
+
+    # 1. The whole flow runs every stage the first time.
+    first = training_pipeline("params.yaml")
+    assert ran(first) == STAGES
+
+    # 2. DVC agrees that everything is up to date: nothing to reproduce.
+    assert json.loads(dvc("status", "--json")) == {}
+    assert "Running stage" not in dvc("repro")
+
+    # 3. Metrics are real and readable by `dvc metrics show`.
+    metrics = json.loads(open("reports/metrics.json").read())
+    assert metrics["accuracy"] > 0.75 and metrics["macro_f1"] > 0.75
+    shown = dvc("metrics", "show", "--json")
+    assert "accuracy" in shown and "macro_f1" in shown
+
+    # 4. The registry alias moved to the new version, and consumers can use it.
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias("tiny-sentiment", "champion")
+    assert champion.version == "1"
+    model = mlflow.pyfunc.load_model("models:/tiny-sentiment@champion")
+    test = pd.read_parquet("data/processed/prepare/test.parquet")
+    preds = model.predict(pd.DataFrame({"text": test["text"]}))
+    assert set(preds) <= {"fresh", "rotten"}
+    assert (preds.to_numpy() == test["label"].to_numpy()).mean() == pytest.approx(metrics["accuracy"], abs=0.02)
+
+    # 5. MLflow nesting: pipeline run > stage runs > search trials, with lineage tags.
+    exp = client.get_experiment_by_name("tests")
+    parent = client.search_runs([exp.experiment_id], "tags.`pipeline.role` = 'pipeline'")[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["git.commit"] != "unknown" and len(parent.data.tags["data.raw_dvc_md5"]) == 32
+    stages = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(r.info.run_name for r in stages) == sorted(STAGES)
+    search_run = next(r for r in stages if r.info.run_name == "search")
+    trials = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{search_run.info.run_id}'")
+    assert len(trials) == 2 and all(t.data.tags["trial.state"] in ("COMPLETE", "PRUNED") for t in trials)
+    assert all("val_macro_f1" in t.data.metrics for t in trials)
+
+    # 6. A deliberately worse fine-tune: only finetune and what follows rerun, and it becomes challenger.
+    set_params("finetune", learning_rate=1e-7, epochs=1)
+    assert set(json.loads(dvc("status", "--json"))) == {"finetune"}
+    second = training_pipeline("params.yaml")
+    assert ran(second) == ["finetune", "evaluate", "register"]
+    assert client.get_model_version_by_alias("tiny-sentiment", "challenger").version == "2"
+    assert client.get_model_version_by_alias("tiny-sentiment", "champion").version == "1"
+    assert json.loads(dvc("status", "--json")) == {}
+
+    # 7. `dvc repro` reruns exactly the changed stage and the stages downstream of it.
+    set_params("finetune", epochs=2)
+    out = dvc("repro")
+    assert re.findall(r"Running stage '(\w+)'", out) == ["finetune", "evaluate", "register"]
+    assert json.loads(dvc("status", "--json")) == {}
+    assert client.get_model_version_by_alias("tiny-sentiment", "champion").version == "1"
+
+
+def test_stage_failure_marks_runs_failed(tiny_project, prefect_api):
+    from flows.training_pipeline import training_pipeline
+    from mlcore.errors import UserError
+
+    one_class = pd.read_csv("data/raw/reviews.csv").assign(category="fresh")
+    one_class.to_csv("data/raw/reviews.csv", index=False)  # prepare cannot split a single class
+    with pytest.raises(UserError, match="at least 2"):
+        training_pipeline("params.yaml")
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("tests")
+    statuses = {r.info.run_name: r.info.status for r in client.search_runs([exp.experiment_id])}
+    assert statuses == {"pipeline": "FAILED", "prepare": "FAILED"}
+    assert json.loads(dvc("status", "--json"))  # nothing was recorded as up to date

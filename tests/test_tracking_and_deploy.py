@@ -1,0 +1,62 @@
+import pytest
+from mlflow import MlflowClient
+
+from mlcore.config import parse_config
+from mlcore.tracking import runs
+
+
+@pytest.fixture
+def cfg(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return parse_config({"prepare": {"input": "raw.csv"}, "tracking": {"experiment": "unit"}})
+
+
+def test_exceptions_mark_runs_failed_not_running(cfg):
+    with pytest.raises(RuntimeError):
+        with runs.pipeline_run(cfg) as parent:
+            with runs.stage_run(cfg, "search", parent):
+                with runs.trial_run("trial-0"):
+                    raise RuntimeError("boom")
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("unit")
+    statuses = {r.info.run_name: r.info.status for r in client.search_runs([exp.experiment_id])}
+    assert statuses == {"pipeline": "FAILED", "search": "FAILED", "trial-0": "FAILED"}
+
+
+def test_pruned_trials_are_killed_and_tagged(cfg):
+    class Pruned(Exception):
+        pass
+
+    with runs.stage_run(cfg, "search"):
+        with pytest.raises(Pruned):
+            with runs.trial_run("trial-0", pruned=(Pruned,)):
+                raise Pruned()
+        with runs.trial_run("trial-1", pruned=(Pruned,)):
+            pass
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("unit")
+    found = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    assert found["trial-0"].info.status == "KILLED" and found["trial-0"].data.tags["trial.state"] == "PRUNED"
+    assert found["trial-1"].info.status == "FINISHED" and found["trial-1"].data.tags["trial.state"] == "COMPLETE"
+    assert found["search"].info.status == "FINISHED"
+    assert found["trial-0"].data.tags["mlflow.parentRunId"] == found["search"].info.run_id
+
+
+def test_raw_data_hash_prefers_the_dvc_file(tmp_path):
+    raw = tmp_path / "raw.csv"
+    raw.write_text("text,label\na,b\n")
+    assert runs.raw_data_hash(raw) == runs.file_md5(raw)
+    (tmp_path / "raw.csv.dvc").write_text("outs:\n- md5: 0123456789abcdef0123456789abcdef\n  path: raw.csv\n")
+    assert runs.raw_data_hash(raw) == "0123456789abcdef0123456789abcdef"
+
+
+def test_deployment_has_nightly_cron_schedule():
+    from flows.deploy import NIGHTLY, build_deployment
+
+    deployment = build_deployment()
+    assert deployment.name == "nightly-retraining"
+    assert [s.schedule.cron for s in deployment.schedules] == [NIGHTLY]
+    assert deployment.parameters == {"params": "params.yaml", "force": False}
+    custom = build_deployment(cron="0 */6 * * *")
+    assert custom.schedules[0].schedule.cron == "0 */6 * * *"
