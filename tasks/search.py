@@ -43,12 +43,16 @@ def make_objective(cfg: Config, label2id, train, val, device):
                 runs.log_metrics(vars(e), step=e.epoch)
                 trial.report(e.val_macro_f1, e.epoch)
                 if trial.should_prune():
+                    print(f"search: trial {trial.number}: {params['optimizer']} lr={params['learning_rate']:.2e} "
+                          f"pruned at epoch {e.epoch} (val macro-F1 {e.val_macro_f1:.4f})")
                     raise optuna.TrialPruned(f"pruned at epoch {e.epoch}")
 
             settings = TrainSettings(epochs=s.epochs, batch_size=s.batch_size, seed=s.seed, **params)
             _, result = finetune(P.PRETRAINED, label2id, train, val, settings, device, on_epoch)
             trial.set_user_attr("best_epoch", result.best_epoch)
             runs.log_metrics({"best_val_macro_f1": result.best_val_macro_f1, "best_epoch": result.best_epoch})
+            print(f"search: trial {trial.number}: {params['optimizer']} lr={params['learning_rate']:.2e} "
+                  f"-> val macro-F1 {result.best_val_macro_f1:.4f} (epoch {result.best_epoch})")
             return result.best_val_macro_f1
 
     return objective
