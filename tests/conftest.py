@@ -22,6 +22,7 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from test servers
 
 POSITIVE = ["great", "wonderful", "superb", "delightful", "moving", "brilliant", "charming", "masterful"]
 NEGATIVE = ["awful", "boring", "terrible", "dull", "mess", "tedious", "clumsy", "lifeless"]

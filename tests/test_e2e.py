@@ -60,7 +60,7 @@ def test_flow_dvc_registry_and_gate(tiny_project, prefect_api):
     # 4. The registry alias moved to the new version, and consumers can use it.
     client = MlflowClient()
     champion = client.get_model_version_by_alias("tiny-sentiment", "champion")
-    assert champion.version == "1"
+    assert str(champion.version) == "1"
     model = mlflow.pyfunc.load_model("models:/tiny-sentiment@champion")
     test = pd.read_parquet("data/processed/prepare/test.parquet")
     preds = model.predict(pd.DataFrame({"text": test["text"]}))
@@ -84,8 +84,8 @@ def test_flow_dvc_registry_and_gate(tiny_project, prefect_api):
     assert set(json.loads(dvc("status", "--json"))) == {"finetune"}
     second = training_pipeline("params.yaml")
     assert ran(second) == ["finetune", "evaluate", "register"]
-    assert client.get_model_version_by_alias("tiny-sentiment", "challenger").version == "2"
-    assert client.get_model_version_by_alias("tiny-sentiment", "champion").version == "1"
+    assert str(client.get_model_version_by_alias("tiny-sentiment", "challenger").version) == "2"
+    assert str(client.get_model_version_by_alias("tiny-sentiment", "champion").version) == "1"
     assert json.loads(dvc("status", "--json")) == {}
 
     # 7. `dvc repro` reruns exactly the changed stage and the stages downstream of it.
@@ -93,7 +93,7 @@ def test_flow_dvc_registry_and_gate(tiny_project, prefect_api):
     out = dvc("repro")
     assert re.findall(r"Running stage '(\w+)'", out) == ["finetune", "evaluate", "register"]
     assert json.loads(dvc("status", "--json")) == {}
-    assert client.get_model_version_by_alias("tiny-sentiment", "champion").version == "1"
+    assert str(client.get_model_version_by_alias("tiny-sentiment", "champion").version) == "1"
 
 
 def test_stage_failure_marks_runs_failed(tiny_project, prefect_api):

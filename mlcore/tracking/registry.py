@@ -1,6 +1,7 @@
 """Logging the classifier as a pyfunc model and gating the `champion` alias on a metric."""
 from __future__ import annotations
 
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 
@@ -21,7 +22,15 @@ def log_classifier(model_dir: Path, example_texts: list[str], labels: list[str],
     example = pd.DataFrame({"text": example_texts})
     signature = infer_signature(example, pd.Series([labels[0]] * len(example_texts), name="label"), params={"return_scores": False})
     reqs = [f"{pkg}=={version(pkg)}" for pkg in ("torch", "transformers", "tokenizers", "safetensors", "pandas", "numpy")]
-    info = mlflow.pyfunc.log_model(
+    with warnings.catch_warnings():
+        # predict() accepts DataFrames, Series and lists on purpose; the explicit signature
+        # documents the input, so MLflow's "add type hints" advice does not apply.
+        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
+        return _log(model_dir, example, signature, reqs, registered_name)
+
+
+def _log(model_dir, example, signature, reqs, registered_name):
+    return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(PYFUNC_CODE),
         artifacts={"model_dir": str(model_dir)},
@@ -30,7 +39,6 @@ def log_classifier(model_dir: Path, example_texts: list[str], labels: list[str],
         pip_requirements=reqs,
         registered_model_name=registered_name,
     )
-    return info
 
 
 def champion_value(client: MlflowClient, name: str, metric: str) -> tuple[str | None, float | None]:
