@@ -42,3 +42,12 @@ def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warm
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def backward_step(model: torch.nn.Module, optimizer, scheduler, loss: torch.Tensor, max_grad_norm: float = 1.0) -> None:
+    """One update: backward, clip the global gradient norm, step the optimizer and the schedule."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()

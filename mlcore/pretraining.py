@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from mlcore.batching import Encoded, batches, length_grouped_order
 from mlcore.device import autocast, seed_everything
-from mlcore.optim import linear_warmup_decay, make_optimizer
+from mlcore.optim import backward_step, linear_warmup_decay, make_optimizer
 
 
 def mask_tokens(
@@ -113,11 +113,7 @@ def pretrain_mlm(
                 continue  # nothing masked in this batch (tiny batches of very short texts)
             with autocast(device):
                 loss = masked_lm_loss(model, **{k: v.to(device) for k, v in batch.items()})
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
+            backward_step(model, optimizer, scheduler, loss)
             n = len(batch["input_ids"])
             total, seen = total + loss.item() * n, seen + n
             bar.update(n)

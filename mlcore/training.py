@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from mlcore.batching import Encoded, batches, by_length, length_grouped_order
 from mlcore.device import autocast, seed_everything
 from mlcore.metrics import macro_f1
-from mlcore.optim import linear_warmup_decay, make_optimizer
+from mlcore.optim import backward_step, linear_warmup_decay, make_optimizer
 
 
 @dataclass(frozen=True)
@@ -80,11 +80,7 @@ def _run_epoch(model, optimizer, scheduler, train: Encoded, s: TrainSettings, de
         if not torch.isfinite(loss):
             bar.close()
             raise FloatingPointError(f"training loss became {loss.item()} (learning rate {s.learning_rate} too high?)")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
+        backward_step(model, optimizer, scheduler, loss)
         n = len(batch["input_ids"])
         total_loss += loss.item() * n
         seen += n
