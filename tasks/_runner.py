@@ -16,6 +16,20 @@ from tasks import _dvc_state
 # DVC logs "Updating lock file" at INFO through its own handler as well as Prefect's.
 logging.getLogger("dvc").setLevel(logging.WARNING)
 
+
+class _NoTracebackForUserErrors(logging.Filter):
+    """Prefect logs a failed run's exception with its traceback; for bad input the
+    one-paragraph message is the whole story, so the traceback is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], UserError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+for _name in ("prefect.task_runs", "prefect.flow_runs"):
+    logging.getLogger(_name).addFilter(_NoTracebackForUserErrors())
+
 StageFn = Callable[[Config, str | None], dict]
 
 

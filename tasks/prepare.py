@@ -5,6 +5,7 @@ import sys
 
 from mlcore import data as D
 from mlcore.config import Config
+from mlcore.errors import UserError
 from mlcore.tables import read_table, require_columns
 from mlcore.tracking import runs
 from tasks import _io
@@ -29,7 +30,10 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     with runs.stage_run(cfg, STAGE, parent_run_id):
         runs.log_params(p.model_dump())
         cleaned = D.clean(load_raw(cfg), p.text_column, p.label_column, p.group_column, p.unlabelled_labels)
-        splits = D.split(cleaned.labelled, p.val_fraction, p.test_fraction, p.seed, grouped=p.group_column is not None)
+        try:
+            splits = D.split(cleaned.labelled, p.val_fraction, p.test_fraction, p.seed, grouped=p.group_column is not None)
+        except UserError as err:  # name the file and column the problem is in
+            raise UserError(f"{p.input} (label column {p.label_column!r}): {err}") from None
         labels = D.label_map(cleaned.labelled["label"])
         _io.fresh_dir(P.SPLITS)
         for name, path in (("train", P.TRAIN), ("val", P.VAL), ("test", P.TEST)):

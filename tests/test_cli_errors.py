@@ -46,6 +46,15 @@ def test_missing_checkpoint(tiny_project):
     assert_clean_error(run("flows.training_pipeline"), "models/does-not-exist", "pretrain.init_from")
 
 
+def test_bad_data_found_inside_the_flow_has_no_traceback(tiny_project):
+    data = pd.read_csv("data/raw/reviews.csv").assign(category="fresh")
+    data.to_csv("data/raw/reviews.csv", index=False)  # one class: prepare cannot split it
+    proc = run("flows.training_pipeline")
+    assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
+    assert "at least 2" in proc.stderr and "prepare.label_column" in proc.stderr
+    assert "data/raw/reviews.csv (label column 'category')" in proc.stderr
+
+
 def test_stage_before_its_inputs_exist(tiny_project):
     assert_clean_error(run("tasks.finetune"), "data/processed/prepare/label_map.json", "prepare")
 
