@@ -95,6 +95,14 @@ def test_flow_dvc_registry_and_gate(tiny_project, prefect_api):
     assert json.loads(dvc("status", "--json")) == {}
     assert str(client.get_model_version_by_alias("tiny-sentiment", "champion").version) == "1"
 
+    # 8. A researcher's experiment on top of the committed state: `dvc exp run -S ...`.
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run(git + ["add", "-A", "dvc.lock", "params.yaml", "data/raw"], check=True)
+    subprocess.run(git + ["commit", "-qm", "pipeline state"], check=True)
+    out = dvc("exp", "run", "-S", "finetune.epochs=3")
+    assert re.findall(r"Running stage '(\w+)'", out) == ["finetune", "evaluate", "register"]
+    assert "Ran experiment" in out
+
 
 def test_stage_failure_marks_runs_failed(tiny_project, prefect_api):
     from flows.training_pipeline import training_pipeline
