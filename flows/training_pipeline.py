@@ -16,6 +16,7 @@ from mlcore.config import load_config
 from mlcore.errors import UserError
 from mlcore.tracking.runs import pipeline_run
 from tasks import evaluate, finetune, prepare, pretrain, register, search
+from tasks._runner import exit_on_sigterm
 from tasks._summary import check_inputs, summary
 
 STAGE_TASKS = [prepare.task, pretrain.task, search.task, finetune.task, evaluate.task, register.task]
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--force", action="store_true", help="run every stage even if dvc.lock says it is up to date")
     args = parser.parse_args(argv)
+    exit_on_sigterm()
     try:
         cfg = load_config(args.params)  # typed and validated once, before any work
         check_inputs(cfg)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Callable
 
@@ -33,6 +34,13 @@ for _name in ("prefect.task_runs", "prefect.flow_runs"):
 StageFn = Callable[[Config, str | None], dict]
 
 
+def exit_on_sigterm() -> None:
+    """`kill`, a scheduler or a cancelled deployment stops a run with SIGTERM, which by
+    default ends Python without unwinding. As SystemExit it unwinds, so every open
+    MLflow run is closed as FAILED instead of being left RUNNING."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 def cli(stage: str, run: StageFn, doc: str | None = None) -> Callable[[list[str] | None], int]:
     """`python -m tasks.<stage>`: the command dvc.yaml runs. No Prefect involved."""
 
@@ -41,6 +49,7 @@ def cli(stage: str, run: StageFn, doc: str | None = None) -> Callable[[list[str]
         parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
         args = parser.parse_args(argv)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        exit_on_sigterm()
         try:
             result = run(load_config(args.params), None)
         except UserError as err:
