@@ -13,8 +13,22 @@ from mlcore.errors import UserError
 _WS = re.compile(r"\s+")
 
 
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _label(value: object) -> str:
+    """Labels as strings; an integer column with gaps arrives as floats (1.0), kept as "1"."""
+    if _missing(value):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
 def normalise_text(text: object) -> str:
-    return _WS.sub(" ", str(text)).strip() if text is not None else ""
+    """Whitespace runs become one space; missing values (None/NaN from JSONL or Parquet) become ""."""
+    return "" if _missing(text) else _WS.sub(" ", str(text)).strip()
 
 
 @dataclass
@@ -35,7 +49,7 @@ def clean(
     out = pd.DataFrame(
         {
             "text": df[text_col].map(normalise_text),
-            "label": df[label_col].map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip()),
+            "label": df[label_col].map(_label),
             "group": df[group_col].astype(str) if group_col else pd.Series(range(len(df)), index=df.index).astype(str),
         }
     )

@@ -23,6 +23,13 @@ def test_clean_normalises_drops_and_reports():
     assert sorted(res.unlabelled["text"]) == ["a plot", "x"]
 
 
+def test_missing_values_from_parquet_count_as_empty_or_unlabelled():
+    df = pd.DataFrame({"t": ["good", None, float("nan"), "fine"], "y": [1, 0, 1, None]})
+    res = D.clean(df, "t", "y", None, [])
+    assert res.stats["empty_text_dropped"] == 2
+    assert list(res.labelled["label"]) == ["1"] and list(res.unlabelled["text"]) == ["fine"]
+
+
 def test_grouped_split_has_no_leak_and_is_stratified_and_seeded():
     df = D.clean(make_reviews(n=600, n_movies=60), "text", "category", "movie_name", ["plot"]).labelled
     a = D.split(df, 0.1, 0.1, seed=7, grouped=True)
