@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from mlcore.config import Config, load_config
 from mlcore.errors import UserError
+from mlcore.tracking import runs
 from tasks import _dvc_state
 
 # DVC logs "Updating lock file" at INFO through its own handler as well as Prefect's.
@@ -72,10 +73,12 @@ def as_task(stage: str, run: StageFn):
         changed = _dvc_state.changes(stage)
         if not changed and not force:
             logger.info("%s is up to date with dvc.lock: skipped", stage)
+            runs.tag_run(parent_run_id, f"stage.{stage}", "skipped (up to date)")
             return {"stage": stage, "skipped": True}
         logger.info("%s runs: %s", stage, "forced" if not changed else _describe(changed))
         result = run(cfg, parent_run_id)
         _dvc_state.commit(stage)
+        runs.tag_run(parent_run_id, f"stage.{stage}", "ran")
         return {"stage": stage, "skipped": False, **result}
 
     return stage_task

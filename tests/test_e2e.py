@@ -71,6 +71,7 @@ def test_flow_dvc_registry_and_gate(tiny_project, prefect_api):
     exp = client.get_experiment_by_name("tests")
     parent = client.search_runs([exp.experiment_id], "tags.`pipeline.role` = 'pipeline'")[0]
     assert parent.info.status == "FINISHED"
+    assert all(parent.data.tags[f"stage.{s}"] == "ran" for s in STAGES)
     assert parent.data.tags["git.commit"] != "unknown" and len(parent.data.tags["data.raw_dvc_md5"]) == 32
     stages = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(r.info.run_name for r in stages) == sorted(STAGES)
@@ -84,6 +85,8 @@ def test_flow_dvc_registry_and_gate(tiny_project, prefect_api):
     assert set(json.loads(dvc("status", "--json"))) == {"finetune"}
     second = training_pipeline("params.yaml")
     assert ran(second) == ["finetune", "evaluate", "register"]
+    latest = client.search_runs([exp.experiment_id], "tags.`pipeline.role` = 'pipeline'", order_by=["start_time DESC"])[0]
+    assert latest.data.tags["stage.prepare"].startswith("skipped") and latest.data.tags["stage.register"] == "ran"
     assert str(client.get_model_version_by_alias("tiny-sentiment", "challenger").version) == "2"
     assert str(client.get_model_version_by_alias("tiny-sentiment", "champion").version) == "1"
     assert json.loads(dvc("status", "--json")) == {}

@@ -82,6 +82,12 @@ def pipeline_run(cfg: Config, run_name: str = "pipeline") -> Iterator[str]:
     client.set_terminated(run_id, "FINISHED")
 
 
+def tag_run(run_id: str | None, key: str, value: str) -> None:
+    """Tag a run that is not the active one (a stage marking itself on the pipeline run)."""
+    if run_id:
+        MlflowClient().set_tag(run_id, key, value)
+
+
 @contextlib.contextmanager
 def stage_run(cfg: Config, stage: str, parent_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
     """A stage's run: nested under the pipeline run when there is one (the Prefect flow),
