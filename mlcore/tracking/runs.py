@@ -98,13 +98,6 @@ def stage_run(cfg: Config, stage: str, parent_run_id: str | None = None) -> Iter
         yield run
 
 
-@contextlib.contextmanager
-def child_run(name: str, tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
-    """A run nested under the active one (a search trial under the search run)."""
-    with mlflow.start_run(run_name=name, nested=True, tags=tags) as run:
-        yield run
-
-
 def log_params(params: dict, prefix: str = "") -> None:
     flat = {}
     for key, value in params.items():
@@ -128,10 +121,6 @@ def set_tags(tags: dict) -> None:
 
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
     mlflow.log_artifact(str(path), artifact_path=artifact_path)
-
-
-def end_active_run(status: str) -> None:
-    mlflow.end_run(status=status)
 
 
 @contextlib.contextmanager
