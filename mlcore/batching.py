@@ -1,6 +1,7 @@
 """Tokenise once, then batch with dynamic padding (each batch padded to its own longest text)."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -64,3 +65,43 @@ def length_grouped_order(data: Encoded, batch_size: int, rng: np.random.Generato
     order = np.concatenate([c[np.argsort(lengths[c], kind="stable")] for c in chunks])
     batches_ = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     return np.concatenate([batches_[i] for i in rng.permutation(len(batches_))])
+
+
+def epoch_order(data: Encoded, s, epoch: int) -> np.ndarray:
+    """The row order of one epoch, from (seed, epoch) alone: a resumed run replays it exactly."""
+    rng = np.random.default_rng([s.seed, epoch])
+    if s.length_grouping:
+        return length_grouped_order(data, s.batch_size, rng)
+    return rng.permutation(len(data))
+
+
+class _Rows(torch.utils.data.Dataset):
+    def __init__(self, data: Encoded):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        return self.data.input_ids[i], None if self.data.labels is None else int(self.data.labels[i])
+
+
+def _collate_rows(rows, pad_id: int) -> dict[str, torch.Tensor]:
+    batch = collate([ids for ids, _ in rows], pad_id)
+    if rows[0][1] is not None:
+        batch["labels"] = torch.tensor([label for _, label in rows], dtype=torch.long)
+    return batch
+
+
+def loader(data: Encoded, batch_size: int, pad_id: int, order: np.ndarray, num_workers: int = 0,
+           device: torch.device | None = None):
+    """Padded batches in `order`. Collating is cheap next to a forward pass, so
+    num_workers=0 (in-process) is the default; workers help when the model is fast (GPU)."""
+    if num_workers == 0:
+        return (batch for _, batch in batches(data, batch_size, pad_id, order=order))
+    index_batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    return torch.utils.data.DataLoader(
+        _Rows(data), batch_sampler=index_batches, num_workers=num_workers,
+        collate_fn=functools.partial(_collate_rows, pad_id=pad_id),
+        pin_memory=device is not None and device.type == "cuda",
+    )

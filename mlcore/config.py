@@ -19,8 +19,11 @@ from mlcore.errors import UserError
 STAGES = ("prepare", "pretrain", "search", "finetune", "evaluate", "register")
 SHARED_SECTIONS = ("runtime", "tracking")
 
-Optimizer = Literal["sgd", "sgd_momentum", "adam", "adamw", "adagrad", "rmsprop"]
-ALL_OPTIMIZERS: tuple[str, ...] = ("sgd", "sgd_momentum", "adam", "adamw", "adagrad", "rmsprop")
+Optimizer = Literal["sgd", "sgd_momentum", "sgd_nesterov", "adagrad", "rmsprop", "adam", "adamw"]
+ALL_OPTIMIZERS: tuple[str, ...] = ("sgd", "sgd_momentum", "sgd_nesterov", "adagrad", "rmsprop", "adam", "adamw")
+Schedule = Literal["constant", "linear", "cosine", "exponential", "step"]
+Strategy = Literal["full", "freeze_embeddings", "freeze_bottom", "head_only", "gradual_unfreeze"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 class ConfigError(UserError):
@@ -29,6 +32,47 @@ class ConfigError(UserError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainingKnobs(_Section):
+    """How a model is trained: shared, with the same names, by pretrain, search and finetune.
+
+    The names match mlcore.training.TrainSettings field for field.
+    """
+    # Optimizer details (the optimizer and learning rate are set per section).
+    weight_decay: float = Field(0.01, ge=0, lt=1)     # never applied to biases and LayerNorm weights
+    momentum: float = Field(0.9, ge=0, lt=1)          # sgd_momentum and sgd_nesterov only
+    # Learning-rate schedule after the warmup: constant | linear | cosine | exponential | step.
+    schedule: Schedule = "linear"
+    warmup: float = Field(0.1, ge=0)                  # below 1: a fraction of all steps; 1 or more: steps
+    lr_gamma: float = Field(0.5, gt=0, le=1)          # exponential: factor per epoch; step: factor per drop
+    lr_step_epochs: float = Field(1.0, gt=0)          # step: epochs between drops
+    # Which weights train: full | freeze_embeddings | freeze_bottom | head_only | gradual_unfreeze.
+    strategy: Strategy = "full"
+    freeze_layers: int = Field(0, ge=0)               # freeze_bottom: how many encoder layers, from the bottom
+    unfreeze_per_epoch: int = Field(1, ge=1)          # gradual_unfreeze: encoder layers thawed each epoch, top first
+    layerwise_lr_decay: float = Field(1.0, gt=0, le=1)  # lr x decay^(depth below the top); 1 = off
+    # Regularisation and stability.
+    dropout: float | None = Field(None, ge=0, lt=1)   # null: the checkpoint's own dropout
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    class_weights: Literal["none", "auto"] = "none"   # auto: inverse class frequency (imbalanced labels)
+    max_grad_norm: float | None = Field(1.0, gt=0)    # null: no clipping
+    grad_accumulation: int = Field(1, ge=1)           # micro-batches per optimizer step
+    # Efficiency.
+    length_grouping: bool = True                      # batches of similar length: less padding
+    precision: Precision = "auto"                     # auto: bf16 on CUDA (fp16 + scaler without bf16), fp32 on CPU
+    compile: bool = False                             # torch.compile the model (pays off on long GPU runs)
+    num_workers: int = Field(0, ge=0)                 # DataLoader workers for batching; 0: in the main process
+    # A checkpoint each epoch; a rerun after a crash resumes from the last one.
+    resume: bool = True
+
+    @model_validator(mode="after")
+    def _strategy_needs(self):
+        if self.strategy == "freeze_bottom" and self.freeze_layers < 1:
+            raise ValueError("strategy freeze_bottom needs freeze_layers >= 1")
+        if self.strategy != "freeze_bottom" and self.freeze_layers:
+            raise ValueError(f"freeze_layers is set but strategy is {self.strategy!r}; use strategy: freeze_bottom")
+        return self
 
 
 class PrepareConfig(_Section):
@@ -45,7 +89,7 @@ class PrepareConfig(_Section):
     seed: int = 42
 
 
-class PretrainConfig(_Section):
+class PretrainConfig(TrainingKnobs):
     # A local checkpoint directory for continued pretraining with its own
     # tokenizer, or null to train a tokenizer and a small BERT from scratch.
     init_from: str | None = None
@@ -58,7 +102,10 @@ class PretrainConfig(_Section):
     epochs: int = Field(2, ge=0)
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(5e-4, gt=0, lt=1)
+    optimizer: Optimizer = "adamw"
     mlm_probability: float = Field(0.15, gt=0, lt=1)
+    whole_word_masking: bool = False                  # mask every piece of a chosen word together
+    packing: bool = False                             # concatenate texts into full max_length blocks
     seed: int = 42
 
     @model_validator(mode="after")
@@ -67,10 +114,12 @@ class PretrainConfig(_Section):
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
             )
+        if self.class_weights != "none":
+            raise ValueError("class_weights applies to classifiers (search, finetune), not to MLM pretraining")
         return self
 
 
-class SearchConfig(_Section):
+class SearchConfig(TrainingKnobs):
     n_trials: int = Field(8, ge=1)
     epochs: int = Field(3, ge=1)
     # The learning-rate range (log scale) for the adaptive optimizers (Adam, AdamW,
@@ -97,7 +146,7 @@ class SearchConfig(_Section):
         return self
 
 
-class FinetuneConfig(_Section):
+class FinetuneConfig(TrainingKnobs):
     epochs: int = Field(6, ge=1)
     patience: int = Field(2, ge=1)
     min_delta: float = Field(0.0, ge=0)

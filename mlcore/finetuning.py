@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 
 from mlcore import modeling
 from mlcore.batching import Encoded, encode
-from mlcore.training import EpochResult, TrainResult, TrainSettings, train_classifier
+from mlcore.training import TrainResult, TrainSettings, train_classifier
 
 
 def load_tokenizer(checkpoint: str | Path):
@@ -31,10 +31,13 @@ def finetune(
     val: Encoded,
     settings: TrainSettings,
     device: torch.device,
-    on_epoch: Callable[[EpochResult], None] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    checkpoint_dir: Path | None = None,
+    fingerprint: str = "",
 ):
     """A fresh classifier head on `checkpoint`, trained; returns (model at its best epoch, result)."""
     torch.manual_seed(settings.seed)  # the head's initialisation is part of the seeded run
     model, tokenizer = modeling.load_classifier(checkpoint, label2id)
-    result: TrainResult = train_classifier(model, train, val, settings, device, tokenizer.pad_token_id, on_epoch)
+    result: TrainResult = train_classifier(model, train, val, settings, device, tokenizer.pad_token_id,
+                                           on_epoch, checkpoint_dir, fingerprint)
     return model, result

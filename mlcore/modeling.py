@@ -1,4 +1,5 @@
-"""Building, loading and saving BERT-style models. Weights are safetensors only."""
+"""Building, loading and saving BERT-style models. Weights are safetensors only; attention
+is torch SDPA, which picks flash or memory-efficient kernels on CUDA."""
 from __future__ import annotations
 
 import json
@@ -32,6 +33,7 @@ def new_mlm_model(cfg: PretrainConfig, vocab_size: int, pad_token_id: int) -> Be
         max_position_embeddings=max(cfg.max_length, 64),
         pad_token_id=pad_token_id,
     )
+    config._attn_implementation = "sdpa"  # fused attention kernel (flash/memory-efficient on CUDA)
     return BertForMaskedLM(config)
 
 
@@ -50,7 +52,7 @@ def check_checkpoint(path: str | Path, key: str) -> Path:
 def load_mlm_model(path: str | Path, key: str = "pretrain.init_from"):
     path = check_checkpoint(path, key)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    model = AutoModelForMaskedLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
+    model = AutoModelForMaskedLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False, attn_implementation="sdpa")
     return model, tokenizer
 
 
@@ -62,7 +64,7 @@ def load_classifier(path: str | Path, label2id: dict[str, int] | None = None, ke
         kwargs = dict(num_labels=len(label2id), label2id=label2id, id2label={i: l for l, i in label2id.items()})
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     model = AutoModelForSequenceClassification.from_pretrained(
-        path, use_safetensors=True, trust_remote_code=False, **kwargs
+        path, use_safetensors=True, trust_remote_code=False, attn_implementation="sdpa", **kwargs
     )
     return model, tokenizer
 

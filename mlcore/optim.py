@@ -1,53 +1,56 @@
-"""Optimizers by name, and the learning-rate schedule."""
+"""Optimizers by name, with decay-free biases/LayerNorms and layer-wise learning rates."""
 from __future__ import annotations
 
 import torch
 
-NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")
+from mlcore import layers
+
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+# torch has fused kernels (one kernel for all parameters) for these on CPU and CUDA;
+# the others get the multi-tensor "foreach" path.
+_FUSED = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.Adagrad)
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Biases and LayerNorm weights get no weight decay (the standard BERT recipe)."""
-    decay, no_decay = [], []
+def param_groups(model: torch.nn.Module, lr: float, weight_decay: float, layerwise_lr_decay: float = 1.0) -> list[dict]:
+    """One group per (depth, decay or not). Biases and LayerNorm weights get no weight
+    decay (the BERT recipe); with layer-wise decay d, depth k below the top gets lr * d**k."""
+    n_layers = layers.num_layers(model)
+    top = n_layers + 1
+    groups: dict[tuple[int, bool], dict] = {}
     for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if name.endswith(NO_DECAY) else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if not p.requires_grad:
+            continue
+        level = layers.depth(name, n_layers) if layerwise_lr_decay != 1.0 else top
+        decays = not name.endswith(NO_DECAY)
+        group = groups.setdefault((level, decays), {
+            "params": [], "weight_decay": weight_decay if decays else 0.0,
+            "lr": lr * layerwise_lr_decay ** (top - level), "depth": level,
+        })
+        group["params"].append(p)
+    return [groups[k] for k in sorted(groups)]
 
 
-def make_optimizer(name: str, model: torch.nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    groups = param_groups(model, weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, foreach=True)
-    if name == "sgd_momentum":
-        return torch.optim.SGD(groups, lr=lr, momentum=0.9, foreach=True)
-    if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, foreach=True)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, foreach=True)
-    if name == "adagrad":
-        return torch.optim.Adagrad(groups, lr=lr, foreach=True)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=lr, foreach=True)
-    raise ValueError(f"unknown optimizer {name!r}")
-
-
-def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float):
-    """Linear warmup over the first fraction of steps, then linear decay to zero."""
-    warmup = max(1, int(total_steps * warmup_fraction))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def backward_step(model: torch.nn.Module, optimizer, scheduler, loss: torch.Tensor, max_grad_norm: float = 1.0) -> None:
-    """One update: backward, clip the global gradient norm, step the optimizer and the schedule."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-    optimizer.step()
-    scheduler.step()
+def make_optimizer(
+    name: str, model: torch.nn.Module, lr: float, weight_decay: float = 0.0, *,
+    momentum: float = 0.9, layerwise_lr_decay: float = 1.0, fused: bool | None = None,
+) -> torch.optim.Optimizer:
+    """`fused=None` picks the fused kernel where torch has one for this optimizer."""
+    groups = param_groups(model, lr, weight_decay, layerwise_lr_decay)
+    if not groups:
+        raise ValueError("no trainable parameters: the freezing strategy froze the whole model")
+    kinds = {
+        "sgd": (torch.optim.SGD, {}),
+        "sgd_momentum": (torch.optim.SGD, {"momentum": momentum}),
+        "sgd_nesterov": (torch.optim.SGD, {"momentum": momentum, "nesterov": True}),
+        "adagrad": (torch.optim.Adagrad, {}),
+        "rmsprop": (torch.optim.RMSprop, {}),
+        "adam": (torch.optim.Adam, {}),
+        "adamw": (torch.optim.AdamW, {}),
+    }
+    if name not in kinds:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(kinds)}")
+    cls, kwargs = kinds[name]
+    use_fused = cls in _FUSED if fused is None else fused and cls in _FUSED
+    impl = {"fused": True} if use_fused else {"foreach": True}
+    return cls(groups, lr=lr, **kwargs, **impl)

@@ -1,65 +1,37 @@
-"""Masked-language-model pretraining: 15% of tokens masked, split 80/10/10."""
+"""Masked-language-model pretraining on the engine: 15% of tokens (or whole words)
+masked 80/10/10, optionally over texts packed into full-length blocks."""
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from mlcore.batching import Encoded, batches, length_grouped_order
-from mlcore.device import autocast, seed_everything
-from mlcore.optim import backward_step, linear_warmup_decay, make_optimizer
-
-
-def mask_tokens(
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    special_ids: list[int],
-    mask_id: int,
-    vocab_size: int,
-    probability: float,
-    generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT masking: pick `probability` of real tokens; 80% -> [MASK], 10% random, 10% kept.
-
-    Returns (masked inputs, labels) with label -100 where no prediction is made.
-    """
-    labels = input_ids.clone()
-    candidates = attention_mask.bool() & ~torch.isin(input_ids, torch.tensor(special_ids))
-    chosen = (torch.rand(input_ids.shape, generator=generator) < probability) & candidates
-    labels[~chosen] = -100
-    masked = input_ids.clone()
-    roll = torch.rand(input_ids.shape, generator=generator)
-    masked[chosen & (roll < 0.8)] = mask_id
-    randomise = chosen & (roll >= 0.8) & (roll < 0.9)
-    masked[randomise] = torch.randint(vocab_size, input_ids.shape, generator=generator)[randomise]
-    return masked, labels
-
-
-@dataclass
-class MlmEpoch:
-    epoch: int
-    train_loss: float
-    val_loss: float
-    val_perplexity: float
-    samples_per_s: float
+from mlcore import precision
+from mlcore.batching import Encoded, batches, epoch_order
+from mlcore.engine import FitResult, Job, fit
+from mlcore.masking import continuation_ids, mask_tokens, pack_blocks, word_starts
+from mlcore.settings import TrainSettings
 
 
 class MlmBatcher:
-    def __init__(self, tokenizer, probability: float):
+    """Pads and masks batches; masking runs in the main process from a seeded generator."""
+
+    def __init__(self, tokenizer, probability: float, whole_word: bool = False):
         self.special = list(tokenizer.all_special_ids)
         self.mask_id = tokenizer.mask_token_id
         self.vocab = len(tokenizer)
         self.pad_id = tokenizer.pad_token_id
         self.p = probability
+        self.continuation = continuation_ids(tokenizer) if whole_word else None
 
     def __call__(self, data: Encoded, batch_size: int, order: np.ndarray, gen: torch.Generator):
         for _, b in batches(data, batch_size, self.pad_id, order=order):
-            ids, labels = mask_tokens(b["input_ids"], b["attention_mask"], self.special, self.mask_id, self.vocab, self.p, gen)
+            starts = None if self.continuation is None else word_starts(b["input_ids"], self.continuation)
+            ids, labels = mask_tokens(b["input_ids"], b["attention_mask"], self.special, self.mask_id,
+                                      self.vocab, self.p, gen, word_starts=starts)
             yield {"input_ids": ids, "attention_mask": b["attention_mask"], "labels": labels}
 
 
@@ -72,57 +44,65 @@ def masked_lm_loss(model, input_ids, attention_mask, labels) -> torch.Tensor:
     """
     hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     chosen = labels != -100
+    if not chosen.any():  # a batch of very short texts can draw no mask: a zero loss, no step effect
+        return hidden.sum() * 0.0
     head = model.cls if hasattr(model, "cls") else model.lm_head  # BERT-style / RoBERTa-style heads
     logits = head(hidden[chosen])
     return torch.nn.functional.cross_entropy(logits.float(), labels[chosen])
 
 
+class MaskedLMLoss(torch.nn.Module):
+    """The loss as a module, so DDP and torch.compile see the whole forward pass."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, labels):
+        return masked_lm_loss(self.model, input_ids, attention_mask, labels)
+
+
 @torch.inference_mode()
-def mlm_loss(model, data: Encoded, batcher: MlmBatcher, device, batch_size: int, seed: int = 0) -> float:
+def mlm_loss(model, data: Encoded, batcher: MlmBatcher, device, batch_size: int, seed: int = 0,
+             precision_name: str = "auto") -> float:
     """Mean masked-token loss with a fixed masking seed, so epochs are comparable."""
     model.eval()
+    mode = precision.resolve(precision_name, device)
     gen = torch.Generator().manual_seed(seed)
     total, count = 0.0, 0
     for batch in batcher(data, batch_size, np.arange(len(data)), gen):
         n = int((batch["labels"] != -100).sum())
         if n == 0:
             continue
-        with autocast(device):
+        with precision.autocast(mode, device):
             loss = masked_lm_loss(model, **{k: v.to(device) for k, v in batch.items()})
         total += loss.item() * n
         count += n
     return total / max(count, 1)
 
 
+def pack(data: Encoded, tokenizer, block_size: int) -> Encoded:
+    """Texts concatenated into full blocks: no padding, and every step sees block_size tokens."""
+    return Encoded(pack_blocks(data.input_ids, block_size, tokenizer.cls_token_id, tokenizer.sep_token_id))
+
+
 def pretrain_mlm(
-    model, tokenizer, train: Encoded, val: Encoded, *, epochs: int, batch_size: int, lr: float,
-    probability: float, seed: int, device: torch.device, on_epoch: Callable[[MlmEpoch], None] | None = None,
-) -> list[MlmEpoch]:
-    seed_everything(seed)
-    model.to(device)
-    batcher = MlmBatcher(tokenizer, probability)
-    optimizer = make_optimizer("adamw", model, lr, weight_decay=0.01)
-    scheduler = linear_warmup_decay(optimizer, max(1, epochs * math.ceil(len(train) / batch_size)), 0.06)
-    gen, rng, history = torch.Generator().manual_seed(seed), np.random.default_rng(seed), []
-    for epoch in range(1, epochs + 1):
-        model.train()
-        total, seen, start = 0.0, 0, time.perf_counter()
-        bar = tqdm(total=len(train), desc=f"mlm epoch {epoch}/{epochs}", unit="ex", leave=False, mininterval=1.0)
-        for batch in batcher(train, batch_size, length_grouped_order(train, batch_size, rng), gen):
-            if not (batch["labels"] != -100).any():
-                continue  # nothing masked in this batch (tiny batches of very short texts)
-            with autocast(device):
-                loss = masked_lm_loss(model, **{k: v.to(device) for k, v in batch.items()})
-            backward_step(model, optimizer, scheduler, loss)
-            n = len(batch["input_ids"])
-            total, seen = total + loss.item() * n, seen + n
-            bar.update(n)
-            bar.set_postfix(loss=f"{total / seen:.3f}", ex_per_s=f"{seen / (time.perf_counter() - start):.0f}")
-        bar.close()
-        speed = seen / (time.perf_counter() - start)
-        val_loss = mlm_loss(model, val, batcher, device, batch_size * 4)
-        result = MlmEpoch(epoch, total / max(seen, 1), val_loss, math.exp(min(val_loss, 50)), speed)
-        history.append(result)
-        if on_epoch:
-            on_epoch(result)
-    return history
+    model, tokenizer, train: Encoded, val: Encoded, s: TrainSettings, *, probability: float,
+    device: torch.device, whole_word: bool = False, on_epoch: Callable[[dict], None] | None = None,
+    checkpoint_dir: Path | None = None, fingerprint: str = "",
+) -> FitResult:
+    """Pretrain in place; each epoch reports train loss, validation MLM loss and perplexity."""
+    batcher = MlmBatcher(tokenizer, probability, whole_word)
+
+    def epoch_batches(epoch: int):
+        gen = torch.Generator().manual_seed(s.seed * 1_000_003 + epoch)  # per epoch: resumable
+        return batcher(train, s.batch_size, epoch_order(train, s, epoch), gen)
+
+    def evaluate(m) -> dict[str, float]:
+        loss = mlm_loss(m, val, batcher, device, s.eval_batch_size, precision_name=s.precision)
+        return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50))}
+
+    job = Job(model=model, loss_module=MaskedLMLoss(model), batches=epoch_batches,
+              n_batches=-(-len(train) // s.batch_size), evaluate=evaluate, score=None, keep_best=False)
+    return fit(job, s, device, desc="mlm epoch", on_epoch=on_epoch, checkpoint_dir=checkpoint_dir,
+               fingerprint=fingerprint)

@@ -16,8 +16,8 @@ from mlcore.config import SearchConfig
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-# Settings that change what a trial means; n_trials is a budget, not an identity.
-_IDENTITY_KEYS = ("epochs", "lr_min", "lr_max", "sgd_lr_scale", "optimizers", "batch_size", "max_length", "pruner", "seed")
+# Settings that do not change what a trial means: n_trials is a budget, the rest is plumbing.
+_NOT_IDENTITY = ("n_trials", "storage", "study_name", "resume", "num_workers")
 
 
 SGD_FAMILY = ("sgd", "sgd_momentum")
@@ -59,7 +59,7 @@ def make_storage(url: str | None, default_dir: Path, study_name: str):
 
 def study_name(cfg: SearchConfig, inputs_digest: str) -> str:
     """Same settings and inputs -> same study (a rerun continues it); changed ones -> a fresh study."""
-    identity = {k: getattr(cfg, k) for k in _IDENTITY_KEYS} | {"inputs": inputs_digest}
+    identity = {k: v for k, v in cfg.model_dump().items() if k not in _NOT_IDENTITY} | {"inputs": inputs_digest}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{cfg.study_name}-{digest}"
 

@@ -42,3 +42,8 @@ def fresh_dir(path: Path) -> Path:
         shutil.rmtree(path)
     path.mkdir(parents=True)
     return path
+
+
+def clear_checkpoint(path: Path) -> None:
+    """Once a stage's outputs are saved its resume state has served its purpose."""
+    shutil.rmtree(path, ignore_errors=True)

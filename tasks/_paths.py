@@ -12,6 +12,10 @@ BEST_PARAMS = SEARCH / "best_params.json"
 OPTUNA_DIR = Path("optuna")
 CLASSIFIER = Path("models/classifier")
 
+# Resumable training state, one directory per stage (not a DVC output: DVC deletes
+# outputs before a stage runs, and these must survive a crash to be resumed from).
+CHECKPOINTS = Path(".checkpoints")
+
 REPORTS = Path("reports")
 DATA_REPORT = REPORTS / "data_report.json"
 PRETRAIN_REPORT = REPORTS / "pretrain.json"

@@ -9,9 +9,10 @@ import pandas as pd
 from mlcore import modeling
 from mlcore.config import Config
 from mlcore.device import configure_threads, resolve_device
+from mlcore.hashing import files_digest
 from mlcore.finetuning import encode_split, finetune, load_tokenizer
 from mlcore.tracking import runs
-from mlcore.training import TrainSettings
+from mlcore.settings import TrainSettings
 from tasks import _io
 from tasks import _paths as P
 from tasks._runner import as_task, cli
@@ -21,10 +22,8 @@ STAGE = "finetune"
 
 def settings_for(cfg: Config, best: dict) -> TrainSettings:
     f = cfg.finetune
-    return TrainSettings(
-        epochs=f.epochs, batch_size=f.batch_size, seed=f.seed, patience=f.patience, min_delta=f.min_delta,
-        learning_rate=f.learning_rate or best["learning_rate"], optimizer=f.optimizer or best["optimizer"],
-    )
+    return TrainSettings.from_section(
+        f, learning_rate=f.learning_rate or best["learning_rate"], optimizer=f.optimizer or best["optimizer"])
 
 
 def run(cfg: Config, parent_run_id: str | None = None) -> dict:
@@ -38,18 +37,23 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     val = encode_split(tokenizer, _io.read_split(P.VAL), label2id, f.max_length)
     with runs.stage_run(cfg, STAGE, parent_run_id):
         runs.log_params(f.model_dump() | {"used.learning_rate": settings.learning_rate, "used.optimizer": settings.optimizer, "device": str(device)})
+        inputs = files_digest([P.TRAIN, P.VAL, P.LABEL_MAP, *sorted(P.PRETRAINED.glob("*"))])
         model, result = finetune(P.PRETRAINED, label2id, train, val, settings, device,
-                                 on_epoch=lambda e: runs.log_metrics(vars(e), step=e.epoch))
+                                 on_epoch=lambda e: runs.log_metrics(e, step=e["epoch"]),
+                                 checkpoint_dir=P.CHECKPOINTS / STAGE, fingerprint=inputs)
         tokenizer.model_max_length = f.max_length  # consumers truncate as training did
         summary = {"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_val_macro_f1,
                    "epochs_run": len(result.history), "stopped_early": result.stopped_early,
-                   "learning_rate": settings.learning_rate, "optimizer": settings.optimizer}
+                   "learning_rate": settings.learning_rate, "optimizer": settings.optimizer,
+                   "resumed_from_epoch": result.resumed_from_epoch,
+                   "tracking_overhead_pct": 100 * result.tracking_seconds / max(result.train_seconds, 1e-9)}
         _io.fresh_dir(P.CLASSIFIER)
         modeling.save(model.cpu(), tokenizer, P.CLASSIFIER, extra={"stage": STAGE, **summary})
         _io.write_json(P.FINETUNE_REPORT, summary)
-        pd.DataFrame(result.history_rows()).to_csv(P.FINETUNE_HISTORY, index=False)
+        pd.DataFrame(result.history).to_csv(P.FINETUNE_HISTORY, index=False)
         runs.log_metrics({"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_val_macro_f1})
         runs.log_artifact(P.FINETUNE_HISTORY)
+        _io.clear_checkpoint(P.CHECKPOINTS / STAGE)
     return {"best_epoch": result.best_epoch, "best_val_macro_f1": round(result.best_val_macro_f1, 4)}
 
 

@@ -18,7 +18,7 @@ from mlcore.errors import UserError
 from mlcore.hashing import files_digest
 from mlcore.finetuning import encode_split, finetune, load_tokenizer
 from mlcore.tracking import runs
-from mlcore.training import TrainSettings
+from mlcore.settings import TrainSettings
 from tasks import _io
 from tasks import _paths as P
 from tasks._runner import as_task, cli
@@ -39,15 +39,15 @@ def make_objective(cfg: Config, label2id, train, val, device):
         with runs.trial_run(f"trial-{trial.number}", pruned=(optuna.TrialPruned,)):
             runs.log_params(params | {"trial_number": trial.number, "epochs": s.epochs})
 
-            def on_epoch(e):
-                runs.log_metrics(vars(e), step=e.epoch)
-                trial.report(e.val_macro_f1, e.epoch)
+            def on_epoch(e: dict):
+                runs.log_metrics(e, step=e["epoch"])
+                trial.report(e["val_macro_f1"], e["epoch"])
                 if trial.should_prune():
                     print(f"search: trial {trial.number}: {params['optimizer']} lr={params['learning_rate']:.2e} "
-                          f"pruned at epoch {e.epoch} (val macro-F1 {e.val_macro_f1:.4f})")
-                    raise optuna.TrialPruned(f"pruned at epoch {e.epoch}")
+                          f"pruned at epoch {e['epoch']} (val macro-F1 {e['val_macro_f1']:.4f})")
+                    raise optuna.TrialPruned(f"pruned at epoch {e['epoch']}")
 
-            settings = TrainSettings(epochs=s.epochs, batch_size=s.batch_size, seed=s.seed, **params)
+            settings = TrainSettings.from_section(s, **params)
             _, result = finetune(P.PRETRAINED, label2id, train, val, settings, device, on_epoch)
             trial.set_user_attr("best_epoch", result.best_epoch)
             runs.log_metrics({"best_val_macro_f1": result.best_val_macro_f1, "best_epoch": result.best_epoch})
