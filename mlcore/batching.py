@@ -104,4 +104,7 @@ def loader(data: Encoded, batch_size: int, pad_id: int, order: np.ndarray, num_w
         _Rows(data), batch_sampler=index_batches, num_workers=num_workers,
         collate_fn=functools.partial(_collate_rows, pad_id=pad_id),
         pin_memory=device is not None and device.type == "cuda",
+        # Its own generator: drawing worker seeds from the global RNG would shift dropout
+        # masks, and the run would differ from the in-process one.
+        generator=torch.Generator().manual_seed(0),
     )

@@ -1,7 +1,6 @@
-"""Device choice, mixed precision and seeding."""
+"""Device choice, threads and seeding (mixed precision is in mlcore.precision)."""
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 
@@ -17,13 +16,6 @@ def resolve_device(preference: str = "auto") -> torch.device:
     if preference == "auto":
         preference = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(preference)
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (fp32 master weights); plain fp32 on the CPU, where bf16 is slower."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def configure_threads(num_threads: int | None) -> None:

