@@ -7,6 +7,7 @@ validation set, so early-stopping decisions agree without communication.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -61,3 +62,15 @@ def mean(value: float) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=on)
     dist.all_reduce(t)
     return float(t.item()) / world_size()
+
+
+@contextlib.contextmanager
+def main_first():
+    """Rank 0 runs the block first (say, training and saving a tokenizer); the other ranks
+    wait for it, then run the block themselves (and find its result on disk)."""
+    several = world_size() > 1 and dist.is_initialized()
+    if several and not is_main():
+        dist.barrier()
+    yield
+    if several and is_main():
+        dist.barrier()

@@ -6,7 +6,7 @@ import sys
 
 import pandas as pd
 
-from mlcore import modeling
+from mlcore import distributed, modeling
 from mlcore.config import Config
 from mlcore.device import configure_threads, resolve_device
 from mlcore.hashing import files_digest
@@ -29,7 +29,7 @@ def settings_for(cfg: Config, best: dict) -> TrainSettings:
 def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     f = cfg.finetune
     configure_threads(cfg.runtime.num_threads)
-    device = resolve_device(cfg.device())
+    device = distributed.setup(resolve_device(cfg.device()))
     label2id = _io.label_map()
     settings = settings_for(cfg, _io.read_json(P.BEST_PARAMS, "search"))
     tokenizer = load_tokenizer(_io.require(P.PRETRAINED, "pretrain"))
@@ -41,6 +41,8 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         model, result = finetune(P.PRETRAINED, label2id, train, val, settings, device,
                                  on_epoch=lambda e: runs.log_metrics(e, step=e["epoch"]),
                                  checkpoint_dir=P.CHECKPOINTS / STAGE, fingerprint=inputs)
+        if not distributed.is_main():
+            return {"rank": distributed.rank()}  # rank 0 writes the outputs
         tokenizer.model_max_length = f.max_length  # consumers truncate as training did
         summary = {"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_val_macro_f1,
                    "epochs_run": len(result.history), "stopped_early": result.stopped_early,

@@ -10,7 +10,7 @@ import sys
 import pandas as pd
 from transformers import AutoTokenizer
 
-from mlcore import modeling
+from mlcore import distributed, modeling
 from mlcore.batching import encode
 from mlcore.config import Config
 from mlcore.device import configure_threads, resolve_device, seed_everything
@@ -44,7 +44,7 @@ def _tokenizer(p, texts: list[str]):
 def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     p = cfg.pretrain
     configure_threads(cfg.runtime.num_threads)
-    device = resolve_device(cfg.device())
+    device = distributed.setup(resolve_device(cfg.device()))
     seed_everything(p.seed)
     settings = TrainSettings.from_section(p)
     # Training text plus the unlabelled text; val and test stay unseen by pretraining.
@@ -55,7 +55,8 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         if p.init_from:
             model, tokenizer = modeling.load_mlm_model(p.init_from)
         else:
-            tokenizer = _tokenizer(p, train_texts)
+            with distributed.main_first():  # every rank must share rank 0's vocabulary
+                tokenizer = _tokenizer(p, train_texts)
             model = modeling.new_mlm_model(p, len(tokenizer), tokenizer.pad_token_id)
         train, val = encode(tokenizer, train_texts, p.max_length), encode(tokenizer, val_texts, p.max_length)
         if p.packing:
@@ -68,6 +69,8 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
             whole_word=p.whole_word_masking, on_epoch=lambda e: runs.log_metrics(e, step=e["epoch"]),
             checkpoint_dir=P.CHECKPOINTS / STAGE, fingerprint=fingerprint,
         )
+        if not distributed.is_main():
+            return {"rank": distributed.rank()}  # rank 0 writes the outputs
         history = result.history
         batcher = MlmBatcher(tokenizer, p.mlm_probability, p.whole_word_masking)
         val_loss = history[-1]["val_loss"] if history else mlm_loss(model.to(device), val, batcher, device, 128)

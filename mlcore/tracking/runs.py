@@ -12,6 +12,7 @@ import mlflow
 import yaml
 from mlflow import MlflowClient
 
+from mlcore import distributed
 from mlcore.config import Config
 from mlcore.hashing import file_md5
 
@@ -92,6 +93,9 @@ def tag_run(run_id: str | None, key: str, value: str) -> None:
 def stage_run(cfg: Config, stage: str, parent_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
     """A stage's run: nested under the pipeline run when there is one (the Prefect flow),
     standalone when the stage runs on its own (dvc repro). FAILED on any exception."""
+    if not distributed.is_main():  # under torchrun, rank 0 alone tracks
+        yield None
+        return
     configure(cfg)
     tags = {**lineage_tags(cfg), "pipeline.role": "stage", "pipeline.stage": stage}
     with mlflow.start_run(run_name=stage, parent_run_id=parent_run_id, tags=tags) as run:
@@ -99,6 +103,8 @@ def stage_run(cfg: Config, stage: str, parent_run_id: str | None = None) -> Iter
 
 
 def log_params(params: dict, prefix: str = "") -> None:
+    if not distributed.is_main():
+        return  # a non-zero rank under torchrun: rank 0 tracks
     flat = {}
     for key, value in params.items():
         if isinstance(value, dict):
@@ -110,16 +116,22 @@ def log_params(params: dict, prefix: str = "") -> None:
 
 
 def log_metrics(metrics: dict, step: int | None = None, prefix: str = "") -> None:
+    if not distributed.is_main():
+        return
     clean = {f"{prefix}{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
     if clean:
         mlflow.log_metrics(clean, step=step)
 
 
 def set_tags(tags: dict) -> None:
+    if not distributed.is_main():
+        return
     mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    if not distributed.is_main():
+        return
     mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
 
