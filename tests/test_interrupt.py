@@ -41,3 +41,42 @@ def test_sigterm_during_search_marks_runs_failed(tiny_project):
     statuses = {r.info.run_name: r.info.status for r in client.search_runs([exp.experiment_id])}
     assert statuses["search"] == "FAILED" and statuses["trial-0"] == "FAILED"
     assert "RUNNING" not in statuses.values(), statuses
+
+
+def test_finetune_killed_mid_run_resumes_from_its_last_checkpoint(tiny_project):
+    """kill -9 after an epoch's checkpoint: the rerun starts after that epoch, not from scratch."""
+    import json
+    from pathlib import Path
+
+    from tasks import prepare, pretrain, search
+
+    cfg = load_config()
+    prepare.run(cfg)
+    pretrain.run(cfg)
+    search.run(cfg)
+    params = yaml.safe_load(open("params.yaml"))
+    params["finetune"].update(epochs=3, patience=3, batch_size=2)  # a few seconds per epoch
+    yaml.safe_dump(params, open("params.yaml", "w"))
+    state = Path(".checkpoints/finetune/state.json")
+
+    proc = subprocess.Popen([sys.executable, "-m", "tasks.finetune"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None and not state.is_file():
+            time.sleep(0.05)
+        assert proc.poll() is None, "finetune ended before its first checkpoint: " + proc.stderr.read()[-2000:]
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    saved_epoch = json.loads(state.read_text())["train"]["epoch"]
+    assert 1 <= saved_epoch < 3
+
+    done = subprocess.run([sys.executable, "-m", "tasks.finetune"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(Path("reports/finetune.json").read_text())
+    assert report["resumed_from_epoch"] == saved_epoch
+    assert report["epochs_run"] == 3  # the history carries the epochs from before the kill
+    assert "resuming from the checkpoint" in done.stdout
+    assert not Path(".checkpoints/finetune").exists()  # cleared once the outputs are saved
