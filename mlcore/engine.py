@@ -73,6 +73,7 @@ class _Stepper:
             self.optimizer, schedule=s.schedule, total_steps=total, warmup=warmup_steps(s.warmup, total),
             steps_per_epoch=self.steps_per_epoch, gamma=s.lr_gamma, step_epochs=s.lr_step_epochs,
         )
+        self.last_lr = self.optimizer.param_groups[-1]["lr"]
         self.precision = precision.resolve(s.precision, device)
         self.scaler = precision.grad_scaler(self.precision, device)
         module = torch.compile(job.loss_module) if s.compile else job.loss_module
@@ -95,6 +96,7 @@ class _Stepper:
             self.scaler.unscale_(self.optimizer)
             if self.s.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], self.s.max_grad_norm)
+            self.last_lr = self.optimizer.param_groups[-1]["lr"]  # the top layer's rate, as used
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
@@ -157,7 +159,6 @@ def fit(
         if s.strategy == "gradual_unfreeze":
             _apply_strategy(model, s, epoch)
         model.train()
-        lr = stepper.optimizer.param_groups[-1]["lr"]
         total, seen, index, start = 0.0, 0, 0, time.perf_counter()
         bar = tqdm(total=stepper.per_rank, desc=f"{desc} {epoch}/{s.epochs}", unit="batch", leave=False,
                    mininterval=1.0, disable=not main)
@@ -177,7 +178,7 @@ def fit(
         seconds = time.perf_counter() - start
         result.train_seconds += seconds
         row = {"epoch": epoch, "train_loss": distributed.mean(total / max(seen, 1)), **job.evaluate(model),
-               "learning_rate": lr, "samples_per_s": seen * distributed.world_size() / seconds}
+               "learning_rate": stepper.last_lr, "samples_per_s": seen * distributed.world_size() / seconds}
         state.history.append(row)
         state.epoch = epoch
         if job.score is None or _better(row[job.score], state.best_score, s, job.maximize):
