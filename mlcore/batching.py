@@ -64,7 +64,10 @@ def length_grouped_order(data: Encoded, batch_size: int, rng: np.random.Generato
     chunks = [order[i : i + span] for i in range(0, len(order), span)]
     order = np.concatenate([c[np.argsort(lengths[c], kind="stable")] for c in chunks])
     batches_ = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    return np.concatenate([batches_[i] for i in rng.permutation(len(batches_))])
+    # Shuffle the full batches only: a short batch moved into the middle would shift
+    # every later batch boundary and undo the grouping.
+    full = len(order) // batch_size
+    return np.concatenate([batches_[i] for i in rng.permutation(full)] + batches_[full:])
 
 
 def epoch_order(data: Encoded, s, epoch: int) -> np.ndarray:

@@ -209,3 +209,29 @@ def test_torch_compile_trains_the_same_model(base_dir, tok, data):
     assert result.history[0]["train_loss"] > 0
     diff = max((plain.state_dict()[k] - compiled.state_dict()[k]).abs().max() for k in plain.state_dict())
     assert diff < 1e-3  # same computation, other kernels: equal up to float rounding
+
+
+def test_length_grouping_cuts_padding(tok):
+    import numpy as np
+
+    from mlcore.batching import Encoded, epoch_order
+
+    rng = np.random.default_rng(0)
+    data = Encoded([[1] * int(n) for n in rng.integers(3, 60, size=2000)])
+
+    def padded(grouping):
+        s = TrainSettings(epochs=1, batch_size=32, learning_rate=1e-3, length_grouping=grouping)
+        order = epoch_order(data, s, epoch=1)
+        assert sorted(order) == list(range(2000))  # every row once
+        return sum(32 * max(len(data.input_ids[i]) for i in order[k:k + 32]) for k in range(0, 2000, 32))
+
+    assert padded(True) < 0.6 * padded(False)
+
+
+def test_precision_choice_per_device():
+    from mlcore import precision
+
+    assert precision.resolve("auto", CPU) == "fp32"
+    assert precision.resolve("bf16", CPU) == "bf16"
+    assert precision.grad_scaler("fp16", CPU).is_enabled()
+    assert not precision.grad_scaler("bf16", CPU).is_enabled()
