@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import multiprocessing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -110,4 +111,14 @@ def loader(data: Encoded, batch_size: int, pad_id: int, order: np.ndarray, num_w
         # Its own generator: drawing worker seeds from the global RNG would shift dropout
         # masks, and the run would differ from the in-process one.
         generator=torch.Generator().manual_seed(0),
+        multiprocessing_context=_worker_context(),
     )
+
+
+def _worker_context():
+    """Workers fork from a clean server process, not from this one: a plain fork copies
+    whatever threads and exit hooks the host process holds (Prefect's, MLflow's), and
+    such workers can die on exit. The server imports torch once, so forks stay cheap."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["mlcore.batching"])
+    return ctx
