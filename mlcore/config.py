@@ -119,6 +119,31 @@ class PretrainConfig(TrainingKnobs):
         return self
 
 
+class SearchSpace(_Section):
+    """Optional search dimensions. A null dimension stays fixed at the search section's own
+    value; [low, high] is a range (log scale for weight_decay), a longer list a set of choices."""
+    weight_decay: tuple[float, float] | None = None
+    warmup: tuple[float, float] | None = None
+    layerwise_lr_decay: tuple[float, float] | None = None
+    freeze_layers: tuple[int, int] | None = None      # sampled with strategy freeze_bottom (0 = full)
+    batch_size: list[int] | None = None
+    schedule: list[Schedule] | None = None
+    momentum: tuple[float, float] | None = None       # conditional: sgd_momentum / sgd_nesterov trials only
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        for key in ("weight_decay", "warmup", "layerwise_lr_decay", "freeze_layers", "momentum"):
+            bounds = getattr(self, key)
+            if bounds is not None and not bounds[0] < bounds[1]:
+                raise ValueError(f"space.{key}: low ({bounds[0]}) must be below high ({bounds[1]})")
+        if self.weight_decay is not None and self.weight_decay[0] <= 0:
+            raise ValueError("space.weight_decay is searched on a log scale: its low end must be above 0")
+        for key in ("batch_size", "schedule"):
+            if getattr(self, key) is not None and not getattr(self, key):
+                raise ValueError(f"space.{key}: list at least one choice, or null to keep it fixed")
+        return self
+
+
 class SearchConfig(TrainingKnobs):
     n_trials: int = Field(8, ge=1)
     epochs: int = Field(3, ge=1)
@@ -130,7 +155,13 @@ class SearchConfig(TrainingKnobs):
     optimizers: list[Optimizer] = list(ALL_OPTIMIZERS)
     batch_size: int = Field(32, ge=1)
     max_length: int = Field(128, ge=8, le=4096)
-    pruner: Literal["median", "none"] = "median"
+    # tpe: multivariate TPE (seeded); random; grid: every combination of `grid` below.
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    pruner: Literal["median", "successive_halving", "hyperband", "none"] = "median"
+    space: SearchSpace = SearchSpace()
+    # The grid sampler's values: optimizer and learning_rate lists (learning rates as
+    # given for every optimizer). Required with sampler: grid, ignored otherwise.
+    grid: dict[Literal["optimizer", "learning_rate"], list] | None = None
     seed: int = 42
     # Optuna storage: null keeps the study in optuna/<study>.journal in the project.
     # An RDB URL (postgresql://...) works too; the OPTUNA_STORAGE env var overrides.
@@ -143,6 +174,16 @@ class SearchConfig(TrainingKnobs):
             raise ValueError(f"lr_min ({self.lr_min}) must be below lr_max ({self.lr_max})")
         if not self.optimizers:
             raise ValueError("optimizers must name at least one optimizer")
+        if self.sampler == "grid":
+            if not self.grid or set(self.grid) != {"optimizer", "learning_rate"}:
+                raise ValueError("sampler grid needs grid: {optimizer: [...], learning_rate: [...]}")
+            unknown = set(self.grid["optimizer"]) - set(ALL_OPTIMIZERS)
+            if unknown:
+                raise ValueError(f"grid.optimizer: unknown optimizers {sorted(unknown)}; choose from {list(ALL_OPTIMIZERS)}")
+            if not all(isinstance(v, (int, float)) and v > 0 for v in self.grid["learning_rate"]):
+                raise ValueError("grid.learning_rate: list positive numbers")
+            if any(v is not None for v in self.space.model_dump().values()):
+                raise ValueError("sampler grid searches grid.optimizer x grid.learning_rate only; set space.* to null")
         return self
 
 

@@ -27,3 +27,36 @@ def confusion_matrix_png(matrix: list[list[int]], labels: list[str], path: str |
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def study_plots(study, out_dir: str | Path) -> list[Path]:
+    """Optuna's optimization history, parameter importances, parallel coordinates and
+    intermediate values (per-epoch curves, pruned trials included), as PNG files.
+
+    A plot that the study cannot support yet (importances need two finished trials
+    with varied parameters) is left out rather than failing the search."""
+    import warnings
+
+    import optuna.visualization.matplotlib as ovm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    made = []
+    for name, draw in (("optimization_history", ovm.plot_optimization_history),
+                       ("param_importances", ovm.plot_param_importances),
+                       ("parallel_coordinate", ovm.plot_parallel_coordinate),
+                       ("intermediate_values", ovm.plot_intermediate_values)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # optuna marks its matplotlib backend experimental
+                ax = draw(study)
+        except (ValueError, RuntimeError, ZeroDivisionError):
+            continue
+        fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+        fig.set_size_inches(8, 5)
+        fig.tight_layout()
+        path = out_dir / f"{name}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        made.append(path)
+    return made

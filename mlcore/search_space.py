@@ -20,7 +20,8 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 _NOT_IDENTITY = ("n_trials", "storage", "study_name", "resume", "num_workers")
 
 
-SGD_FAMILY = ("sgd", "sgd_momentum")
+SGD_FAMILY = ("sgd", "sgd_momentum", "sgd_nesterov")
+MOMENTUM_OPTIMIZERS = ("sgd_momentum", "sgd_nesterov")
 
 
 def lr_range(cfg: SearchConfig, optimizer: str) -> tuple[float, float]:
@@ -31,20 +32,51 @@ def lr_range(cfg: SearchConfig, optimizer: str) -> tuple[float, float]:
 
 
 def suggest(trial: optuna.Trial, cfg: SearchConfig) -> dict:
+    """One trial's settings: TrainSettings overrides (learning_rate, optimizer, and each
+    dimension of `search.space` that is not null)."""
+    if cfg.sampler == "grid":
+        return {"optimizer": trial.suggest_categorical("optimizer", list(cfg.grid["optimizer"])),
+                "learning_rate": trial.suggest_categorical("learning_rate", list(cfg.grid["learning_rate"]))}
     optimizer = trial.suggest_categorical("optimizer", list(cfg.optimizers))
     low, high = lr_range(cfg, optimizer)
-    return {"learning_rate": trial.suggest_float("learning_rate", low, high, log=True), "optimizer": optimizer}
+    params = {"learning_rate": trial.suggest_float("learning_rate", low, high, log=True), "optimizer": optimizer}
+    space = cfg.space
+    if space.weight_decay:
+        params["weight_decay"] = trial.suggest_float("weight_decay", *space.weight_decay, log=True)
+    if space.warmup:
+        params["warmup"] = trial.suggest_float("warmup", *space.warmup)
+    if space.layerwise_lr_decay:
+        params["layerwise_lr_decay"] = trial.suggest_float("layerwise_lr_decay", *space.layerwise_lr_decay)
+    if space.freeze_layers:
+        frozen = trial.suggest_int("freeze_layers", *space.freeze_layers)
+        params |= {"strategy": "freeze_bottom", "freeze_layers": frozen} if frozen else {"strategy": "full", "freeze_layers": 0}
+    if space.batch_size:
+        params["batch_size"] = trial.suggest_categorical("batch_size", list(space.batch_size))
+    if space.schedule:
+        params["schedule"] = trial.suggest_categorical("schedule", list(space.schedule))
+    if space.momentum and optimizer in MOMENTUM_OPTIMIZERS:  # conditional: absent from other trials
+        params["momentum"] = trial.suggest_float("momentum", *space.momentum)
+    return params
 
 
 def make_sampler(cfg: SearchConfig) -> optuna.samplers.BaseSampler:
+    if cfg.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=cfg.seed)
+    if cfg.sampler == "grid":
+        return optuna.samplers.GridSampler(dict(cfg.grid), seed=cfg.seed)
     # Few trials: start TPE after 3 random ones rather than Optuna's default 10.
     # group=True: the learning rate's range depends on the optimizer (a conditional space).
     return optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True, group=True, n_startup_trials=min(3, cfg.n_trials))
 
 
 def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
+    """Trials report validation macro-F1 once per epoch: epochs are the pruners' resource."""
     if cfg.pruner == "none":
         return optuna.pruners.NopPruner()
+    if cfg.pruner == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if cfg.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.epochs, reduction_factor=3)
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
 
 

@@ -20,10 +20,15 @@ from tasks._runner import as_task, cli
 STAGE = "finetune"
 
 
+# Settings the search can sample (search.space); a searched one is taken from the best trial.
+SEARCHED = ("weight_decay", "warmup", "layerwise_lr_decay", "strategy", "freeze_layers", "batch_size", "schedule", "momentum")
+
+
 def settings_for(cfg: Config, best: dict) -> TrainSettings:
     f = cfg.finetune
+    searched = {k: best[k] for k in SEARCHED if k in best}
     return TrainSettings.from_section(
-        f, learning_rate=f.learning_rate or best["learning_rate"], optimizer=f.optimizer or best["optimizer"])
+        f, **searched, learning_rate=f.learning_rate or best["learning_rate"], optimizer=f.optimizer or best["optimizer"])
 
 
 def run(cfg: Config, parent_run_id: str | None = None) -> dict:

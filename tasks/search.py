@@ -7,10 +7,13 @@ The study lives in a file under the project, so a rerun continues it.
 from __future__ import annotations
 
 import sys
+import tempfile
+from pathlib import Path
 
 import optuna
 import pandas as pd
 
+from mlcore import plots
 from mlcore import search_space as S
 from mlcore.config import Config
 from mlcore.device import configure_threads, resolve_device
@@ -36,6 +39,7 @@ def make_objective(cfg: Config, label2id, train, val, device):
 
     def objective(trial: optuna.Trial) -> float:
         params = S.suggest(trial, s)
+        trial.set_user_attr("settings", params)  # what finetune reuses (freeze_layers implies a strategy)
         with runs.trial_run(f"trial-{trial.number}", pruned=(optuna.TrialPruned,)):
             runs.log_params(params | {"trial_number": trial.number, "epochs": s.epochs})
 
@@ -59,12 +63,20 @@ def make_objective(cfg: Config, label2id, train, val, device):
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
-    rows = [
-        {"trial": t.number, "state": t.state.name, "val_macro_f1": t.value, "epochs_trained": len(t.intermediate_values),
-         "learning_rate": t.params.get("learning_rate"), "optimizer": t.params.get("optimizer")}
-        for t in study.get_trials(deepcopy=False)
-    ]
-    return pd.DataFrame(rows, columns=["trial", "state", "val_macro_f1", "epochs_trained", "learning_rate", "optimizer"])
+    """One row per trial with every searched setting, for `dvc plots` and the MLflow run."""
+    trials = study.get_trials(deepcopy=False)
+    keys = sorted({k for t in trials for k in t.user_attrs.get("settings", t.params)} - {"learning_rate", "optimizer"})
+    columns = ["trial", "state", "val_macro_f1", "epochs_trained", "learning_rate", "optimizer", *keys]
+    rows = [{"trial": t.number, "state": t.state.name, "val_macro_f1": t.value,
+             "epochs_trained": len(t.intermediate_values), **t.user_attrs.get("settings", t.params)} for t in trials]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def log_study_plots(study: optuna.Study) -> None:
+    """Optuna's own plots, as PNG artifacts of the search run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in plots.study_plots(study, Path(tmp)):
+            runs.log_artifact(path, "optuna_plots")
 
 
 def run(cfg: Config, parent_run_id: str | None = None) -> dict:
@@ -94,7 +106,7 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
             raise UserError(f"search: no trial of study {name} completed ({table['state'].value_counts().to_dict()}). "
                             f"Widen search.lr_min/lr_max or add optimizers in params.yaml.")
         best = study.best_trial
-        best_params = {**best.params, "val_macro_f1": best.value, "trial": best.number,
+        best_params = {**best.user_attrs.get("settings", best.params), "val_macro_f1": best.value, "trial": best.number,
                        "best_epoch": best.user_attrs.get("best_epoch"), "study": name}
         _io.fresh_dir(P.SEARCH)
         _io.write_json(P.BEST_PARAMS, best_params)
@@ -102,6 +114,8 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         runs.log_metrics({"best_val_macro_f1": best.value, **{f"trials_{k.lower()}": v for k, v in counts.items()}})
         runs.set_tags({"best.learning_rate": best.params["learning_rate"], "best.optimizer": best.params["optimizer"]})
         runs.log_artifact(P.SEARCH_TRIALS)
+        runs.log_params({f"best.{k}": v for k, v in best.params.items()})
+        log_study_plots(study)
     return {"best_val_macro_f1": round(best.value, 4), **best.params, "trials": counts}
 
 

@@ -1,4 +1,5 @@
 import optuna
+import pytest
 
 from mlcore import search_space as S
 from mlcore.config import SearchConfig
@@ -52,3 +53,60 @@ def test_sgd_gets_a_scaled_learning_rate_range():
     cfg = SearchConfig(lr_min=1e-4, lr_max=1e-3, sgd_lr_scale=30)
     assert S.lr_range(cfg, "adamw") == (1e-4, 1e-3)
     assert S.lr_range(cfg, "sgd_momentum") == (3e-3, 3e-2)
+
+
+def _sample(cfg, n=12):
+    study = optuna.create_study(sampler=S.make_sampler(cfg), direction="maximize")
+    seen = []
+    study.optimize(lambda t: (seen.append(S.suggest(t, cfg)) or 0.0), n_trials=n)
+    return seen
+
+
+def test_optional_and_conditional_dimensions():
+    from mlcore.config import parse_config
+
+    cfg = parse_config({"search": {"sampler": "random", "optimizers": ["adamw", "sgd_momentum"], "space": {
+        "weight_decay": [1e-4, 1e-1], "schedule": ["linear", "cosine"], "freeze_layers": [0, 2],
+        "batch_size": [16, 32], "momentum": [0.8, 0.95]}}}).search
+    for p in _sample(cfg, 20):
+        assert 1e-4 <= p["weight_decay"] <= 1e-1 and p["schedule"] in ("linear", "cosine") and p["batch_size"] in (16, 32)
+        assert ("momentum" in p) == (p["optimizer"] == "sgd_momentum")  # momentum only where it means something
+        assert p["strategy"] == ("freeze_bottom" if p["freeze_layers"] else "full")
+    plain = _sample(parse_config({}).search, 3)
+    assert all(set(p) == {"learning_rate", "optimizer"} for p in plain)  # null dimensions stay fixed
+
+
+def test_grid_sampler_covers_the_grid_once():
+    from mlcore.config import parse_config
+
+    grid = {"optimizer": ["adam", "sgd"], "learning_rate": [1e-4, 1e-3, 1e-2]}
+    cfg = parse_config({"search": {"sampler": "grid", "grid": grid, "n_trials": 6}}).search
+    seen = _sample(cfg, 6)
+    assert sorted((p["optimizer"], p["learning_rate"]) for p in seen) == sorted(
+        (o, lr) for o in grid["optimizer"] for lr in grid["learning_rate"])
+
+
+@pytest.mark.parametrize("name,cls", [("median", optuna.pruners.MedianPruner), ("none", optuna.pruners.NopPruner),
+                                      ("successive_halving", optuna.pruners.SuccessiveHalvingPruner),
+                                      ("hyperband", optuna.pruners.HyperbandPruner)])
+def test_pruners_by_name(name, cls):
+    from mlcore.config import parse_config
+
+    assert isinstance(S.make_pruner(parse_config({"search": {"pruner": name}}).search), cls)
+
+
+def test_study_plots_are_drawn(tmp_path):
+    from mlcore import plots
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+
+    def objective(t):
+        x = t.suggest_float("learning_rate", 1e-4, 1e-2, log=True)
+        t.suggest_categorical("optimizer", ["adam", "sgd"])
+        for epoch in (1, 2):
+            t.report(x * epoch, epoch)
+        return x
+
+    study.optimize(objective, n_trials=5)
+    names = sorted(p.stem for p in plots.study_plots(study, tmp_path))
+    assert names == ["intermediate_values", "optimization_history", "parallel_coordinate", "param_importances"]

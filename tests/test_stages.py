@@ -72,3 +72,29 @@ def test_search_rerun_continues_the_same_study(tiny_project):
     assert sum(second["trials"].values()) == 3
     best = json.loads(P.BEST_PARAMS.read_text())
     assert best["val_macro_f1"] == trials["val_macro_f1"].max()
+
+
+def test_search_space_reaches_finetune_and_plots_reach_mlflow(tiny_project):
+    from mlflow import MlflowClient
+
+    from tasks import finetune, prepare, pretrain, search
+
+    params = yaml.safe_load(open("params.yaml"))
+    params["search"].update(n_trials=3, space={"schedule": ["cosine", "constant"], "weight_decay": [1e-3, 1e-1]})
+    yaml.safe_dump(params, open("params.yaml", "w"))
+    cfg = load_config()
+    prepare.run(cfg)
+    pretrain.run(cfg)
+    search.run(cfg)
+    best = json.loads(P.BEST_PARAMS.read_text())
+    assert best["schedule"] in ("cosine", "constant") and 1e-3 <= best["weight_decay"] <= 1e-1
+    trials = pd.read_csv(P.SEARCH_TRIALS)
+    assert {"schedule", "weight_decay"} <= set(trials.columns)
+    assert finetune.settings_for(cfg, best).schedule == best["schedule"]
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("tests")
+    run = client.search_runs([exp.experiment_id], "attributes.run_name = 'search'")[0]
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "optuna_plots")}
+    assert {"optuna_plots/optimization_history.png", "optuna_plots/intermediate_values.png"} <= plots
+    assert run.data.params["best.schedule"] == best["schedule"]
