@@ -11,6 +11,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from mlcore import liveness
 from mlcore.config import SearchConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -81,9 +82,14 @@ def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
 
 
 def make_storage(url: str | None, default_dir: Path, study_name: str):
-    """An RDB URL is used as is; otherwise a JournalFile in the project (safe for several processes)."""
+    """An RDB URL (PostgreSQL for several machines) gets Optuna's heartbeat: a trial
+    whose worker stops beating for `grace_period` is failed and retried once with the
+    same parameters. Otherwise a JournalFile in the project (safe for several processes;
+    its dead trials are found by `reap_stale_trials`)."""
     if url and "://" in url:
-        return url
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=30, grace_period=120,
+            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
     path = Path(url) if url else default_dir / f"{study_name}.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
@@ -103,3 +109,17 @@ def finished_trials(study: optuna.Study) -> int:
 def remaining_budget(study: optuna.Study, n_trials: int) -> int:
     """n_trials is the study's total across reruns: only the shortfall is run."""
     return max(0, n_trials - finished_trials(study))
+
+
+def reap_stale_trials(study: optuna.Study) -> list[int]:
+    """Fail the RUNNING trials whose owning process died, and queue a retry of each with
+    the same parameters. Journal storage has no heartbeat, so liveness is the owner's
+    host and pid, recorded by the trial as the user attribute "owner"."""
+    reaped = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if liveness.is_dead(trial.user_attrs.get("owner")):
+            # Optuna's own fail_stale_trials does the same, for heartbeat storages only.
+            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            reaped.append(trial.number)
+    return reaped

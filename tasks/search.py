@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from mlcore import plots
+from mlcore import liveness, plots
 from mlcore import search_space as S
 from mlcore.config import Config
 from mlcore.device import configure_threads, resolve_device
@@ -34,13 +34,17 @@ def _inputs_digest() -> str:
     return files_digest(files)
 
 
-def make_objective(cfg: Config, label2id, train, val, device):
+def make_objective(cfg: Config, label2id, train, val, device, study_label: str):
     s = cfg.search
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("owner", liveness.owner())  # lets a later run tell a dead trial from a live one
         params = S.suggest(trial, s)
         trial.set_user_attr("settings", params)  # what finetune reuses (freeze_layers implies a strategy)
-        with runs.trial_run(f"trial-{trial.number}", pruned=(optuna.TrialPruned,)):
+        tags = {"optuna.study": study_label, "optuna.trial": str(trial.number)}
+        if "retry_of" in trial.user_attrs:
+            tags["optuna.retry_of"] = str(trial.user_attrs["retry_of"])
+        with runs.trial_run(f"trial-{trial.number}", pruned=(optuna.TrialPruned,), tags=tags):
             runs.log_params(params | {"trial_number": trial.number, "epochs": s.epochs})
 
             def on_epoch(e: dict):
@@ -92,12 +96,17 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         study_name=name, storage=S.make_storage(cfg.optuna_storage(), P.OPTUNA_DIR, s.study_name),
         direction="maximize", sampler=S.make_sampler(s), pruner=S.make_pruner(s), load_if_exists=True,
     )
+    orphans = runs.close_orphans(cfg)
+    stale = S.reap_stale_trials(study)
+    if stale or orphans:
+        print(f"search: trials {stale} of a process that died were failed and queued again; "
+              f"MLflow runs closed as FAILED: {orphans}")
     with runs.stage_run(cfg, STAGE, parent_run_id):
         todo = S.remaining_budget(study, s.n_trials)
         runs.log_params(s.model_dump() | {"study": name, "device": str(device), "trials_to_run": todo})
         print(f"search: study {name}: {S.finished_trials(study)} trials done, {todo} to run")
         # A diverging learning rate fails its trial, not the search.
-        study.optimize(make_objective(cfg, label2id, train, val, device), n_trials=todo, catch=(FloatingPointError,))
+        study.optimize(make_objective(cfg, label2id, train, val, device, name), n_trials=todo, catch=(FloatingPointError,))
         table = trials_table(study)
         P.SEARCH_TRIALS.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(P.SEARCH_TRIALS, index=False)

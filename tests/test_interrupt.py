@@ -80,3 +80,60 @@ def test_finetune_killed_mid_run_resumes_from_its_last_checkpoint(tiny_project):
     assert report["epochs_run"] == 3  # the history carries the epochs from before the kill
     assert "resuming from the checkpoint" in done.stdout
     assert not Path(".checkpoints/finetune").exists()  # cleared once the outputs are saved
+
+
+def test_search_killed_with_sigkill_finishes_its_budget_on_rerun(tiny_project):
+    """kill -9 mid-trial: the rerun fails and retries the dead trial with its parameters,
+    closes the dead process's MLflow runs, and ends with exactly n_trials finished."""
+    import json
+    import random
+
+    import optuna
+    import pandas as pd
+
+    from mlcore import search_space as S
+    from tasks import prepare, pretrain
+    from tasks import _paths as P
+
+    cfg = load_config()
+    prepare.run(cfg)
+    pretrain.run(cfg)
+    params = yaml.safe_load(open("params.yaml"))
+    params["search"].update(n_trials=3, epochs=6, batch_size=4)  # several seconds per trial
+    yaml.safe_dump(params, open("params.yaml", "w"))
+    client = MlflowClient()
+
+    proc = subprocess.Popen([sys.executable, "-m", "tasks.search"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            exp = client.get_experiment_by_name("tests")
+            if exp and client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING' and attributes.run_name LIKE 'trial-%'"):
+                break
+            time.sleep(0.2)
+        time.sleep(random.uniform(0.0, 2.0))  # somewhere inside the first trial
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    done = subprocess.run([sys.executable, "-m", "tasks.search"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "died were failed and queued again" in done.stdout
+
+    cfg = load_config()
+    name = json.loads(P.BEST_PARAMS.read_text())["study"]
+    study = optuna.load_study(study_name=name, storage=S.make_storage(None, P.OPTUNA_DIR, cfg.search.study_name))
+    states = [t.state for t in study.trials]
+    assert S.finished_trials(study) == 3  # the budget, neither restarted nor overshot
+    assert optuna.trial.TrialState.RUNNING not in states
+    retried = [t for t in study.trials if "retry_of" in t.user_attrs]
+    assert len(retried) == 1
+    dead = study.trials[retried[0].user_attrs["retry_of"]]
+    assert dead.state == optuna.trial.TrialState.FAIL and retried[0].params == dead.params
+    runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    table = pd.read_csv(P.SEARCH_TRIALS)
+    assert (table["state"] == "FAIL").sum() == 1

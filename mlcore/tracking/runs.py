@@ -12,7 +12,7 @@ import mlflow
 import yaml
 from mlflow import MlflowClient
 
-from mlcore import distributed
+from mlcore import distributed, liveness
 from mlcore.config import Config
 from mlcore.hashing import file_md5
 
@@ -73,7 +73,7 @@ def pipeline_run(cfg: Config, run_name: str = "pipeline") -> Iterator[str]:
     """The parent run of one pipeline execution, ended FAILED if anything raises."""
     exp_id = configure(cfg)
     client = MlflowClient()
-    run = client.create_run(exp_id, run_name=run_name, tags={**lineage_tags(cfg), "pipeline.role": "pipeline"})
+    run = client.create_run(exp_id, run_name=run_name, tags={**lineage_tags(cfg), **owner_tags(), "pipeline.role": "pipeline"})
     run_id = run.info.run_id
     try:
         yield run_id
@@ -81,6 +81,28 @@ def pipeline_run(cfg: Config, run_name: str = "pipeline") -> Iterator[str]:
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
+
+
+def owner_tags() -> dict[str, str]:
+    return {f"owner.{k}": v for k, v in liveness.owner().items()}
+
+
+def close_orphans(cfg: Config) -> list[str]:
+    """End as FAILED every RUNNING run of the experiment whose owning process is dead
+    (killed with SIGKILL, so it could not close its own runs). Returns their names."""
+    exp_id = configure(cfg)
+    client = MlflowClient()
+    closed = []
+    for run in client.search_runs([exp_id], "attributes.status = 'RUNNING'", max_results=5000):
+        tags = run.data.tags
+        record = {k.removeprefix("owner."): v for k, v in tags.items() if k.startswith("owner.")}
+        if liveness.is_dead(record):
+            if tags.get("trial.state") is None and run.info.run_name.startswith("trial-"):
+                client.set_tag(run.info.run_id, "trial.state", "FAIL")
+            client.set_tag(run.info.run_id, "ended_by", "orphan cleanup: owner process died")
+            client.set_terminated(run.info.run_id, "FAILED")
+            closed.append(run.info.run_name)
+    return closed
 
 
 def tag_run(run_id: str | None, key: str, value: str) -> None:
@@ -97,7 +119,7 @@ def stage_run(cfg: Config, stage: str, parent_run_id: str | None = None) -> Iter
         yield None
         return
     configure(cfg)
-    tags = {**lineage_tags(cfg), "pipeline.role": "stage", "pipeline.stage": stage}
+    tags = {**lineage_tags(cfg), **owner_tags(), "pipeline.role": "stage", "pipeline.stage": stage}
     with mlflow.start_run(run_name=stage, parent_run_id=parent_run_id, tags=tags) as run:
         yield run
 
@@ -136,10 +158,10 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
 
 
 @contextlib.contextmanager
-def trial_run(name: str, pruned: tuple[type[BaseException], ...] = ()) -> Iterator[mlflow.ActiveRun]:
+def trial_run(name: str, pruned: tuple[type[BaseException], ...] = (), tags: dict | None = None) -> Iterator[mlflow.ActiveRun]:
     """A nested trial run whose end status says what happened to the trial:
     FINISHED (tag COMPLETE), KILLED (tag PRUNED) or FAILED (tag FAIL)."""
-    run = mlflow.start_run(run_name=name, nested=True)
+    run = mlflow.start_run(run_name=name, nested=True, tags={**owner_tags(), **(tags or {})})
     try:
         yield run
     except pruned:
