@@ -163,6 +163,8 @@ class SearchConfig(TrainingKnobs):
     # given for every optimizer). Required with sampler: grid, ignored otherwise.
     grid: dict[Literal["optimizer", "learning_rate"], list] | None = None
     seed: int = 42
+    # Worker processes on this machine sharing the study (each gets cores / workers threads).
+    workers: int = Field(1, ge=1, le=64)
     # Optuna storage: null keeps the study in optuna/<study>.journal in the project.
     # An RDB URL (postgresql://...) works too; the OPTUNA_STORAGE env var overrides.
     storage: str | None = None
@@ -174,6 +176,9 @@ class SearchConfig(TrainingKnobs):
             raise ValueError(f"lr_min ({self.lr_min}) must be below lr_max ({self.lr_max})")
         if not self.optimizers:
             raise ValueError("optimizers must name at least one optimizer")
+        if self.workers > 1 and self.storage and self.storage.startswith("sqlite"):
+            raise ValueError("workers > 1 cannot share a SQLite study (it locks under parallel writers); "
+                             "use storage: null (a JournalFile) or a postgresql:// URL")
         if self.sampler == "grid":
             if not self.grid or set(self.grid) != {"optimizer", "learning_rate"}:
                 raise ValueError("sampler grid needs grid: {optimizer: [...], learning_rate: [...]}")

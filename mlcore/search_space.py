@@ -1,6 +1,8 @@
 """The Optuna search: space, sampler, pruner, storage and study identity."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import warnings
@@ -60,14 +62,17 @@ def suggest(trial: optuna.Trial, cfg: SearchConfig) -> dict:
     return params
 
 
-def make_sampler(cfg: SearchConfig) -> optuna.samplers.BaseSampler:
+def make_sampler(cfg: SearchConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
+    """`worker` offsets the seed: parallel workers with one seed would draw the same
+    random start-up trials and run each of them twice."""
+    seed = cfg.seed + worker
     if cfg.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=cfg.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if cfg.sampler == "grid":
-        return optuna.samplers.GridSampler(dict(cfg.grid), seed=cfg.seed)
+        return optuna.samplers.GridSampler(dict(cfg.grid), seed=seed)
     # Few trials: start TPE after 3 random ones rather than Optuna's default 10.
     # group=True: the learning rate's range depends on the optimizer (a conditional space).
-    return optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True, group=True, n_startup_trials=min(3, cfg.n_trials))
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=min(3, cfg.n_trials))
 
 
 def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
@@ -123,3 +128,43 @@ def reap_stale_trials(study: optuna.Study) -> list[int]:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
             reaped.append(trial.number)
     return reaped
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def claim_trial(study: optuna.Study, n_trials: int, lock: Path) -> optuna.Trial | None:
+    """A new trial, or None once finished + running trials reach the budget. The count and
+    the ask happen under one file lock, so parallel workers on this machine never overshoot."""
+    with _locked(lock):
+        trials = study.get_trials(deepcopy=False)
+        taken = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING) for t in trials)
+        return study.ask() if taken < n_trials else None
+
+
+def run_trials(study: optuna.Study, objective, n_trials: int, lock: Path) -> int:
+    """One worker's loop (ask/tell): claim, run and record trials until the budget is taken.
+    A diverging trial (FloatingPointError) fails alone; anything else fails it and stops."""
+    ran = 0
+    while (trial := claim_trial(study, n_trials, lock)) is not None:
+        ran += 1
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+        except FloatingPointError:
+            study.tell(trial, state=TrialState.FAIL)
+        except BaseException:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        else:
+            study.tell(trial, value)
+    return ran

@@ -98,3 +98,35 @@ def test_search_space_reaches_finetune_and_plots_reach_mlflow(tiny_project):
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "optuna_plots")}
     assert {"optuna_plots/optimization_history.png", "optuna_plots/intermediate_values.png"} <= plots
     assert run.data.params["best.schedule"] == best["schedule"]
+
+
+def test_two_local_workers_share_one_study_exactly(tiny_project):
+    """search.workers: 2 on a JournalFile: two processes run trials, the finished trials
+    equal the budget, none twice, and every trial run nests under the search run."""
+    import optuna
+    from mlflow import MlflowClient
+
+    from mlcore import search_space as S
+    from tasks import prepare, pretrain, search
+
+    params = yaml.safe_load(open("params.yaml"))
+    # Trials of several seconds: the second process needs ~10 s to import and load before it joins.
+    params["search"].update(n_trials=4, workers=2, pruner="none", epochs=10, batch_size=2)
+    yaml.safe_dump(params, open("params.yaml", "w"))
+    cfg = load_config()
+    prepare.run(cfg)
+    pretrain.run(cfg)
+    search.run(cfg)
+    name = json.loads(P.BEST_PARAMS.read_text())["study"]
+    study = optuna.load_study(study_name=name, storage=S.make_storage(None, P.OPTUNA_DIR, cfg.search.study_name))
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4 and [t.number for t in study.trials] == list(range(4))
+    owners = {t.user_attrs["owner"]["pid"] for t in study.trials}
+    assert len(owners) == 2  # both processes ran trials
+    assert len({(t.params["optimizer"], t.params["learning_rate"]) for t in study.trials}) == 4  # seeds differ per worker
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("tests")
+    search_run = client.search_runs([exp.experiment_id], "attributes.run_name = 'search'")[0]
+    trial_runs = client.search_runs([exp.experiment_id], "attributes.run_name LIKE 'trial-%'")
+    assert len(trial_runs) == 4
+    assert {r.data.tags["mlflow.parentRunId"] for r in trial_runs} == {search_run.info.run_id}
+    assert all(r.info.status == "FINISHED" for r in trial_runs)

@@ -158,10 +158,12 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
 
 
 @contextlib.contextmanager
-def trial_run(name: str, pruned: tuple[type[BaseException], ...] = (), tags: dict | None = None) -> Iterator[mlflow.ActiveRun]:
+def trial_run(name: str, pruned: tuple[type[BaseException], ...] = (), tags: dict | None = None,
+              parent_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
     """A nested trial run whose end status says what happened to the trial:
     FINISHED (tag COMPLETE), KILLED (tag PRUNED) or FAILED (tag FAIL)."""
-    run = mlflow.start_run(run_name=name, nested=True, tags={**owner_tags(), **(tags or {})})
+    # parent_run_id: a worker process nesting its trials under the search run of another process.
+    run = mlflow.start_run(run_name=name, nested=True, parent_run_id=parent_run_id, tags={**owner_tags(), **(tags or {})})
     try:
         yield run
     except pruned:
