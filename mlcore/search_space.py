@@ -20,7 +20,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 # Settings that do not change what a trial means: n_trials is a budget, the rest is plumbing.
-_NOT_IDENTITY = ("n_trials", "storage", "study_name", "resume", "num_workers")
+_NOT_IDENTITY = ("n_trials", "storage", "study_name", "resume", "num_workers", "workers")
 
 
 SGD_FAMILY = ("sgd", "sgd_momentum", "sgd_nesterov")

@@ -22,7 +22,7 @@ from mlcore.errors import UserError
 from mlcore.tracking import runs
 from tasks import _io
 from tasks import _paths as P
-from tasks import search_workers
+from tasks import _search_workers as search_workers
 from tasks._runner import as_task, cli
 from tasks._trials import make_objective, open_study, worker_threads
 
@@ -63,8 +63,10 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
             print(f"search: study {name}: {S.finished_trials(study)} trials done, {todo} to run, {s.workers} worker(s)")
             S.run_trials(study, make_objective(cfg, label2id, train, val, device, name), s.n_trials,
                          P.OPTUNA_DIR / f"{name}.lock")
-        finally:
-            search_workers.wait(helpers)
+        except BaseException:
+            search_workers.stop(helpers)  # SIGTERM or a failure here: the workers end their trials as FAIL
+            raise
+        search_workers.wait(helpers)
         table = trials_table(study)
         P.SEARCH_TRIALS.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(P.SEARCH_TRIALS, index=False)

@@ -4,7 +4,7 @@ the same study (JournalFile or PostgreSQL storage) until the budget is taken, an
 nests its trial runs under the search stage's MLflow run.
 
 On another machine, the same worker joins a PostgreSQL study (see the README):
-    python -m tasks.search_workers CONFIG_JSON WORKER_NUMBER [PARENT_RUN_ID]
+    python -m tasks._search_workers CONFIG_JSON WORKER_NUMBER [PARENT_RUN_ID]
 """
 from __future__ import annotations
 
@@ -24,8 +24,19 @@ def start(cfg: Config, n: int, parent_run_id: str | None) -> list[subprocess.Pop
         return []
     frozen = Path(tempfile.mkdtemp(prefix="search-worker-")) / "config.json"
     frozen.write_text(json.dumps(cfg.model_dump()))  # the exact, validated config of this run
-    cmd = [sys.executable, "-m", "tasks.search_workers", str(frozen)]
+    cmd = [sys.executable, "-m", "tasks._search_workers", str(frozen)]
     return [subprocess.Popen(cmd + [str(i)] + ([parent_run_id] if parent_run_id else [])) for i in range(1, n + 1)]
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def wait(procs: list[subprocess.Popen]) -> None:
