@@ -201,6 +201,8 @@ class FinetuneConfig(TrainingKnobs):
     # null takes the search's best value; a number overrides it.
     learning_rate: float | None = Field(None, gt=0, lt=10)
     optimizer: Optimizer | None = None
+    # true: take the search's best trial model (at its best epoch) as the classifier, no retraining.
+    reuse_best_trial: bool = False
     seed: int = 42
 
 

@@ -131,7 +131,7 @@ def reap_stale_trials(study: optuna.Study) -> list[int]:
 
 
 @contextlib.contextmanager
-def _locked(path: Path):
+def locked(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -144,7 +144,7 @@ def _locked(path: Path):
 def claim_trial(study: optuna.Study, n_trials: int, lock: Path) -> optuna.Trial | None:
     """A new trial, or None once finished + running trials reach the budget. The count and
     the ask happen under one file lock, so parallel workers on this machine never overshoot."""
-    with _locked(lock):
+    with locked(lock):
         trials = study.get_trials(deepcopy=False)
         taken = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING) for t in trials)
         return study.ask() if taken < n_trials else None

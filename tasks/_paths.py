@@ -9,6 +9,8 @@ LABEL_MAP = SPLITS / "label_map.json"
 PRETRAINED = Path("models/pretrained")
 SEARCH = Path("data/processed/search")
 BEST_PARAMS = SEARCH / "best_params.json"
+BEST_TRIAL_MODEL = SEARCH / "best_model"  # the best trial's classifier at its best epoch
+TRIAL_MODELS = Path("optuna/models")  # the study's best so far, kept across reruns (outside DVC's outs)
 OPTUNA_DIR = Path("optuna")
 CLASSIFIER = Path("models/classifier")
 

@@ -4,11 +4,13 @@ Kept apart from tasks/search.py so that a worker starts without importing Prefec
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 
 import optuna
 
-from mlcore import liveness
+from mlcore import liveness, modeling
 from mlcore import search_space as S
 from mlcore.config import Config
 from mlcore.device import configure_threads, resolve_device
@@ -48,14 +50,33 @@ def make_objective(cfg: Config, label2id, train, val, device, study_label: str, 
                     raise optuna.TrialPruned(f"pruned at epoch {e['epoch']}")
 
             settings = TrainSettings.from_section(s, **params)
-            _, result = finetune(P.PRETRAINED, label2id, train, val, settings, device, on_epoch)
+            model, result = finetune(P.PRETRAINED, label2id, train, val, settings, device, on_epoch)
             trial.set_user_attr("best_epoch", result.best_epoch)
+            keep_if_best(model, trial.number, result.best_val_macro_f1, study_label)
             runs.log_metrics({"best_val_macro_f1": result.best_val_macro_f1, "best_epoch": result.best_epoch})
             print(f"search: trial {trial.number}: {params['optimizer']} lr={params['learning_rate']:.2e} "
                   f"-> val macro-F1 {result.best_val_macro_f1:.4f} (epoch {result.best_epoch})")
             return result.best_val_macro_f1
 
     return objective
+
+
+def keep_if_best(model, number: int, value: float, study_label: str) -> bool:
+    """Save the trial's model (already at its best epoch) when it beats the study's best so
+    far, so finetune can reuse it instead of retraining. One copy per study, under the
+    claim lock: parallel workers never interleave their saves."""
+    best_dir = P.TRIAL_MODELS / study_label
+    with S.locked(P.OPTUNA_DIR / f"{study_label}.lock"):
+        info = best_dir / "trial.json"
+        if info.is_file() and json.loads(info.read_text())["value"] >= value:
+            return False
+        tmp = best_dir.with_name(best_dir.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        modeling.save(model.cpu(), load_tokenizer(P.PRETRAINED), tmp, extra={"stage": "search", "trial": number})
+        (tmp / "trial.json").write_text(json.dumps({"trial": number, "value": value}))
+        shutil.rmtree(best_dir, ignore_errors=True)
+        tmp.rename(best_dir)
+    return True
 
 
 def open_study(cfg: Config, threads: int | None = None, worker: int = 0):

@@ -12,7 +12,10 @@ from mlcore.device import configure_threads, resolve_device
 from mlcore.hashing import files_digest
 from mlcore.finetuning import encode_split, finetune, load_tokenizer
 from mlcore.tracking import runs
+from mlcore.errors import UserError
+from mlcore.metrics import macro_f1
 from mlcore.settings import TrainSettings
+from mlcore.training import TrainResult, predict_logits
 from tasks import _io
 from tasks import _paths as P
 from tasks._runner import as_task, cli
@@ -31,6 +34,19 @@ def settings_for(cfg: Config, best: dict) -> TrainSettings:
         f, **searched, learning_rate=f.learning_rate or best["learning_rate"], optimizer=f.optimizer or best["optimizer"])
 
 
+def _best_trial_model(val, device, pad_id: int):
+    """The search's best trial model as it is (finetune.reuse_best_trial), scored on val."""
+    if not P.BEST_TRIAL_MODEL.is_dir():
+        raise UserError(f"{P.BEST_TRIAL_MODEL}: missing, but finetune.reuse_best_trial is true. The search keeps its "
+                        f"best trial's model from this version on: rerun the search (`dvc repro -f search`), "
+                        f"or set finetune.reuse_best_trial: false to retrain.")
+    model, _ = modeling.load_classifier(P.BEST_TRIAL_MODEL, key="finetune.reuse_best_trial")
+    model.to(device)
+    preds = predict_logits(model, val, device, pad_id=pad_id).argmax(1)
+    trial = _io.read_json(P.BEST_PARAMS, "search")
+    return model, TrainResult(best_epoch=trial.get("best_epoch") or 0, best_val_macro_f1=macro_f1(val.labels, preds))
+
+
 def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     f = cfg.finetune
     configure_threads(cfg.runtime.num_threads)
@@ -42,10 +58,13 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     val = encode_split(tokenizer, _io.read_split(P.VAL), label2id, f.max_length)
     with runs.stage_run(cfg, STAGE, parent_run_id):
         runs.log_params(f.model_dump() | {"used.learning_rate": settings.learning_rate, "used.optimizer": settings.optimizer, "device": str(device)})
-        inputs = files_digest([P.TRAIN, P.VAL, P.LABEL_MAP, *sorted(P.PRETRAINED.glob("*"))])
-        model, result = finetune(P.PRETRAINED, label2id, train, val, settings, device,
-                                 on_epoch=lambda e: runs.log_metrics(e, step=e["epoch"]),
-                                 checkpoint_dir=P.CHECKPOINTS / STAGE, fingerprint=inputs)
+        if f.reuse_best_trial:
+            model, result = _best_trial_model(val, device, tokenizer.pad_token_id)
+        else:
+            inputs = files_digest([P.TRAIN, P.VAL, P.LABEL_MAP, *sorted(P.PRETRAINED.glob("*"))])
+            model, result = finetune(P.PRETRAINED, label2id, train, val, settings, device,
+                                     on_epoch=lambda e: runs.log_metrics(e, step=e["epoch"]),
+                                     checkpoint_dir=P.CHECKPOINTS / STAGE, fingerprint=inputs)
         if not distributed.is_main():
             return {"rank": distributed.rank()}  # rank 0 writes the outputs
         tokenizer.model_max_length = f.max_length  # consumers truncate as training did

@@ -8,6 +8,8 @@ budget; search.workers > 1 adds worker processes on the same study.
 """
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -79,6 +81,9 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
                        "best_epoch": best.user_attrs.get("best_epoch"), "study": name}
         _io.fresh_dir(P.SEARCH)
         _io.write_json(P.BEST_PARAMS, best_params)
+        kept = P.TRIAL_MODELS / name
+        if (kept / "trial.json").is_file() and json.loads((kept / "trial.json").read_text())["trial"] == best.number:
+            shutil.copytree(kept, P.BEST_TRIAL_MODEL)
         counts = table["state"].value_counts().to_dict()
         runs.log_metrics({"best_val_macro_f1": best.value, **{f"trials_{k.lower()}": v for k, v in counts.items()}})
         runs.set_tags({"best.learning_rate": best.params["learning_rate"], "best.optimizer": best.params["optimizer"]})

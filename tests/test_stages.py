@@ -130,3 +130,24 @@ def test_two_local_workers_share_one_study_exactly(tiny_project):
     assert len(trial_runs) == 4
     assert {r.data.tags["mlflow.parentRunId"] for r in trial_runs} == {search_run.info.run_id}
     assert all(r.info.status == "FINISHED" for r in trial_runs)
+
+
+def test_search_keeps_the_best_trial_model_and_finetune_can_reuse_it(tiny_project):
+    from tasks import finetune, prepare, pretrain, search
+
+    cfg = load_config()
+    prepare.run(cfg)
+    pretrain.run(cfg)
+    search.run(cfg)
+    best = json.loads(P.BEST_PARAMS.read_text())
+    kept = json.loads((P.BEST_TRIAL_MODEL / "trial.json").read_text())
+    assert kept == {"trial": best["trial"], "value": best["val_macro_f1"]}
+    assert (P.BEST_TRIAL_MODEL / "model.safetensors").is_file()
+
+    params = yaml.safe_load(open("params.yaml"))
+    params["finetune"]["reuse_best_trial"] = True
+    yaml.safe_dump(params, open("params.yaml", "w"))
+    out = finetune.run(load_config())
+    # the same weights, scored on the same validation split: the trial's best value, no retraining
+    assert out["best_val_macro_f1"] == round(best["val_macro_f1"], 4)
+    assert json.loads(P.FINETUNE_REPORT.read_text())["epochs_run"] == 0
