@@ -48,6 +48,33 @@ def log_study_plots(study: optuna.Study) -> None:
             runs.log_artifact(path, "optuna_plots")
 
 
+def as_prefect_tasks(objective):
+    """Inside the Prefect flow, each trial of this process is a task run named trial-N
+    (a pruned trial completes with a note; the pruning is re-raised outside the task).
+    Run by DVC, there is no flow and the objective is returned as it is."""
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None:
+        return objective
+
+    @task(name="trial", task_run_name="trial-{number}", cache_policy=NO_CACHE)
+    def trial_task(number: int, trial: optuna.Trial) -> dict:
+        try:
+            return {"value": objective(trial)}
+        except optuna.TrialPruned as pruned:
+            return {"pruned": str(pruned)}
+
+    def run_as_task(trial: optuna.Trial) -> float:
+        out = trial_task(trial.number, trial)
+        if "pruned" in out:
+            raise optuna.TrialPruned(out["pruned"])
+        return out["value"]
+
+    return run_as_task
+
+
 def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     s = cfg.search
     orphans = runs.close_orphans(cfg)
@@ -63,8 +90,8 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
             todo = S.remaining_budget(study, s.n_trials)
             runs.log_params(s.model_dump() | {"study": name, "device": str(device), "trials_to_run": todo})
             print(f"search: study {name}: {S.finished_trials(study)} trials done, {todo} to run, {s.workers} worker(s)")
-            S.run_trials(study, make_objective(cfg, label2id, train, val, device, name), s.n_trials,
-                         P.OPTUNA_DIR / f"{name}.lock")
+            objective = as_prefect_tasks(make_objective(cfg, label2id, train, val, device, name))
+            S.run_trials(study, objective, s.n_trials, P.OPTUNA_DIR / f"{name}.lock")
         except BaseException:
             search_workers.stop(helpers)  # SIGTERM or a failure here: the workers end their trials as FAIL
             raise

@@ -67,6 +67,19 @@ def test_flow_dvc_registry_and_gate(tiny_project, prefect_api):
     assert set(preds) <= {"fresh", "rotten"}
     assert (preds.to_numpy() == test["label"].to_numpy()).mean() == pytest.approx(metrics["accuracy"], abs=0.02)
 
+    # 4b. Each search trial is a Prefect task run inside the flow.
+    async def trial_task_runs():
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.sorting import TaskRunSort
+
+        async with get_client() as prefect:
+            found = await prefect.read_task_runs(sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=200)
+            return [r.name for r in found if r.name.startswith("trial-")]
+
+    import asyncio
+
+    assert sorted(asyncio.run(trial_task_runs())) == ["trial-0", "trial-1"]
+
     # 5. MLflow nesting: pipeline run > stage runs > search trials, with lineage tags.
     exp = client.get_experiment_by_name("tests")
     parent = client.search_runs([exp.experiment_id], "tags.`pipeline.role` = 'pipeline'")[0]
