@@ -10,6 +10,7 @@ from pathlib import Path
 
 import optuna
 from optuna.storages import JournalStorage
+from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
@@ -145,6 +146,8 @@ def claim_trial(study: optuna.Study, n_trials: int, lock: Path) -> optuna.Trial 
     """A new trial, or None once finished + running trials reach the budget. The count and
     the ask happen under one file lock, so parallel workers on this machine never overshoot."""
     with locked(lock):
+        if is_heartbeat_enabled(study._storage):
+            optuna.storages.fail_stale_trials(study)  # silent workers on any machine: FAIL, then retried
         trials = study.get_trials(deepcopy=False)
         taken = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING) for t in trials)
         return study.ask() if taken < n_trials else None
@@ -157,7 +160,10 @@ def run_trials(study: optuna.Study, objective, n_trials: int, lock: Path) -> int
     while (trial := claim_trial(study, n_trials, lock)) is not None:
         ran += 1
         try:
-            value = objective(trial)
+            # ask/tell does not beat on its own, as study.optimize does; Optuna's helper
+            # is a no-op for storages without a heartbeat (JournalFile).
+            with get_heartbeat_thread(trial._trial_id, study._storage):
+                value = objective(trial)
         except optuna.TrialPruned:
             study.tell(trial, state=TrialState.PRUNED)
         except FloatingPointError:

@@ -1,0 +1,80 @@
+"""Two search workers on a real PostgreSQL server (Debian's postgresql package, started here
+on loopback): the finished trials equal the budget, with no duplicate and none lost."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlcore.config import load_config
+
+BIN = Path("/usr/lib/postgresql/15/bin")
+PG_CTL = shutil.which("pg_ctl") or str(BIN / "pg_ctl")
+INITDB = shutil.which("initdb") or str(BIN / "initdb")
+
+pytestmark = pytest.mark.skipif(
+    not Path(PG_CTL).exists() or not Path(INITDB).exists(),
+    reason="PostgreSQL server binaries not installed (apt-get install postgresql; .ci/run does it)",
+)
+
+
+def _as_postgres(cmd):
+    # The server refuses to run as root; the Debian package creates the postgres user.
+    return (["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []) + cmd
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def postgres_url(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pg")
+    data = root / "data"
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        root.chmod(0o755)
+        for parent in root.parents:  # the postgres user must be able to reach its directory
+            if str(parent).startswith("/tmp/"):
+                parent.chmod(parent.stat().st_mode | 0o005)
+    subprocess.run(_as_postgres([INITDB, "-D", str(data), "-A", "trust", "-U", "postgres"]), check=True,
+                   capture_output=True)
+    port = _free_port()
+    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
+    subprocess.run(_as_postgres([PG_CTL, "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"]),
+                   check=True, capture_output=True)
+    try:
+        subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c", "CREATE DATABASE optuna"],
+                       check=True, capture_output=True)
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/optuna"
+    finally:
+        subprocess.run(_as_postgres([PG_CTL, "-D", str(data), "-m", "fast", "stop"]), capture_output=True)
+
+
+def test_two_workers_on_postgresql_finish_the_budget_exactly(tiny_project, postgres_url):
+    import optuna
+
+    from tasks import _paths as P
+    from tasks import prepare, pretrain, search
+
+    params = yaml.safe_load(open("params.yaml"))
+    params["search"].update(n_trials=4, workers=2, pruner="none", epochs=10, batch_size=2, storage=postgres_url)
+    yaml.safe_dump(params, open("params.yaml", "w"))
+    cfg = load_config()
+    prepare.run(cfg)
+    pretrain.run(cfg)
+    search.run(cfg)
+
+    name = json.loads(P.BEST_PARAMS.read_text())["study"]
+    study = optuna.load_study(study_name=name, storage=postgres_url)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
+    assert len({t.user_attrs["owner"]["pid"] for t in study.trials}) == 2  # both workers ran trials
+    assert len({(t.params["optimizer"], t.params["learning_rate"]) for t in study.trials}) == 4
+    assert not list(Path(P.OPTUNA_DIR).glob("*.journal"))  # nothing went to the file storage
