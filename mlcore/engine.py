@@ -7,6 +7,7 @@ and resumable checkpoints. The objective comes in as a `Job`.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -84,7 +85,7 @@ class _Stepper:
         Returns (loss, whether the optimizer stepped)."""
         last_in_group = (index + 1) % self.s.grad_accumulation == 0 or index + 1 == self.per_rank
         sync = getattr(self.loss_module, "no_sync", None)
-        ctx = sync() if sync is not None and not last_in_group else _null()
+        ctx = sync() if sync is not None and not last_in_group else contextlib.nullcontext()
         with ctx:
             with precision.autocast(self.precision, self.device):
                 loss = self.loss_module(**batch)
@@ -102,14 +103,6 @@ class _Stepper:
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
         return loss.item(), last_in_group
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _apply_strategy(model, s: TrainSettings, epoch: int) -> None:

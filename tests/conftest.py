@@ -93,3 +93,34 @@ def tiny_project(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     return project
+
+
+def run_two_worker_search(storage: str | None = None):
+    """prepare, pretrain, then a 4-trial search with `search.workers: 2`; returns the study."""
+    import json
+
+    import optuna
+
+    from mlcore import search_space as S
+    from mlcore.config import load_config
+    from tasks import _paths as P
+    from tasks import prepare, pretrain, search
+
+    params = yaml.safe_load(open("params.yaml"))
+    # Trials of several seconds: the second process needs ~10 s to import and load before it joins.
+    params["search"].update(n_trials=4, workers=2, pruner="none", epochs=10, batch_size=2, storage=storage)
+    yaml.safe_dump(params, open("params.yaml", "w"))
+    cfg = load_config()
+    prepare.run(cfg)
+    pretrain.run(cfg)
+    search.run(cfg)
+    name = json.loads(P.BEST_PARAMS.read_text())["study"]
+    return optuna.load_study(study_name=name, storage=S.make_storage(storage, P.OPTUNA_DIR, cfg.search.study_name))
+
+
+def assert_two_workers_filled_the_budget(study) -> None:
+    """4 trials, all COMPLETE, numbered 0-3, run by two processes, no parameters twice."""
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
+    assert len({t.user_attrs["owner"]["pid"] for t in study.trials}) == 2  # both processes ran trials
+    assert len({(t.params["optimizer"], t.params["learning_rate"]) for t in study.trials}) == 4  # seeds differ per worker

@@ -1,6 +1,5 @@
 """Two search workers on a real PostgreSQL server (Debian's postgresql package, started here
 on loopback): the finished trials equal the budget, with no duplicate and none lost."""
-import json
 import os
 import shutil
 import socket
@@ -8,9 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
-
-from mlcore.config import load_config
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 PG_CTL = shutil.which("pg_ctl") or str(BIN / "pg_ctl")
@@ -58,23 +54,9 @@ def postgres_url(tmp_path_factory):
 
 
 def test_two_workers_on_postgresql_finish_the_budget_exactly(tiny_project, postgres_url):
-    import optuna
-
     from tasks import _paths as P
-    from tasks import prepare, pretrain, search
+    from tests.conftest import assert_two_workers_filled_the_budget, run_two_worker_search
 
-    params = yaml.safe_load(open("params.yaml"))
-    params["search"].update(n_trials=4, workers=2, pruner="none", epochs=10, batch_size=2, storage=postgres_url)
-    yaml.safe_dump(params, open("params.yaml", "w"))
-    cfg = load_config()
-    prepare.run(cfg)
-    pretrain.run(cfg)
-    search.run(cfg)
-
-    name = json.loads(P.BEST_PARAMS.read_text())["study"]
-    study = optuna.load_study(study_name=name, storage=postgres_url)
-    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
-    assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
-    assert len({t.user_attrs["owner"]["pid"] for t in study.trials}) == 2  # both workers ran trials
-    assert len({(t.params["optimizer"], t.params["learning_rate"]) for t in study.trials}) == 4
+    study = run_two_worker_search(storage=postgres_url)
+    assert_two_workers_filled_the_budget(study)
     assert not list(Path(P.OPTUNA_DIR).glob("*.journal"))  # nothing went to the file storage

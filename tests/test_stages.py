@@ -103,26 +103,12 @@ def test_search_space_reaches_finetune_and_plots_reach_mlflow(tiny_project):
 def test_two_local_workers_share_one_study_exactly(tiny_project):
     """search.workers: 2 on a JournalFile: two processes run trials, the finished trials
     equal the budget, none twice, and every trial run nests under the search run."""
-    import optuna
     from mlflow import MlflowClient
 
-    from mlcore import search_space as S
-    from tasks import prepare, pretrain, search
+    from tests.conftest import assert_two_workers_filled_the_budget, run_two_worker_search
 
-    params = yaml.safe_load(open("params.yaml"))
-    # Trials of several seconds: the second process needs ~10 s to import and load before it joins.
-    params["search"].update(n_trials=4, workers=2, pruner="none", epochs=10, batch_size=2)
-    yaml.safe_dump(params, open("params.yaml", "w"))
-    cfg = load_config()
-    prepare.run(cfg)
-    pretrain.run(cfg)
-    search.run(cfg)
-    name = json.loads(P.BEST_PARAMS.read_text())["study"]
-    study = optuna.load_study(study_name=name, storage=S.make_storage(None, P.OPTUNA_DIR, cfg.search.study_name))
-    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4 and [t.number for t in study.trials] == list(range(4))
-    owners = {t.user_attrs["owner"]["pid"] for t in study.trials}
-    assert len(owners) == 2  # both processes ran trials
-    assert len({(t.params["optimizer"], t.params["learning_rate"]) for t in study.trials}) == 4  # seeds differ per worker
+    study = run_two_worker_search()
+    assert_two_workers_filled_the_budget(study)
     client = MlflowClient()
     exp = client.get_experiment_by_name("tests")
     search_run = client.search_runs([exp.experiment_id], "attributes.run_name = 'search'")[0]
