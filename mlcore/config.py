@@ -65,6 +65,9 @@ class TrainingKnobs(_Section):
     num_workers: int = Field(0, ge=0)                 # DataLoader workers for batching; 0: in the main process
     # A checkpoint each epoch; a rerun after a crash resumes from the last one.
     resume: bool = True
+    # Also evaluate every N optimizer steps (null: at each epoch's end only). In search,
+    # trials then report to the pruner mid-epoch; in finetune, patience counts evaluations.
+    eval_every_steps: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _strategy_needs(self):
@@ -203,7 +206,17 @@ class FinetuneConfig(TrainingKnobs):
     optimizer: Optimizer | None = None
     # true: take the search's best trial model (at its best epoch) as the classifier, no retraining.
     reuse_best_trial: bool = False
+    # true: retrain on train + validation with the search's best settings, for the best
+    # trial's epoch count (no early stopping: no held-out rows are left to stop on).
+    retrain_on_train_val: bool = False
     seed: int = 42
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "FinetuneConfig":
+        if self.reuse_best_trial and self.retrain_on_train_val:
+            raise ValueError("reuse_best_trial and retrain_on_train_val are both true; choose one "
+                             "(reuse ships the trial's model as it is, retrain trains a new one on train + val)")
+        return self
 
 
 class EvaluateConfig(_Section):

@@ -2,7 +2,7 @@
 
 It owns everything that is not specific to the objective: optimizer and schedule,
 freezing strategy, mixed precision, gradient accumulation and clipping, DDP,
-torch.compile, per-epoch evaluation, early stopping with the best epoch kept,
+torch.compile, evaluation each epoch (and every N steps), early stopping with the best epoch kept,
 and resumable checkpoints. The objective comes in as a `Job`.
 """
 from __future__ import annotations
@@ -146,13 +146,41 @@ def fit(
         if distributed.is_main():
             print(f"{desc}: resuming from the checkpoint after epoch {state.epoch} (step {state.step})")
     main = distributed.is_main()
+    evaluations = len(state.history)
+
+    def evaluate(epoch: float, train_loss: float, samples_per_s: float) -> dict:
+        """Score the model now and keep it if it is the best so far."""
+        nonlocal best, evaluations
+        evaluations += 1
+        row = {"epoch": epoch, "step": state.step, "evaluation": evaluations,
+               "train_loss": distributed.mean(train_loss), **job.evaluate(model),
+               "learning_rate": stepper.last_lr, "samples_per_s": samples_per_s}
+        model.train()  # evaluate() switched to eval mode; a mid-epoch evaluation goes on training
+        state.history.append(row)
+        if job.score is None or _better(row[job.score], state.best_score, s, job.maximize):
+            state.best_epoch, state.waited = epoch, 0
+            state.best_score = row[job.score] if job.score else None
+            best = _cpu_copy(model) if job.keep_best and job.score else None
+        else:
+            state.waited += 1
+        return row
+
+    def report(row: dict) -> bool:
+        """Hand the row to `on_epoch` (which may raise to stop); True when early stopping fires."""
+        if on_epoch is not None and main:
+            t = time.perf_counter()
+            on_epoch(row)
+            result.tracking_seconds += time.perf_counter() - t
+        return s.patience is not None and state.waited >= s.patience
+
+    stop = False
     for epoch in range(state.epoch + 1, s.epochs + 1):
         if s.patience is not None and state.waited >= s.patience:
             break  # resumed from a checkpoint taken when early stopping had already fired
         if s.strategy == "gradual_unfreeze":
             _apply_strategy(model, s, epoch)
         model.train()
-        total, seen, index, start = 0.0, 0, 0, time.perf_counter()
+        total, seen, index, start, paused = 0.0, 0, 0, time.perf_counter(), 0.0
         bar = tqdm(total=stepper.per_rank, desc=f"{desc} {epoch}/{s.epochs}", unit="batch", leave=False,
                    mininterval=1.0, disable=not main)
         for i, batch in enumerate(job.batches(epoch)):
@@ -165,28 +193,30 @@ def fit(
             loss, stepped = stepper.micro_batch(batch, index, group_size)
             total, seen, index, state.step = total + loss * n, seen + n, index + 1, state.step + stepped
             bar.update(1)
-            bar.set_postfix(loss=f"{total / seen:.4f}", ex_per_s=f"{seen / (time.perf_counter() - start):.0f}",
+            bar.set_postfix(loss=f"{total / seen:.4f}", ex_per_s=f"{seen / (time.perf_counter() - start - paused):.0f}",
                             lr=f"{stepper.scheduler.get_last_lr()[-1]:.2e}", refresh=False)
+            # Every N optimizer steps (s.eval_every_steps), besides the epoch's end: lets a
+            # search prune a bad trial inside its first epoch.
+            if (s.eval_every_steps and stepped and state.step % s.eval_every_steps == 0
+                    and index < stepper.per_rank):
+                pause = time.perf_counter()
+                row = evaluate(round(epoch - 1 + index / stepper.per_rank, 4), total / seen,
+                               seen * distributed.world_size() / (pause - start - paused))
+                stop = report(row)
+                paused += time.perf_counter() - pause  # training speed leaves evaluation out
+                if stop:
+                    break
         bar.close()
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start - paused
         result.train_seconds += seconds
-        row = {"epoch": epoch, "train_loss": distributed.mean(total / max(seen, 1)), **job.evaluate(model),
-               "learning_rate": stepper.last_lr, "samples_per_s": seen * distributed.world_size() / seconds}
-        state.history.append(row)
+        if stop:
+            result.stopped_early = True
+            break
         state.epoch = epoch
-        if job.score is None or _better(row[job.score], state.best_score, s, job.maximize):
-            state.best_epoch, state.waited = epoch, 0
-            state.best_score = row[job.score] if job.score else None
-            best = _cpu_copy(model) if job.keep_best and job.score else None
-        else:
-            state.waited += 1
+        row = evaluate(epoch, total / max(seen, 1), seen * distributed.world_size() / seconds)
         if checkpoint_dir and main:
             checkpointing.save(checkpoint_dir, model, stepper.optimizer, stepper.scheduler, state, best)
-        if on_epoch is not None and main:
-            t = time.perf_counter()
-            on_epoch(row)
-            result.tracking_seconds += time.perf_counter() - t
-        if s.patience is not None and state.waited >= s.patience:
+        if report(row):
             result.stopped_early = epoch < s.epochs
             break
     if best is not None:

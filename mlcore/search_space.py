@@ -77,13 +77,16 @@ def make_sampler(cfg: SearchConfig, worker: int = 0) -> optuna.samplers.BaseSamp
 
 
 def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
-    """Trials report validation macro-F1 once per epoch: epochs are the pruners' resource."""
+    """Trials report validation macro-F1 at each evaluation (each epoch, or every
+    `eval_every_steps` optimizer steps): evaluations are the pruners' resource."""
     if cfg.pruner == "none":
         return optuna.pruners.NopPruner()
     if cfg.pruner == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     if cfg.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.epochs, reduction_factor=3)
+        # Evaluations per trial are known up front only when they are per epoch.
+        max_resource = cfg.epochs if cfg.eval_every_steps is None else "auto"
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_resource, reduction_factor=3)
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
 
 

@@ -37,6 +37,7 @@ class TrainSettings:
     compile: bool = False
     num_workers: int = 0
     resume: bool = True
+    eval_every_steps: int | None = None  # None: evaluate at each epoch's end only
     patience: int | None = None  # None: no early stopping
     min_delta: float = 0.0
     seed: int = 42

@@ -71,8 +71,10 @@ def predict_logits(model, data: Encoded, device: torch.device, batch_size: int =
 def train_classifier(
     model, train: Encoded, val: Encoded, s: TrainSettings, device: torch.device, pad_id: int,
     on_epoch: Callable[[dict], None] | None = None, checkpoint_dir: Path | None = None, fingerprint: str = "",
+    keep_best: bool = True,
 ) -> TrainResult:
-    """Train, validating each epoch; on return `model` holds the best epoch's weights.
+    """Train, validating each epoch; on return `model` holds the best epoch's weights
+    (the last epoch's with `keep_best=False`).
 
     `on_epoch` gets each epoch's metrics and may raise (for example optuna.TrialPruned).
     """
@@ -87,7 +89,8 @@ def train_classifier(
         return {"val_macro_f1": macro_f1(val.labels, preds), "val_accuracy": float((preds == val.labels).mean())}
 
     job = Job(model=model, loss_module=ClassifierLoss(model, weight, s.label_smoothing), batches=epoch_batches,
-              n_batches=-(-len(train) // s.batch_size), evaluate=evaluate, score="val_macro_f1")
+              n_batches=-(-len(train) // s.batch_size), evaluate=evaluate, score="val_macro_f1",
+              keep_best=keep_best)
     fitted: FitResult = fit(job, s, device, desc="epoch", on_epoch=on_epoch,
                             checkpoint_dir=checkpoint_dir, fingerprint=fingerprint)
     return TrainResult(fitted.best_epoch, fitted.best_score, fitted.history, fitted.stopped_early,

@@ -42,8 +42,10 @@ def make_objective(cfg: Config, label2id, train, val, device, study_label: str, 
             runs.log_params(params | {"trial_number": trial.number, "epochs": s.epochs})
 
             def on_epoch(e: dict):
-                runs.log_metrics(e, step=e["epoch"])
-                trial.report(e["val_macro_f1"], e["epoch"])
+                # Reported at each evaluation: each epoch, or every search.eval_every_steps steps.
+                runs.log_metrics(e, step=e["evaluation"])
+                trial.set_user_attr("epochs_trained", e["epoch"])
+                trial.report(e["val_macro_f1"], e["evaluation"])
                 if trial.should_prune():
                     print(f"search: trial {trial.number}: {params['optimizer']} lr={params['learning_rate']:.2e} "
                           f"pruned at epoch {e['epoch']} (val macro-F1 {e['val_macro_f1']:.4f})")

@@ -1,7 +1,13 @@
 """finetune: train the final classifier with the search's best settings (or overrides
-from params.yaml), early-stopping on validation macro-F1 and keeping the best epoch."""
+from params.yaml), early-stopping on validation macro-F1 and keeping the best epoch.
+
+Or, instead: ship the search's best trial model as it is (finetune.reuse_best_trial),
+or retrain on train + validation for the best trial's epoch count
+(finetune.retrain_on_train_val)."""
 from __future__ import annotations
 
+import dataclasses
+import math
 import sys
 
 import pandas as pd
@@ -10,7 +16,7 @@ from mlcore import distributed, modeling
 from mlcore.config import Config
 from mlcore.device import configure_threads, resolve_device
 from mlcore.hashing import files_digest
-from mlcore.finetuning import encode_split, finetune, load_tokenizer
+from mlcore.finetuning import encode_split, finetune, joined, load_tokenizer
 from mlcore.tracking import runs
 from mlcore.errors import UserError
 from mlcore.metrics import macro_f1
@@ -47,31 +53,50 @@ def _best_trial_model(val, device, pad_id: int):
     return model, TrainResult(best_epoch=trial.get("best_epoch") or 0, best_val_macro_f1=macro_f1(val.labels, preds))
 
 
+def retrain_settings(settings: TrainSettings, best: dict) -> TrainSettings:
+    """The best trial's settings for as many epochs as its best evaluation took (a
+    mid-epoch best rounds up), with no early stopping: no held-out rows are left."""
+    if not best.get("best_epoch"):
+        raise UserError(f"{P.BEST_PARAMS}: no best_epoch, which finetune.retrain_on_train_val needs. "
+                        f"Rerun the search (`dvc repro -f search`) or set finetune.retrain_on_train_val: false.")
+    return dataclasses.replace(settings, epochs=max(1, math.ceil(best["best_epoch"] - 1e-9)), patience=None)
+
+
 def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     f = cfg.finetune
     configure_threads(cfg.runtime.num_threads)
     device = distributed.setup(resolve_device(cfg.device()))
     label2id = _io.label_map()
-    settings = settings_for(cfg, _io.read_json(P.BEST_PARAMS, "search"))
+    best = _io.read_json(P.BEST_PARAMS, "search")
+    settings = settings_for(cfg, best)
+    if f.retrain_on_train_val:
+        settings = retrain_settings(settings, best)
     tokenizer = load_tokenizer(_io.require(P.PRETRAINED, "pretrain"))
     train = encode_split(tokenizer, _io.read_split(P.TRAIN), label2id, f.max_length)
     val = encode_split(tokenizer, _io.read_split(P.VAL), label2id, f.max_length)
     with runs.stage_run(cfg, STAGE, parent_run_id):
-        runs.log_params(f.model_dump() | {"used.learning_rate": settings.learning_rate, "used.optimizer": settings.optimizer, "device": str(device)})
+        runs.log_params(f.model_dump() | {"used.learning_rate": settings.learning_rate, "used.optimizer": settings.optimizer,
+                                          "used.epochs": settings.epochs, "device": str(device)})
         if f.reuse_best_trial:
             model, result = _best_trial_model(val, device, tokenizer.pad_token_id)
         else:
+            retrain = f.retrain_on_train_val
             inputs = files_digest([P.TRAIN, P.VAL, P.LABEL_MAP, *sorted(P.PRETRAINED.glob("*"))])
-            model, result = finetune(P.PRETRAINED, label2id, train, val, settings, device,
-                                     on_epoch=lambda e: runs.log_metrics(e, step=e["epoch"]),
-                                     checkpoint_dir=P.CHECKPOINTS / STAGE, fingerprint=inputs)
+            # Retraining on train + val: the validation scores are logged but select nothing.
+            model, result = finetune(P.PRETRAINED, label2id, joined(train, val) if retrain else train, val, settings,
+                                     device, on_epoch=lambda e: runs.log_metrics(e, step=e["evaluation"]),
+                                     checkpoint_dir=P.CHECKPOINTS / STAGE,
+                                     fingerprint=inputs + ("-train+val" if retrain else ""), keep_best=not retrain)
+            if retrain:
+                result.best_epoch, result.best_val_macro_f1 = settings.epochs, result.history[-1]["val_macro_f1"]
         if not distributed.is_main():
             return {"rank": distributed.rank()}  # rank 0 writes the outputs
         tokenizer.model_max_length = f.max_length  # consumers truncate as training did
         summary = {"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_val_macro_f1,
-                   "epochs_run": len(result.history), "stopped_early": result.stopped_early,
+                   "epochs_run": result.history[-1]["epoch"] if result.history else 0, "stopped_early": result.stopped_early,
                    "learning_rate": settings.learning_rate, "optimizer": settings.optimizer,
                    "resumed_from_epoch": result.resumed_from_epoch,
+                   "trained_on": "train+val" if f.retrain_on_train_val else "train",
                    "tracking_overhead_pct": 100 * result.tracking_seconds / max(result.train_seconds, 1e-9)}
         _io.fresh_dir(P.CLASSIFIER)
         modeling.save(model.cpu(), tokenizer, P.CLASSIFIER, extra={"stage": STAGE, **summary})

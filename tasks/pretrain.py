@@ -66,7 +66,7 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         fingerprint = f"{files_digest([P.TRAIN, P.UNLABELLED, P.VAL])}-{vocab}-{p.init_from}"
         result = pretrain_mlm(
             model, tokenizer, train, val, settings, probability=p.mlm_probability, device=device,
-            whole_word=p.whole_word_masking, on_epoch=lambda e: runs.log_metrics(e, step=e["epoch"]),
+            whole_word=p.whole_word_masking, on_epoch=lambda e: runs.log_metrics(e, step=e["evaluation"]),
             checkpoint_dir=P.CHECKPOINTS / STAGE, fingerprint=fingerprint,
         )
         if not distributed.is_main():

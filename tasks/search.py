@@ -37,7 +37,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     keys = sorted({k for t in trials for k in t.user_attrs.get("settings", t.params)} - {"learning_rate", "optimizer"})
     columns = ["trial", "state", "val_macro_f1", "epochs_trained", "learning_rate", "optimizer", *keys]
     rows = [{"trial": t.number, "state": t.state.name, "val_macro_f1": t.value,
-             "epochs_trained": len(t.intermediate_values), **t.user_attrs.get("settings", t.params)} for t in trials]
+             "epochs_trained": t.user_attrs.get("epochs_trained", len(t.intermediate_values)), **t.user_attrs.get("settings", t.params)} for t in trials]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -41,6 +41,8 @@ def test_wrong_type_is_named():
         ("finetune", {"precision": "fp8"}, "finetune.precision"),
         ("finetune", {"grad_accumulation": 0}, "finetune.grad_accumulation"),
         ("pretrain", {"layerwise_lr_decay": 1.5}, "pretrain.layerwise_lr_decay"),
+        ("search", {"eval_every_steps": 0}, "search.eval_every_steps"),
+        ("finetune", {"reuse_best_trial": True, "retrain_on_train_val": True}, "finetune"),
     ],
 )
 def test_impossible_values_are_named(section, values, key):

@@ -192,6 +192,27 @@ def test_resume_continues_from_the_saved_epoch(base_dir, tok, data, tmp_path):
     assert other.resumed_from_epoch == 0
 
 
+def test_eval_every_steps_adds_mid_epoch_evaluations_without_changing_training(base_dir, tok, data):
+    _, per_epoch = train(base_dir, tok, data, epochs=2)
+    _, stepped = train(base_dir, tok, data, epochs=2, eval_every_steps=3)  # 8 steps per epoch
+    assert [h["step"] for h in stepped.history] == [3, 6, 8, 9, 12, 15, 16]
+    assert [h["epoch"] for h in stepped.history] == [0.375, 0.75, 1, 1.125, 1.5, 1.875, 2]
+    assert [h["evaluation"] for h in stepped.history] == list(range(1, 8))
+    ends = [h for h in stepped.history if h["epoch"] in (1, 2)]
+    for mine, theirs in zip(ends, per_epoch.history):  # evaluating mid-epoch does not perturb training
+        assert mine["val_macro_f1"] == theirs["val_macro_f1"] and mine["train_loss"] == theirs["train_loss"]
+
+    class Pruned(Exception):
+        pass
+
+    def prune_at_second(e):
+        if e["evaluation"] == 2:
+            raise Pruned
+
+    with pytest.raises(Pruned):  # a search prunes inside the first epoch
+        train(base_dir, tok, data, epochs=2, eval_every_steps=3, on_epoch=prune_at_second)
+
+
 def test_dataloader_workers_give_the_same_run(base_dir, tok, data):
     a, _ = train(base_dir, tok, data)
     b, _ = train(base_dir, tok, data, num_workers=1)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -137,3 +138,15 @@ def test_search_keeps_the_best_trial_model_and_finetune_can_reuse_it(tiny_projec
     # the same weights, scored on the same validation split: the trial's best value, no retraining
     assert out["best_val_macro_f1"] == round(best["val_macro_f1"], 4)
     assert json.loads(P.FINETUNE_REPORT.read_text())["epochs_run"] == 0
+
+    # or retrain on train + val with the best settings, for the best trial's epoch count
+    params["finetune"] |= {"reuse_best_trial": False, "retrain_on_train_val": True}
+    yaml.safe_dump(params, open("params.yaml", "w"))
+    finetune.run(load_config())
+    report = json.loads(P.FINETUNE_REPORT.read_text())
+    epochs = math.ceil(best["best_epoch"])
+    assert report["trained_on"] == "train+val" and report["epochs_run"] == epochs and not report["stopped_early"]
+    rows = len(pd.read_parquet(P.TRAIN)) + len(pd.read_parquet(P.VAL))
+    batch = best.get("batch_size", params["finetune"]["batch_size"])
+    history = pd.read_csv(P.FINETUNE_HISTORY)
+    assert history["step"].iloc[-1] == epochs * math.ceil(rows / batch)  # the validation rows were trained on
