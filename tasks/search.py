@@ -4,7 +4,8 @@ optimizer and the optional dimensions of search.space.
 Each trial fine-tunes the pretrained checkpoint for a few epochs and reports the
 validation macro-F1 each epoch; each is an MLflow run nested under the search run.
 The study lives in a file under the project (or PostgreSQL), so a rerun finishes its
-budget; search.workers > 1 adds worker processes on the same study.
+budget; search.workers > 1 adds worker processes on the same study (inside the Prefect
+flow, a process pool whose trials are task runs: tasks/_trial_pool.py).
 """
 from __future__ import annotations
 
@@ -48,15 +49,20 @@ def log_study_plots(study: optuna.Study) -> None:
             runs.log_artifact(path, "optuna_plots")
 
 
+def in_flow() -> bool:
+    from prefect.context import FlowRunContext
+
+    return FlowRunContext.get() is not None
+
+
 def as_prefect_tasks(objective):
     """Inside the Prefect flow, each trial of this process is a task run named trial-N
     (a pruned trial completes with a note; the pruning is re-raised outside the task).
     Run by DVC, there is no flow and the objective is returned as it is."""
     from prefect import task
     from prefect.cache_policies import NO_CACHE
-    from prefect.context import FlowRunContext
 
-    if FlowRunContext.get() is None:
+    if not in_flow():
         return objective
 
     @task(name="trial", task_run_name="trial-{number}", cache_policy=NO_CACHE)
@@ -78,9 +84,11 @@ def as_prefect_tasks(objective):
 def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     s = cfg.search
     orphans = runs.close_orphans(cfg)
+    pooled = s.workers > 1 and in_flow()  # trials as Prefect task runs on a process pool
     with runs.stage_run(cfg, STAGE, parent_run_id) as stage:
+        stage_id = stage.info.run_id if stage else None
         # Extra workers start first: they need seconds to import and load the data.
-        helpers = search_workers.start(cfg, s.workers - 1, stage.info.run_id if stage else None)
+        helpers = [] if pooled else search_workers.start(cfg, s.workers - 1, stage_id)
         try:
             device, label2id, train, val, study, name = open_study(cfg, worker_threads(cfg) if s.workers > 1 else None)
             stale = S.reap_stale_trials(study)
@@ -90,8 +98,13 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
             todo = S.remaining_budget(study, s.n_trials)
             runs.log_params(s.model_dump() | {"study": name, "device": str(device), "trials_to_run": todo})
             print(f"search: study {name}: {S.finished_trials(study)} trials done, {todo} to run, {s.workers} worker(s)")
-            objective = as_prefect_tasks(make_objective(cfg, label2id, train, val, device, name))
-            S.run_trials(study, objective, s.n_trials, P.OPTUNA_DIR / f"{name}.lock")
+            if pooled:
+                from tasks._trial_pool import run_pooled
+
+                run_pooled(cfg, study, P.OPTUNA_DIR / f"{name}.lock", stage_id)
+            else:
+                objective = as_prefect_tasks(make_objective(cfg, label2id, train, val, device, name))
+                S.run_trials(study, objective, s.n_trials, P.OPTUNA_DIR / f"{name}.lock")
         except BaseException:
             search_workers.stop(helpers)  # SIGTERM or a failure here: the workers end their trials as FAIL
             raise

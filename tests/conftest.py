@@ -95,8 +95,9 @@ def tiny_project(tmp_path, monkeypatch):
     return project
 
 
-def run_two_worker_search(storage: str | None = None):
-    """prepare, pretrain, then a 4-trial search with `search.workers: 2`; returns the study."""
+def run_two_worker_search(storage: str | None = None, in_flow: bool = False):
+    """prepare, pretrain, then a 4-trial search with `search.workers: 2`; returns the study
+    (and, with `in_flow`, the id of the Prefect flow run the search ran in)."""
     import json
 
     import optuna
@@ -113,9 +114,22 @@ def run_two_worker_search(storage: str | None = None):
     cfg = load_config()
     prepare.run(cfg)
     pretrain.run(cfg)
-    search.run(cfg)
+    flow_run_id = None
+    if in_flow:
+        from prefect import flow
+        from prefect.context import FlowRunContext
+
+        @flow(name="search-in-a-flow")
+        def searching():
+            search.run(cfg)
+            return FlowRunContext.get().flow_run.id
+
+        flow_run_id = searching()
+    else:
+        search.run(cfg)
     name = json.loads(P.BEST_PARAMS.read_text())["study"]
-    return optuna.load_study(study_name=name, storage=S.make_storage(storage, P.OPTUNA_DIR, cfg.search.study_name))
+    study = optuna.load_study(study_name=name, storage=S.make_storage(storage, P.OPTUNA_DIR, cfg.search.study_name))
+    return (study, flow_run_id) if in_flow else study
 
 
 def assert_two_workers_filled_the_budget(study) -> None:

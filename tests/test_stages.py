@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pandas as pd
 import pytest
@@ -117,6 +118,32 @@ def test_two_local_workers_share_one_study_exactly(tiny_project):
     assert len(trial_runs) == 4
     assert {r.data.tags["mlflow.parentRunId"] for r in trial_runs} == {search_run.info.run_id}
     assert all(r.info.status == "FINISHED" for r in trial_runs)
+
+
+def test_two_workers_inside_the_flow_run_their_trials_as_prefect_task_runs(tiny_project):
+    """Inside the Prefect flow, search.workers: 2 runs each trial as a task run trial-N
+    of the flow, on two pool processes, and still fills the budget exactly."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    from tests.conftest import assert_two_workers_filled_the_budget, run_two_worker_search
+
+    study, flow_run_id = run_two_worker_search(in_flow=True)
+    assert_two_workers_filled_the_budget(study)
+    assert os.getpid() not in {t.user_attrs["owner"]["pid"] for t in study.trials}  # the pool ran them
+
+    async def task_runs():
+        async with get_client() as prefect:
+            found = await prefect.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                                                 sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=200)
+            return {r.name: r.state_type.value for r in found}
+
+    runs = asyncio.run(task_runs())
+    assert {name: state for name, state in runs.items() if name.startswith("trial-")} == {
+        f"trial-{i}": "COMPLETED" for i in range(4)}
 
 
 def test_search_keeps_the_best_trial_model_and_finetune_can_reuse_it(tiny_project):
