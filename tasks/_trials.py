@@ -13,7 +13,7 @@ import optuna
 from mlcore import liveness, modeling
 from mlcore import search_space as S
 from mlcore.config import Config
-from mlcore.device import configure_threads, resolve_device
+from mlcore.device import configure_threads, one_gpu_per_worker, resolve_device
 from mlcore.errors import UserError
 from mlcore.finetuning import encode_split, finetune, load_tokenizer
 from mlcore.hashing import files_digest
@@ -81,11 +81,14 @@ def keep_if_best(model, number: int, value: float, study_label: str) -> bool:
     return True
 
 
-def open_study(cfg: Config, threads: int | None = None, worker: int = 0):
-    """What every worker needs: device, data, the study and its name."""
+def open_study(cfg: Config, threads: int | None = None, worker: int = 0, trains: bool = True):
+    """What every worker needs: device, data, the study and its name. `trains`: this
+    process runs trials itself (a pool's dispatcher does not, and takes no GPU)."""
     s = cfg.search
     configure_threads(threads or cfg.runtime.num_threads)
     device = resolve_device(cfg.device())
+    if s.workers > 1 and trains:
+        device = one_gpu_per_worker(device, P.OPTUNA_DIR / "gpu-slots")
     label2id = _io.label_map()
     tokenizer = load_tokenizer(_io.require(P.PRETRAINED, "pretrain"))
     train = encode_split(tokenizer, _io.read_split(P.TRAIN), label2id, s.max_length)

@@ -90,7 +90,8 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         # Extra workers start first: they need seconds to import and load the data.
         helpers = [] if pooled else search_workers.start(cfg, s.workers - 1, stage_id)
         try:
-            device, label2id, train, val, study, name = open_study(cfg, worker_threads(cfg) if s.workers > 1 else None)
+            device, label2id, train, val, study, name = open_study(
+                cfg, worker_threads(cfg) if s.workers > 1 else None, trains=not pooled)
             stale = S.reap_stale_trials(study)
             if stale or orphans:
                 print(f"search: trials {stale} of a process that died were failed and queued again; "

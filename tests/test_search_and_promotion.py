@@ -110,3 +110,23 @@ def test_study_plots_are_drawn(tmp_path):
     study.optimize(objective, n_trials=5)
     names = sorted(p.stem for p in plots.study_plots(study, tmp_path))
     assert names == ["intermediate_values", "optimization_history", "parallel_coordinate", "param_importances"]
+
+
+def test_each_worker_claims_its_own_gpu_slot(tmp_path):
+    """One trial per GPU: live workers hold distinct slots; a slot frees when its holder ends."""
+    import subprocess
+    import sys
+
+    from mlcore.device import claim_slot
+
+    hold = "import sys, time; from pathlib import Path; from mlcore.device import claim_slot; " \
+           "print(claim_slot(Path(sys.argv[1]), 2), flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "0"
+        assert claim_slot(tmp_path, 2) == 1  # slot 0 is held by the other process
+        assert claim_slot(tmp_path, 2) in (0, 1)  # all taken: shared, by pid
+    finally:
+        holder.kill()
+        holder.wait()
+    assert claim_slot(tmp_path, 2) == 0  # its holder ended: free again
