@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -29,6 +31,9 @@ def _start_worker(config_json: str, parent_run_id: str | None) -> None:
     """Pool initializer: data, study and objective once per process, not once per trial."""
     from mlcore.tracking import runs
     from tasks import _trials
+
+    # SIGTERM (the stage stopping) ends the current trial as FAIL and its MLflow run as FAILED.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
     cfg = parse_config(json.loads(config_json), "search.workers pool")
     device, label2id, train, val, study, name = _trials.open_study(cfg, _trials.worker_threads(cfg))
@@ -96,11 +101,25 @@ def run_pooled(cfg: Config, study, lock: Path, parent_run_id: str | None) -> int
 
     with _children_use_this_api(), ProcessPoolTaskRunner(
             max_workers=n, initializer=_start_worker, initargs=(json.dumps(cfg.model_dump()), parent_run_id)) as runner:
-        threads = [threading.Thread(target=slot, args=(runner,), name=f"search-slot-{i}") for i in range(n)]
+        threads = [threading.Thread(target=slot, args=(runner,), name=f"search-slot-{i}", daemon=True) for i in range(n)]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join()
+        try:
+            for t in threads:
+                t.join()
+        except BaseException:
+            _stop_pool(runner)  # SIGTERM or Ctrl-C: do not wait for the running trials
+            raise
     if failures:
         raise failures[0]
     return len(ran)
+
+
+def _stop_pool(runner) -> None:
+    """SIGTERM to the pool's processes (their trials end as FAIL); leaving the runner
+    would otherwise wait for every running trial to finish. Prefect has no public call
+    for this, so the executor's process table is read directly."""
+    processes = getattr(getattr(runner, "_executor", None), "_processes", None) or {}
+    for process in list(processes.values()):
+        if process.is_alive():
+            process.terminate()

@@ -82,7 +82,9 @@ def test_search_space_reaches_finetune_and_plots_reach_mlflow(tiny_project):
     from tasks import finetune, prepare, pretrain, search
 
     params = yaml.safe_load(open("params.yaml"))
-    params["search"].update(n_trials=3, space={"schedule": ["cosine", "constant"], "weight_decay": [1e-3, 1e-1]})
+    # eval_every_steps: trials also report mid-epoch (pruner none: every trial runs its 2 epochs)
+    params["search"].update(n_trials=3, space={"schedule": ["cosine", "constant"], "weight_decay": [1e-3, 1e-1]},
+                            eval_every_steps=2, pruner="none")
     yaml.safe_dump(params, open("params.yaml", "w"))
     cfg = load_config()
     prepare.run(cfg)
@@ -100,6 +102,13 @@ def test_search_space_reaches_finetune_and_plots_reach_mlflow(tiny_project):
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "optuna_plots")}
     assert {"optuna_plots/optimization_history.png", "optuna_plots/intermediate_values.png"} <= plots
     assert run.data.params["best.schedule"] == best["schedule"]
+
+    assert list(trials["epochs_trained"]) == [2, 2, 2]
+    trial_run = client.search_runs([exp.experiment_id], "attributes.run_name = 'trial-0'")[0]
+    curve = client.get_metric_history(trial_run.info.run_id, "val_macro_f1")
+    assert len(curve) > 2 and [m.step for m in curve] == list(range(1, len(curve) + 1))  # more than once per epoch
+    epochs = [m.value for m in client.get_metric_history(trial_run.info.run_id, "epoch")]
+    assert epochs[-1] == 2 and any(0 < e < 1 for e in epochs)
 
 
 def test_two_local_workers_share_one_study_exactly(tiny_project):
