@@ -1,4 +1,4 @@
-"""search: an Optuna study (seeded TPE and a median pruner by default) over learning rate,
+"""search: an Optuna study (seeded TPE and successive halving by default) over learning rate,
 optimizer and the optional dimensions of search.space.
 
 Each trial fine-tunes the pretrained checkpoint for a few epochs and reports the
