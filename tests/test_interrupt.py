@@ -138,3 +138,59 @@ def test_search_killed_with_sigkill_finishes_its_budget_on_rerun(tiny_project):
     table = pd.read_csv(P.SEARCH_TRIALS)
     assert (table["state"] == "FAIL").sum() == 1
     assert json.loads((P.BEST_TRIAL_MODEL / "trial.json").read_text())["trial"] == study.best_trial.number
+
+
+POOLED_SEARCH = """
+from prefect import flow
+from mlcore.config import load_config
+from tasks import search
+
+@flow(name="pooled-search")
+def pooled():
+    search.run(load_config())
+
+pooled()
+"""
+
+
+def test_sigterm_during_a_pooled_search_in_the_flow_fails_its_trials(tiny_project):
+    """Inside the flow with search.workers: 2, SIGTERM stops the pool at once (no waiting
+    for running trials), and no trial or MLflow run is left RUNNING."""
+    import optuna
+
+    from mlcore import search_space as S
+    from tasks import _paths as P
+    from tasks import prepare, pretrain
+    from tasks._trials import _inputs_digest
+
+    cfg = load_config()
+    prepare.run(cfg)
+    pretrain.run(cfg)
+    params = yaml.safe_load(open("params.yaml"))
+    params["search"].update(n_trials=4, workers=2, epochs=500)  # trials that run for minutes
+    yaml.safe_dump(params, open("params.yaml", "w"))
+
+    proc = subprocess.Popen([sys.executable, "-c", POOLED_SEARCH], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    client = MlflowClient()
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            exp = client.get_experiment_by_name("tests")
+            running = "attributes.status = 'RUNNING' and attributes.run_name LIKE 'trial-%'"
+            if exp and len(client.search_runs([exp.experiment_id], running)) == 2:
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+
+    statuses = {r.info.run_name: r.info.status for r in client.search_runs([exp.experiment_id])}
+    assert statuses["trial-0"] == statuses["trial-1"] == "FAILED", statuses
+    assert "RUNNING" not in statuses.values(), statuses
+    name = S.study_name(load_config().search, _inputs_digest())
+    study = optuna.load_study(study_name=name, storage=S.make_storage(None, P.OPTUNA_DIR, cfg.search.study_name))
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
