@@ -10,6 +10,28 @@ from mlflow import MlflowClient
 from mlcore.config import load_config
 
 
+def sigterm_once_trials_run(cmd: list[str], run_name: str, n_running: int, timeout: float):
+    """Start `cmd`, wait until `n_running` MLflow trial runs whose name matches `run_name`
+    are RUNNING, send SIGTERM and wait for the exit. Returns (process, experiment, client)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    client, exp = MlflowClient(), None
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            exp = client.get_experiment_by_name("tests")
+            running = f"attributes.status = 'RUNNING' and attributes.run_name {run_name}"
+            if exp and len(client.search_runs([exp.experiment_id], running)) >= n_running:
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc, exp, client
+
+
 def test_sigterm_during_search_marks_runs_failed(tiny_project):
     from tasks import prepare, pretrain
 
@@ -20,22 +42,7 @@ def test_sigterm_during_search_marks_runs_failed(tiny_project):
     params["search"].update(n_trials=2, epochs=500)  # trial 0 alone runs for minutes
     yaml.safe_dump(params, open("params.yaml", "w"))
 
-    proc = subprocess.Popen([sys.executable, "-m", "tasks.search"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    client = MlflowClient()
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            exp = client.get_experiment_by_name("tests")
-            filter_ = "attributes.status = 'RUNNING' and attributes.run_name = 'trial-0'"
-            if exp and client.search_runs([exp.experiment_id], filter_):
-                break
-            time.sleep(0.5)
-        assert proc.poll() is None, proc.stderr.read()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc, exp, client = sigterm_once_trials_run([sys.executable, "-m", "tasks.search"], "= 'trial-0'", 1, 180)
     assert proc.returncode == 128 + signal.SIGTERM
 
     statuses = {r.info.run_name: r.info.status for r in client.search_runs([exp.experiment_id])}
@@ -170,22 +177,7 @@ def test_sigterm_during_a_pooled_search_in_the_flow_fails_its_trials(tiny_projec
     params["search"].update(n_trials=4, workers=2, epochs=500)  # trials that run for minutes
     yaml.safe_dump(params, open("params.yaml", "w"))
 
-    proc = subprocess.Popen([sys.executable, "-c", POOLED_SEARCH], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    client = MlflowClient()
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None:
-            exp = client.get_experiment_by_name("tests")
-            running = "attributes.status = 'RUNNING' and attributes.run_name LIKE 'trial-%'"
-            if exp and len(client.search_runs([exp.experiment_id], running)) == 2:
-                break
-            time.sleep(0.5)
-        assert proc.poll() is None, proc.stderr.read()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc, exp, client = sigterm_once_trials_run([sys.executable, "-c", POOLED_SEARCH], "LIKE 'trial-%'", 2, 240)
     assert proc.returncode != 0
 
     statuses = {r.info.run_name: r.info.status for r in client.search_runs([exp.experiment_id])}
