@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 data: $(STAMP)
-	$(BIN)/python -m mlcore.sample_data $(RAW)
+	$(BIN)/python -m mlcore.data.sample $(RAW)
 	$(BIN)/dvc add --quiet $(RAW)
 
 run: data

@@ -12,7 +12,7 @@ batch size, max_length, weight decay, warmup and linear decay.
 
   (a) grid  every optimizer x 4 learning rates log-spaced over its range, each trained
             to the full epoch budget on our engine;
-  (b) ours  `search` as the stage runs it: S.suggest / make_sampler / make_pruner /
+  (b) ours  `search` as the stage runs it: space.suggest / make_sampler / make_pruner /
             run_trials with the SearchConfig defaults for sampler and pruner, trials
             reporting validation macro-F1 every `--eval-every-steps` optimizer steps;
   (c) hf    `Trainer.hyperparameter_search(backend="optuna")` with `hp_space` drawing the
@@ -54,14 +54,14 @@ import transformers
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: mlcore is importable
 
-from mlcore import modeling  # noqa: E402
-from mlcore import search_space as S  # noqa: E402
-from mlcore.batching import encode  # noqa: E402
+from mlcore.models import modeling  # noqa: E402
+from mlcore.search import claims, space, studies  # noqa: E402
+from mlcore.engine.batching import encode  # noqa: E402
 from mlcore.config import SearchConfig  # noqa: E402
-from mlcore.device import resolve_device  # noqa: E402
-from mlcore.finetuning import finetune, load_tokenizer  # noqa: E402
+from mlcore.engine.device import resolve_device  # noqa: E402
+from mlcore.models.classifier import finetune, load_tokenizer  # noqa: E402
 from mlcore.metrics import macro_f1  # noqa: E402
-from mlcore.settings import TrainSettings  # noqa: E402
+from mlcore.engine.settings import TrainSettings  # noqa: E402
 
 AG_NEWS = ROOT.parent / "shared" / "datasets" / "ag_news_subset"
 OPTIMIZERS = ["adamw", "sgd_momentum", "rmsprop"]
@@ -115,7 +115,7 @@ def load_data(args):
 def grid_points(cfg: SearchConfig, n: int) -> list[dict]:
     out = []
     for opt in cfg.optimizers:
-        low, high = S.lr_range(cfg, opt)
+        low, high = space.lr_range(cfg, opt)
         out += [{"optimizer": opt, "learning_rate": float(lr)} for lr in np.geomspace(low, high, n)]
     return out
 
@@ -133,7 +133,7 @@ def train_trial(model_dir, label2id, enc, settings: TrainSettings, device, on_ev
         _, result = finetune(model_dir, label2id, enc["train"], enc["val"], settings, device, track)
     except FloatingPointError:
         return 0.0, reached[0]
-    return result.best_val_macro_f1, reached[0]
+    return result.best_score, reached[0]
 
 
 def run_grid(args, cfg, model_dir, label2id, enc, device) -> dict:
@@ -149,10 +149,10 @@ def run_grid(args, cfg, model_dir, label2id, enc, device) -> dict:
 
 
 def run_ours(args, cfg, model_dir, label2id, enc, device) -> dict:
-    study = optuna.create_study(direction="maximize", sampler=S.make_sampler(cfg), pruner=S.make_pruner(cfg))
+    study = optuna.create_study(direction="maximize", sampler=studies.make_sampler(cfg), pruner=studies.make_pruner(cfg))
 
     def objective(trial: optuna.Trial) -> float:
-        params = S.suggest(trial, cfg)
+        params = space.suggest(trial, cfg)
 
         def report(e):
             trial.set_user_attr("epochs_trained", e["epoch"])
@@ -162,10 +162,10 @@ def run_ours(args, cfg, model_dir, label2id, enc, device) -> dict:
 
         _, result = finetune(model_dir, label2id, enc["train"], enc["val"], TrainSettings.from_section(cfg, **params),
                              device, report)
-        return result.best_val_macro_f1
+        return result.best_score
 
     with tempfile.TemporaryDirectory() as tmp:
-        S.run_trials(study, objective, cfg.n_trials, Path(tmp) / "claim.lock")
+        claims.run_trials(study, objective, cfg.n_trials, Path(tmp) / "claim.lock")
     trials = study.get_trials(deepcopy=False)
     for t in trials:
         log(f"ours {t.number}: {t.params} {t.state.name} at epoch {t.user_attrs.get('epochs_trained')} -> {t.value}")
@@ -190,7 +190,7 @@ def run_hf(args, cfg, model_dir, label2id, train_df, val_df, tokenizer, device) 
 
     def hp_space(trial: optuna.Trial) -> dict:
         optimizer = trial.suggest_categorical("optimizer", cfg.optimizers)
-        lr = trial.suggest_float("learning_rate", *S.lr_range(cfg, optimizer), log=True)
+        lr = trial.suggest_float("learning_rate", *space.lr_range(cfg, optimizer), log=True)
         optim, optim_args = HF_OPTIM[optimizer]
         return {"learning_rate": lr, "optim": optim, "optim_args": optim_args}
 

@@ -49,11 +49,12 @@ import transformers
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: mlcore is importable
 
-from mlcore import modeling  # noqa: E402
-from mlcore.batching import Encoded, encode  # noqa: E402
-from mlcore.device import resolve_device  # noqa: E402
-from mlcore.finetuning import finetune, load_tokenizer  # noqa: E402
-from mlcore.training import TrainSettings, predict_logits, train_classifier  # noqa: E402
+from mlcore.models import modeling  # noqa: E402
+from mlcore.engine.batching import Encoded, encode  # noqa: E402
+from mlcore.engine.device import resolve_device  # noqa: E402
+from mlcore.models.classifier import finetune, load_tokenizer  # noqa: E402
+from mlcore.engine.settings import TrainSettings  # noqa: E402
+from mlcore.models.classifier import predict_logits, train_classifier  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 SST2 = DATASETS / "sst2"

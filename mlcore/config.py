@@ -37,7 +37,7 @@ class _Section(BaseModel):
 class TrainingKnobs(_Section):
     """How a model is trained: shared, with the same names, by pretrain, search and finetune.
 
-    The names match mlcore.training.TrainSettings field for field.
+    The names match mlcore.models.classifier.TrainSettings field for field.
     """
     # Optimizer details (the optimizer and learning rate are set per section).
     weight_decay: float = Field(0.01, ge=0, lt=1)     # never applied to biases and LayerNorm weights

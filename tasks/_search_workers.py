@@ -47,7 +47,7 @@ def wait(procs: list[subprocess.Popen]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from mlcore import search_space as S
+    from mlcore.search import claims
     from mlcore.tracking import runs
     from tasks import _paths as P
     from tasks import _trials
@@ -60,7 +60,7 @@ def main(argv: list[str]) -> int:
     device, label2id, train, val, study, name = _trials.open_study(cfg, _trials.worker_threads(cfg), worker)
     runs.configure(cfg)
     objective = _trials.make_objective(cfg, label2id, train, val, device, name, parent_run_id=parent)
-    ran = S.run_trials(study, objective, cfg.search.n_trials, P.OPTUNA_DIR / f"{name}.lock")
+    ran = claims.run_trials(study, objective, cfg.search.n_trials, P.OPTUNA_DIR / f"{name}.lock")
     print(f"search worker: {ran} trial(s) run")
     return 0
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from mlcore import modeling
+from mlcore.models import modeling
 from mlcore.config import Config
 from tasks import _paths as P
 from tasks.prepare import load_raw

@@ -21,7 +21,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mlcore import search_space as S
+from mlcore.search import claims, space
 from mlcore.config import Config, parse_config
 
 _WORKER: dict = {}  # this pool process's study and objective, set by `_start_worker`
@@ -52,7 +52,7 @@ def pooled_trial(number: int, trial_id: int) -> dict:
 
     worker = _trial_pool._WORKER
     trial = optuna.Trial(worker["study"], trial_id)
-    state = S.run_claimed(worker["study"], trial, worker["objective"])
+    state = claims.run_claimed(worker["study"], trial, worker["objective"])
     return {"trial": number, "state": state.name}
 
 
@@ -87,13 +87,13 @@ def run_pooled(cfg: Config, study, lock: Path, parent_run_id: str | None) -> int
     n, failures, ran = cfg.search.workers, [], []
 
     def sample(trial):
-        S.suggest(trial, cfg.search)
+        space.suggest(trial, cfg.search)
 
     def slot(runner):
         try:
             # Parameters are drawn at the claim, by this process's sampler: pool processes share
             # one seed, so sampling there would repeat the same random start-up trials.
-            while not failures and (trial := S.claim_trial(study, cfg.search.n_trials, lock, sample)) is not None:
+            while not failures and (trial := claims.claim_trial(study, cfg.search.n_trials, lock, sample)) is not None:
                 ran.append(trial.number)
                 runner.submit(pooled_trial, {"number": trial.number, "trial_id": trial._trial_id}).result()
         except BaseException as err:  # noqa: BLE001 - re-raised in the stage's thread below

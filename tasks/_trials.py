@@ -10,14 +10,15 @@ import shutil
 
 import optuna
 
-from mlcore import liveness, modeling
-from mlcore import search_space as S
+from mlcore.search import liveness
+from mlcore.models import modeling
+from mlcore.search import claims, space, studies
 from mlcore.config import Config
-from mlcore.device import configure_threads, one_gpu_per_worker, resolve_device
+from mlcore.engine.device import configure_threads, one_gpu_per_worker, resolve_device
 from mlcore.errors import UserError
-from mlcore.finetuning import encode_split, finetune, load_tokenizer
-from mlcore.hashing import files_digest
-from mlcore.settings import TrainSettings
+from mlcore.models.classifier import encode_split, finetune, load_tokenizer
+from mlcore.data.hashing import files_digest
+from mlcore.engine.settings import TrainSettings
 from mlcore.tracking import runs
 from tasks import _io
 from tasks import _paths as P
@@ -33,7 +34,7 @@ def make_objective(cfg: Config, label2id, train, val, device, study_label: str, 
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("owner", liveness.owner())  # lets a later run tell a dead trial from a live one
-        params = S.suggest(trial, s)
+        params = space.suggest(trial, s)
         trial.set_user_attr("settings", params)  # what finetune reuses (freeze_layers implies a strategy)
         tags = {"optuna.study": study_label, "optuna.trial": str(trial.number)}
         if "retry_of" in trial.user_attrs:
@@ -54,11 +55,11 @@ def make_objective(cfg: Config, label2id, train, val, device, study_label: str, 
             settings = TrainSettings.from_section(s, **params)
             model, result = finetune(P.PRETRAINED, label2id, train, val, settings, device, on_epoch)
             trial.set_user_attr("best_epoch", result.best_epoch)
-            keep_if_best(model, trial.number, result.best_val_macro_f1, study_label)
-            runs.log_metrics({"best_val_macro_f1": result.best_val_macro_f1, "best_epoch": result.best_epoch})
+            keep_if_best(model, trial.number, result.best_score, study_label)
+            runs.log_metrics({"best_val_macro_f1": result.best_score, "best_epoch": result.best_epoch})
             print(f"search: trial {trial.number}: {params['optimizer']} lr={params['learning_rate']:.2e} "
-                  f"-> val macro-F1 {result.best_val_macro_f1:.4f} (epoch {result.best_epoch})")
-            return result.best_val_macro_f1
+                  f"-> val macro-F1 {result.best_score:.4f} (epoch {result.best_epoch})")
+            return result.best_score
 
     return objective
 
@@ -68,7 +69,7 @@ def keep_if_best(model, number: int, value: float, study_label: str) -> bool:
     far, so finetune can reuse it instead of retraining. One copy per study, under the
     claim lock: parallel workers never interleave their saves."""
     best_dir = P.TRIAL_MODELS / study_label
-    with S.locked(P.OPTUNA_DIR / f"{study_label}.lock"):
+    with claims.locked(P.OPTUNA_DIR / f"{study_label}.lock"):
         info = best_dir / "trial.json"
         if info.is_file() and json.loads(info.read_text())["value"] >= value:
             return False
@@ -93,14 +94,14 @@ def open_study(cfg: Config, threads: int | None = None, worker: int = 0, trains:
     tokenizer = load_tokenizer(_io.require(P.PRETRAINED, "pretrain"))
     train = encode_split(tokenizer, _io.read_split(P.TRAIN), label2id, s.max_length)
     val = encode_split(tokenizer, _io.read_split(P.VAL), label2id, s.max_length)
-    name = S.study_name(s, _inputs_digest())
+    name = studies.study_name(s, _inputs_digest())
     storage = cfg.optuna_storage()
     if s.workers > 1 and storage and storage.startswith("sqlite"):
         raise UserError(f"search.workers is {s.workers} but the Optuna storage is SQLite ({storage}), which locks "
                         f"under parallel writers. Unset OPTUNA_STORAGE / search.storage (JournalFile) or use postgresql://.")
     study = optuna.create_study(
-        study_name=name, storage=S.make_storage(storage, P.OPTUNA_DIR, s.study_name),
-        direction="maximize", sampler=S.make_sampler(s, worker), pruner=S.make_pruner(s), load_if_exists=True,
+        study_name=name, storage=studies.make_storage(storage, P.OPTUNA_DIR, s.study_name),
+        direction="maximize", sampler=studies.make_sampler(s, worker), pruner=studies.make_pruner(s), load_if_exists=True,
     )
     return device, label2id, train, val, study, name
 

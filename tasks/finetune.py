@@ -12,16 +12,18 @@ import sys
 
 import pandas as pd
 
-from mlcore import distributed, modeling
+from mlcore.engine import distributed
+from mlcore.models import modeling
 from mlcore.config import Config
-from mlcore.device import configure_threads, resolve_device
-from mlcore.hashing import files_digest
-from mlcore.finetuning import encode_split, finetune, joined, load_tokenizer
+from mlcore.engine.device import configure_threads, resolve_device
+from mlcore.data.hashing import files_digest
+from mlcore.models.classifier import encode_split, finetune, joined, load_tokenizer
 from mlcore.tracking import runs
 from mlcore.errors import UserError
 from mlcore.metrics import macro_f1
-from mlcore.settings import TrainSettings
-from mlcore.training import TrainResult, predict_logits
+from mlcore.engine.settings import TrainSettings
+from mlcore.engine.loop import FitResult
+from mlcore.models.classifier import predict_logits
 from tasks import _io
 from tasks import _paths as P
 from tasks._runner import as_task, cli
@@ -50,7 +52,7 @@ def _best_trial_model(val, device, pad_id: int):
     model.to(device)
     preds = predict_logits(model, val, device, pad_id=pad_id).argmax(1)
     trial = _io.read_json(P.BEST_PARAMS, "search")
-    return model, TrainResult(best_epoch=trial.get("best_epoch") or 0, best_val_macro_f1=macro_f1(val.labels, preds))
+    return model, FitResult(best_epoch=trial.get("best_epoch") or 0, best_score=macro_f1(val.labels, preds))
 
 
 def retrain_settings(settings: TrainSettings, best: dict) -> TrainSettings:
@@ -88,11 +90,11 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
                                      checkpoint_dir=P.CHECKPOINTS / STAGE,
                                      fingerprint=inputs + ("-train+val" if retrain else ""), keep_best=not retrain)
             if retrain:
-                result.best_epoch, result.best_val_macro_f1 = settings.epochs, result.history[-1]["val_macro_f1"]
+                result.best_epoch, result.best_score = settings.epochs, result.history[-1]["val_macro_f1"]
         if not distributed.is_main():
             return {"rank": distributed.rank()}  # rank 0 writes the outputs
         tokenizer.model_max_length = f.max_length  # consumers truncate as training did
-        summary = {"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_val_macro_f1,
+        summary = {"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_score,
                    "epochs_run": result.history[-1]["epoch"] if result.history else 0, "stopped_early": result.stopped_early,
                    "learning_rate": settings.learning_rate, "optimizer": settings.optimizer,
                    "resumed_from_epoch": result.resumed_from_epoch,
@@ -102,10 +104,10 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         modeling.save(model.cpu(), tokenizer, P.CLASSIFIER, extra={"stage": STAGE, **summary})
         _io.write_json(P.FINETUNE_REPORT, summary)
         pd.DataFrame(result.history).to_csv(P.FINETUNE_HISTORY, index=False)
-        runs.log_metrics({"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_val_macro_f1})
+        runs.log_metrics({"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_score})
         runs.log_artifact(P.FINETUNE_HISTORY)
         _io.clear_checkpoint(P.CHECKPOINTS / STAGE)
-    return {"best_epoch": result.best_epoch, "best_val_macro_f1": round(result.best_val_macro_f1, 4)}
+    return {"best_epoch": result.best_epoch, "best_val_macro_f1": round(result.best_score, 4)}
 
 
 main = cli(STAGE, run, __doc__)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import sys
 
-from mlcore import data as D
+from mlcore.data import cleaning as D
 from mlcore.config import Config
 from mlcore.errors import UserError
-from mlcore.tables import read_table, require_columns
+from mlcore.data.tables import read_table, require_columns
 from mlcore.tracking import runs
 from tasks import _io
 from tasks import _paths as P

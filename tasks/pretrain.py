@@ -10,14 +10,15 @@ import sys
 import pandas as pd
 from transformers import AutoTokenizer
 
-from mlcore import distributed, modeling
-from mlcore.batching import encode
+from mlcore.engine import distributed
+from mlcore.models import modeling
+from mlcore.engine.batching import encode
 from mlcore.config import Config
-from mlcore.device import configure_threads, resolve_device, seed_everything
-from mlcore.hashing import files_digest
-from mlcore.pretraining import MlmBatcher, mlm_loss, pack, pretrain_mlm
-from mlcore.settings import TrainSettings
-from mlcore.tokenization import train_wordpiece
+from mlcore.engine.device import configure_threads, resolve_device, seed_everything
+from mlcore.data.hashing import files_digest
+from mlcore.models.mlm import MlmBatcher, mlm_loss, pack, pretrain_mlm
+from mlcore.engine.settings import TrainSettings
+from mlcore.models.wordpiece import train_wordpiece
 from mlcore.tracking import runs
 from tasks import _io
 from tasks import _paths as P

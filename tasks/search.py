@@ -19,7 +19,7 @@ import optuna
 import pandas as pd
 
 from mlcore import plots
-from mlcore import search_space as S
+from mlcore.search import claims, studies
 from mlcore.config import Config
 from mlcore.errors import UserError
 from mlcore.tracking import runs
@@ -92,20 +92,20 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         try:
             device, label2id, train, val, study, name = open_study(
                 cfg, worker_threads(cfg) if s.workers > 1 else None, trains=not pooled)
-            stale = S.reap_stale_trials(study)
+            stale = studies.reap_stale_trials(study)
             if stale or orphans:
                 print(f"search: trials {stale} of a process that died were failed and queued again; "
                       f"MLflow runs closed as FAILED: {orphans}")
-            todo = S.remaining_budget(study, s.n_trials)
+            todo = studies.remaining_budget(study, s.n_trials)
             runs.log_params(s.model_dump() | {"study": name, "device": str(device), "trials_to_run": todo})
-            print(f"search: study {name}: {S.finished_trials(study)} trials done, {todo} to run, {s.workers} worker(s)")
+            print(f"search: study {name}: {studies.finished_trials(study)} trials done, {todo} to run, {s.workers} worker(s)")
             if pooled:
                 from tasks._trial_pool import run_pooled
 
                 run_pooled(cfg, study, P.OPTUNA_DIR / f"{name}.lock", stage_id)
             else:
                 objective = as_prefect_tasks(make_objective(cfg, label2id, train, val, device, name))
-                S.run_trials(study, objective, s.n_trials, P.OPTUNA_DIR / f"{name}.lock")
+                claims.run_trials(study, objective, s.n_trials, P.OPTUNA_DIR / f"{name}.lock")
         except BaseException:
             search_workers.stop(helpers)  # SIGTERM or a failure here: the workers end their trials as FAIL
             raise

@@ -102,7 +102,7 @@ def run_two_worker_search(storage: str | None = None, in_flow: bool = False):
 
     import optuna
 
-    from mlcore import search_space as S
+    from mlcore.search import studies
     from mlcore.config import load_config
     from tasks import _paths as P
     from tasks import prepare, pretrain, search
@@ -128,7 +128,7 @@ def run_two_worker_search(storage: str | None = None, in_flow: bool = False):
     else:
         search.run(cfg)
     name = json.loads(P.BEST_PARAMS.read_text())["study"]
-    study = optuna.load_study(study_name=name, storage=S.make_storage(storage, P.OPTUNA_DIR, cfg.search.study_name))
+    study = optuna.load_study(study_name=name, storage=studies.make_storage(storage, P.OPTUNA_DIR, cfg.search.study_name))
     return (study, flow_run_id) if in_flow else study
 
 

@@ -9,11 +9,11 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlcore import distributed, engine  # noqa: E402
-from mlcore.batching import encode  # noqa: E402
-from mlcore.settings import TrainSettings  # noqa: E402
-from mlcore.training import train_classifier  # noqa: E402
-from mlcore import modeling  # noqa: E402
+from mlcore.engine import distributed, loop as engine  # noqa: E402
+from mlcore.engine.batching import encode  # noqa: E402
+from mlcore.engine.settings import TrainSettings  # noqa: E402
+from mlcore.models.classifier import train_classifier  # noqa: E402
+from mlcore.models import modeling  # noqa: E402
 
 
 def main(base: Path, out: Path) -> None:

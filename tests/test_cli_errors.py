@@ -60,6 +60,6 @@ def test_stage_before_its_inputs_exist(tiny_project):
 
 
 def test_help_works():
-    for module in ("flows.training_pipeline", "tasks.search", "flows.deploy", "mlcore.sample_data"):
+    for module in ("flows.training_pipeline", "tasks.search", "flows.deploy", "mlcore.data.sample"):
         proc = run(module, "--help")
         assert proc.returncode == 0 and "usage" in proc.stdout.lower()

@@ -85,7 +85,7 @@ def test_environment_overrides(monkeypatch):
 
 
 def test_training_keys_are_shared_by_the_three_training_sections():
-    from mlcore.settings import TrainSettings
+    from mlcore.engine.settings import TrainSettings
 
     cfg = parse_config({k: {"schedule": "cosine", "strategy": "freeze_bottom", "freeze_layers": 1}
                         for k in ("pretrain", "search", "finetune")})

@@ -3,9 +3,9 @@ import json
 import pandas as pd
 import pytest
 
-from mlcore import data as D
+from mlcore.data import cleaning as D
 from mlcore.errors import UserError
-from mlcore.tables import read_table, require_columns
+from mlcore.data.tables import read_table, require_columns
 from tests.conftest import make_reviews
 
 

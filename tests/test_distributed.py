@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from mlcore import modeling
+from mlcore.models import modeling
 from mlcore.config import PretrainConfig
-from mlcore.tokenization import train_wordpiece
+from mlcore.models.wordpiece import train_wordpiece
 from tests.conftest import make_reviews
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,12 +2,13 @@
 import pytest
 import torch
 
-from mlcore import checkpointing, layers, modeling
-from mlcore.batching import encode
+from mlcore.engine import checkpointing, layers
+from mlcore.models import modeling
+from mlcore.engine.batching import encode
 from mlcore.config import PretrainConfig
-from mlcore.settings import TrainSettings
-from mlcore.tokenization import train_wordpiece
-from mlcore.training import ClassifierLoss, balanced_class_weights, train_classifier
+from mlcore.engine.settings import TrainSettings
+from mlcore.models.wordpiece import train_wordpiece
+from mlcore.models.classifier import ClassifierLoss, balanced_class_weights, train_classifier
 from tests.conftest import make_reviews
 
 TINY2 = PretrainConfig(vocab_size=200, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_length=32)
@@ -185,7 +186,7 @@ def test_resume_continues_from_the_saved_epoch(base_dir, tok, data, tmp_path):
         "best.safetensors", "model.safetensors", "optimizer.safetensors", "state.json"]  # no pickle
     resumed, result = train(base_dir, tok, data, checkpoint_dir=tmp_path / "ckpt", epochs=3)
     assert result.resumed_from_epoch == 2 and [h["epoch"] for h in result.history] == [1, 2, 3]
-    assert result.best_val_macro_f1 == full_result.best_val_macro_f1
+    assert result.best_score == full_result.best_score
     assert all(torch.equal(full.state_dict()[k], resumed.state_dict()[k]) for k in full.state_dict())
     # other settings: a fresh start, not a resume of someone else's run
     _, other = train(base_dir, tok, data, checkpoint_dir=tmp_path / "ckpt", epochs=3, learning_rate=5e-3)
@@ -235,7 +236,7 @@ def test_torch_compile_trains_the_same_model(base_dir, tok, data):
 def test_length_grouping_cuts_padding(tok):
     import numpy as np
 
-    from mlcore.batching import Encoded, epoch_order
+    from mlcore.engine.batching import Encoded, epoch_order
 
     rng = np.random.default_rng(0)
     data = Encoded([[1] * int(n) for n in rng.integers(3, 60, size=2000)])
@@ -250,7 +251,7 @@ def test_length_grouping_cuts_padding(tok):
 
 
 def test_precision_choice_per_device():
-    from mlcore import precision
+    from mlcore.engine import precision
 
     assert precision.resolve("auto", CPU) == "fp32"
     assert precision.resolve("bf16", CPU) == "bf16"

@@ -98,7 +98,7 @@ def test_search_killed_with_sigkill_finishes_its_budget_on_rerun(tiny_project):
     import optuna
     import pandas as pd
 
-    from mlcore import search_space as S
+    from mlcore.search import studies
     from tasks import prepare, pretrain
     from tasks import _paths as P
 
@@ -132,9 +132,9 @@ def test_search_killed_with_sigkill_finishes_its_budget_on_rerun(tiny_project):
 
     cfg = load_config()
     name = json.loads(P.BEST_PARAMS.read_text())["study"]
-    study = optuna.load_study(study_name=name, storage=S.make_storage(None, P.OPTUNA_DIR, cfg.search.study_name))
+    study = optuna.load_study(study_name=name, storage=studies.make_storage(None, P.OPTUNA_DIR, cfg.search.study_name))
     states = [t.state for t in study.trials]
-    assert S.finished_trials(study) == 3  # the budget, neither restarted nor overshot
+    assert studies.finished_trials(study) == 3  # the budget, neither restarted nor overshot
     assert optuna.trial.TrialState.RUNNING not in states
     retried = [t for t in study.trials if "retry_of" in t.user_attrs]
     assert len(retried) == 1
@@ -165,7 +165,7 @@ def test_sigterm_during_a_pooled_search_in_the_flow_fails_its_trials(tiny_projec
     for running trials), and no trial or MLflow run is left RUNNING."""
     import optuna
 
-    from mlcore import search_space as S
+    from mlcore.search import studies
     from tasks import _paths as P
     from tasks import prepare, pretrain
     from tasks._trials import _inputs_digest
@@ -183,6 +183,6 @@ def test_sigterm_during_a_pooled_search_in_the_flow_fails_its_trials(tiny_projec
     statuses = {r.info.run_name: r.info.status for r in client.search_runs([exp.experiment_id])}
     assert statuses["trial-0"] == statuses["trial-1"] == "FAILED", statuses
     assert "RUNNING" not in statuses.values(), statuses
-    name = S.study_name(load_config().search, _inputs_digest())
-    study = optuna.load_study(study_name=name, storage=S.make_storage(None, P.OPTUNA_DIR, cfg.search.study_name))
+    name = studies.study_name(load_config().search, _inputs_digest())
+    study = optuna.load_study(study_name=name, storage=studies.make_storage(None, P.OPTUNA_DIR, cfg.search.study_name))
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]

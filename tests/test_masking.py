@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mlcore.masking import continuation_ids, mask_tokens, pack_blocks, word_starts
+from mlcore.models.masking import continuation_ids, mask_tokens, pack_blocks, word_starts
 
 PAD, CLS, SEP, MASK = 0, 1, 2, 3
 SPECIAL = [PAD, CLS, SEP, MASK]

@@ -5,8 +5,8 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from mlcore.config import ALL_OPTIMIZERS
-from mlcore.optim import make_optimizer, param_groups
-from mlcore.schedules import lr_factor, make_scheduler, warmup_steps
+from mlcore.engine.optim import make_optimizer, param_groups
+from mlcore.engine.schedules import lr_factor, make_scheduler, warmup_steps
 
 
 @pytest.fixture(scope="module")

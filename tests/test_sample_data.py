@@ -2,7 +2,7 @@ import zipfile
 
 import pytest
 
-from mlcore import sample_data
+from mlcore.data import sample as sample_data
 from mlcore.errors import UserError
 
 

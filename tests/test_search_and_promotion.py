@@ -1,9 +1,9 @@
 import optuna
 import pytest
 
-from mlcore import search_space as S
+from mlcore.search import space, studies
 from mlcore.config import SearchConfig
-from mlcore.promotion import decide_alias
+from mlcore.tracking.promotion import decide_alias
 
 
 def test_decide_alias():
@@ -16,49 +16,49 @@ def test_decide_alias():
 
 def test_study_identity_ignores_budget_but_not_space():
     base = SearchConfig()
-    assert S.study_name(base, "d") == S.study_name(base.model_copy(update={"n_trials": 40}), "d")
-    assert S.study_name(base, "d") != S.study_name(base.model_copy(update={"lr_max": 0.1}), "d")
-    assert S.study_name(base, "d") != S.study_name(base, "other-inputs")
+    assert studies.study_name(base, "d") == studies.study_name(base.model_copy(update={"n_trials": 40}), "d")
+    assert studies.study_name(base, "d") != studies.study_name(base.model_copy(update={"lr_max": 0.1}), "d")
+    assert studies.study_name(base, "d") != studies.study_name(base, "other-inputs")
 
 
 def test_budget_is_total_across_reruns(tmp_path):
     cfg = SearchConfig(n_trials=5, optimizers=["adam", "sgd"])
-    storage = S.make_storage(None, tmp_path, "s")
+    storage = studies.make_storage(None, tmp_path, "s")
 
     def objective(trial):
-        p = S.suggest(trial, cfg)
-        low, high = S.lr_range(cfg, p["optimizer"])
+        p = space.suggest(trial, cfg)
+        low, high = space.lr_range(cfg, p["optimizer"])
         assert low <= p["learning_rate"] <= high and p["optimizer"] in ("adam", "sgd")
         return p["learning_rate"]
 
-    study = optuna.create_study(study_name="s", storage=storage, direction="maximize", sampler=S.make_sampler(cfg), load_if_exists=True)
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize", sampler=studies.make_sampler(cfg), load_if_exists=True)
     study.optimize(objective, n_trials=3)
-    again = optuna.create_study(study_name="s", storage=S.make_storage(None, tmp_path, "s"), direction="maximize", load_if_exists=True)
-    assert S.remaining_budget(again, cfg.n_trials) == 2
-    again.optimize(objective, n_trials=S.remaining_budget(again, cfg.n_trials))
-    assert S.finished_trials(again) == 5 and S.remaining_budget(again, 5) == 0
+    again = optuna.create_study(study_name="s", storage=studies.make_storage(None, tmp_path, "s"), direction="maximize", load_if_exists=True)
+    assert studies.remaining_budget(again, cfg.n_trials) == 2
+    again.optimize(objective, n_trials=studies.remaining_budget(again, cfg.n_trials))
+    assert studies.finished_trials(again) == 5 and studies.remaining_budget(again, 5) == 0
     assert (tmp_path / "s.journal").is_file()
 
 
 def test_seeded_sampler_repeats():
     cfg = SearchConfig(seed=3)
     def params(storage=None):
-        study = optuna.create_study(sampler=S.make_sampler(cfg), direction="maximize")
-        study.optimize(lambda t: S.suggest(t, cfg)["learning_rate"], n_trials=4)
+        study = optuna.create_study(sampler=studies.make_sampler(cfg), direction="maximize")
+        study.optimize(lambda t: space.suggest(t, cfg)["learning_rate"], n_trials=4)
         return [t.params for t in study.trials]
     assert params() == params()
 
 
 def test_sgd_gets_a_scaled_learning_rate_range():
     cfg = SearchConfig(lr_min=1e-4, lr_max=1e-3, sgd_lr_scale=30)
-    assert S.lr_range(cfg, "adamw") == (1e-4, 1e-3)
-    assert S.lr_range(cfg, "sgd_momentum") == (3e-3, 3e-2)
+    assert space.lr_range(cfg, "adamw") == (1e-4, 1e-3)
+    assert space.lr_range(cfg, "sgd_momentum") == (3e-3, 3e-2)
 
 
 def _sample(cfg, n=12):
-    study = optuna.create_study(sampler=S.make_sampler(cfg), direction="maximize")
+    study = optuna.create_study(sampler=studies.make_sampler(cfg), direction="maximize")
     seen = []
-    study.optimize(lambda t: (seen.append(S.suggest(t, cfg)) or 0.0), n_trials=n)
+    study.optimize(lambda t: (seen.append(space.suggest(t, cfg)) or 0.0), n_trials=n)
     return seen
 
 
@@ -92,7 +92,7 @@ def test_grid_sampler_covers_the_grid_once():
 def test_pruners_by_name(name, cls):
     from mlcore.config import parse_config
 
-    assert isinstance(S.make_pruner(parse_config({"search": {"pruner": name}}).search), cls)
+    assert isinstance(studies.make_pruner(parse_config({"search": {"pruner": name}}).search), cls)
 
 
 def test_study_plots_are_drawn(tmp_path):
@@ -117,9 +117,9 @@ def test_each_worker_claims_its_own_gpu_slot(tmp_path):
     import subprocess
     import sys
 
-    from mlcore.device import claim_slot
+    from mlcore.engine.device import claim_slot
 
-    hold = "import sys, time; from pathlib import Path; from mlcore.device import claim_slot; " \
+    hold = "import sys, time; from pathlib import Path; from mlcore.engine.device import claim_slot; " \
            "print(claim_slot(Path(sys.argv[1]), 2), flush=True); time.sleep(60)"
     holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:

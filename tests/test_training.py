@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from mlcore import modeling
-from mlcore.batching import by_length, collate, encode
+from mlcore.models import modeling
+from mlcore.engine.batching import by_length, collate, encode
 from mlcore.config import PretrainConfig
-from mlcore.pretraining import MlmBatcher, pack, pretrain_mlm
-from mlcore.settings import TrainSettings
-from mlcore.tokenization import train_wordpiece
-from mlcore.training import train_classifier
+from mlcore.models.mlm import MlmBatcher, pack, pretrain_mlm
+from mlcore.engine.settings import TrainSettings
+from mlcore.models.wordpiece import train_wordpiece
+from mlcore.models.classifier import train_classifier
 from tests.conftest import make_reviews
 
 TINY = PretrainConfig(vocab_size=200, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_length=32)
@@ -102,9 +102,9 @@ def test_finetuning_beats_chance_and_keeps_best_epoch(tokenizer, tmp_path):
     s = TrainSettings(epochs=4, batch_size=16, learning_rate=5e-3, optimizer="adamw", seed=0)
     result = train_classifier(model, train, val, s, CPU, tokenizer.pad_token_id, seen.append)
     assert len(seen) == 4 and seen[-1]["train_loss"] < seen[0]["train_loss"]
-    assert result.best_val_macro_f1 > 0.8
-    assert result.best_val_macro_f1 == max(e["val_macro_f1"] for e in result.history)
-    assert result.history[result.best_epoch - 1]["val_macro_f1"] == result.best_val_macro_f1
+    assert result.best_score > 0.8
+    assert result.best_score == max(e["val_macro_f1"] for e in result.history)
+    assert result.history[result.best_epoch - 1]["val_macro_f1"] == result.best_score
     assert {"learning_rate", "samples_per_s", "val_accuracy"} <= set(seen[0])
 
 

@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
-from mlcore.promotion import decide_alias
+from mlcore.tracking.promotion import decide_alias
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 METRIC_TAG = "test_{metric}"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from mlcore import layers
+from mlcore.engine import layers
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 

@@ -120,5 +120,5 @@ def _worker_context():
     whatever threads and exit hooks the host process holds (Prefect's, MLflow's), and
     such workers can die on exit. The server imports torch once, so forks stay cheap."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["mlcore.batching"])
+    ctx.set_forkserver_preload(["mlcore.engine.batching"])
     return ctx

@@ -1,4 +1,4 @@
-"""Device choice, threads and seeding (mixed precision is in mlcore.precision)."""
+"""Device choice, threads and seeding (mixed precision is in mlcore.engine.precision)."""
 from __future__ import annotations
 
 import fcntl

@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mlcore import checkpointing, distributed, layers, precision
-from mlcore.device import seed_everything
-from mlcore.optim import make_optimizer
-from mlcore.schedules import make_scheduler, warmup_steps
-from mlcore.settings import TrainSettings
+from mlcore.engine import checkpointing, distributed, layers, precision
+from mlcore.engine.device import seed_everything
+from mlcore.engine.optim import make_optimizer
+from mlcore.engine.schedules import make_scheduler, warmup_steps
+from mlcore.engine.settings import TrainSettings
 
 
 @dataclass

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlcore import precision
-from mlcore.batching import Encoded, batches, epoch_order
-from mlcore.engine import FitResult, Job, fit
-from mlcore.masking import continuation_ids, mask_tokens, pack_blocks, word_starts
-from mlcore.settings import TrainSettings
+from mlcore.engine import precision
+from mlcore.engine.batching import Encoded, batches, epoch_order
+from mlcore.engine.loop import FitResult, Job, fit
+from mlcore.models.masking import continuation_ids, mask_tokens, pack_blocks, word_starts
+from mlcore.engine.settings import TrainSettings
 
 
 class MlmBatcher:

@@ -1,32 +1,38 @@
-"""Classifier fine-tuning on the engine: weighted, label-smoothed cross-entropy, and
-validation macro-F1 each epoch (the best epoch's weights are kept, not the last's)."""
+"""The text classifier: a fresh head on a pretrained checkpoint, trained on the engine with
+weighted, label-smoothed cross-entropy and scored by validation macro-F1 (the best
+evaluation's weights are kept), and its batched, length-sorted inference."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
+from transformers import AutoTokenizer
 
-from mlcore import precision
-from mlcore.batching import Encoded, batches, by_length, epoch_order, loader
-from mlcore.engine import FitResult, Job, fit
+from mlcore.engine import precision
+from mlcore.engine.batching import Encoded, batches, by_length, encode, epoch_order, loader
+from mlcore.engine.loop import FitResult, Job, fit
+from mlcore.engine.settings import TrainSettings
 from mlcore.metrics import macro_f1
-from mlcore.settings import TrainSettings
-
-__all__ = ["TrainSettings", "TrainResult", "train_classifier", "predict_logits", "balanced_class_weights"]
+from mlcore.models import modeling
 
 
-@dataclass
-class TrainResult:
-    best_epoch: int
-    best_val_macro_f1: float
-    history: list[dict] = field(default_factory=list)
-    stopped_early: bool = False
-    resumed_from_epoch: int = 0
-    tracking_seconds: float = 0.0
-    train_seconds: float = 0.0
+def load_tokenizer(checkpoint: str | Path):
+    return AutoTokenizer.from_pretrained(modeling.check_checkpoint(checkpoint, "model"), trust_remote_code=False)
+
+
+def encode_split(tokenizer, df: pd.DataFrame, label2id: dict[str, int], max_length: int) -> Encoded:
+    unknown = set(df["label"]) - set(label2id)
+    if unknown:
+        raise ValueError(f"labels {sorted(unknown)} are not in the label map")
+    return encode(tokenizer, df["text"].tolist(), max_length, df["label"].map(label2id).tolist())
+
+
+def joined(a: Encoded, b: Encoded) -> Encoded:
+    """Two encoded splits as one training set (retraining on train + validation)."""
+    return Encoded(a.input_ids + b.input_ids, np.concatenate([a.labels, b.labels]))
 
 
 class ClassifierLoss(torch.nn.Module):
@@ -72,7 +78,7 @@ def train_classifier(
     model, train: Encoded, val: Encoded, s: TrainSettings, device: torch.device, pad_id: int,
     on_epoch: Callable[[dict], None] | None = None, checkpoint_dir: Path | None = None, fingerprint: str = "",
     keep_best: bool = True,
-) -> TrainResult:
+) -> FitResult:
     """Train, validating each epoch; on return `model` holds the best epoch's weights
     (the last epoch's with `keep_best=False`).
 
@@ -91,7 +97,18 @@ def train_classifier(
     job = Job(model=model, loss_module=ClassifierLoss(model, weight, s.label_smoothing), batches=epoch_batches,
               n_batches=-(-len(train) // s.batch_size), evaluate=evaluate, score="val_macro_f1",
               keep_best=keep_best)
-    fitted: FitResult = fit(job, s, device, desc="epoch", on_epoch=on_epoch,
-                            checkpoint_dir=checkpoint_dir, fingerprint=fingerprint)
-    return TrainResult(fitted.best_epoch, fitted.best_score, fitted.history, fitted.stopped_early,
-                       fitted.resumed_from_epoch, fitted.tracking_seconds, fitted.train_seconds)
+    return fit(job, s, device, desc="epoch", on_epoch=on_epoch, checkpoint_dir=checkpoint_dir, fingerprint=fingerprint)
+
+
+def finetune(
+    checkpoint: str | Path, label2id: dict[str, int], train: Encoded, val: Encoded, settings: TrainSettings,
+    device: torch.device, on_epoch: Callable[[dict], None] | None = None, checkpoint_dir: Path | None = None,
+    fingerprint: str = "", keep_best: bool = True,
+) -> tuple[torch.nn.Module, FitResult]:
+    """A fresh classifier head on `checkpoint`, trained; returns (model at its best epoch,
+    or its last with `keep_best=False`, and the result)."""
+    torch.manual_seed(settings.seed)  # the head's initialisation is part of the seeded run
+    model, tokenizer = modeling.load_classifier(checkpoint, label2id)
+    result = train_classifier(model, train, val, settings, device, tokenizer.pad_token_id,
+                              on_epoch, checkpoint_dir, fingerprint, keep_best)
+    return model, result

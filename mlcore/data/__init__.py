@@ -1,0 +1,2 @@
+"""Data: reading the user's tables, cleaning, de-duplication and splitting, the sample data, hashing.
+Imports pandas/numpy and mlcore.errors/config only: no torch, no Prefect, no MLflow."""

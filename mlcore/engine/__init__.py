@@ -1,0 +1,2 @@
+"""The training engine: the loop and what it owns (settings, optimizers, schedules, layers,
+precision, checkpoints, distributed, device, batching). Imports torch and mlcore.errors; no Prefect, no MLflow."""

@@ -1,0 +1,92 @@
+"""The Optuna study: sampler, pruner, storage, identity, budget, and the reaping of dead trials."""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from mlcore.config import SearchConfig
+from mlcore.search import liveness
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+# Settings that do not change what a trial means: n_trials is a budget, the rest is plumbing.
+_NOT_IDENTITY = ("n_trials", "storage", "study_name", "resume", "num_workers", "workers")
+
+
+def make_sampler(cfg: SearchConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
+    """`worker` offsets the seed: parallel workers with one seed would draw the same
+    random start-up trials and run each of them twice."""
+    seed = cfg.seed + worker
+    if cfg.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if cfg.sampler == "grid":
+        return optuna.samplers.GridSampler(dict(cfg.grid), seed=seed)
+    # Few trials: start TPE after 3 random ones rather than Optuna's default 10.
+    # group=True: the learning rate's range depends on the optimizer (a conditional space).
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=min(3, cfg.n_trials))
+
+
+def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
+    """Trials report validation macro-F1 at each evaluation (each epoch, or every
+    `eval_every_steps` optimizer steps): evaluations are the pruners' resource."""
+    if cfg.pruner == "none":
+        return optuna.pruners.NopPruner()
+    if cfg.pruner == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if cfg.pruner == "hyperband":
+        # Evaluations per trial are known up front only when they are per epoch.
+        max_resource = cfg.epochs if cfg.eval_every_steps is None else "auto"
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_resource, reduction_factor=3)
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+
+
+def make_storage(url: str | None, default_dir: Path, study_name: str):
+    """An RDB URL (PostgreSQL for several machines) gets Optuna's heartbeat: a trial
+    whose worker stops beating for `grace_period` is failed and retried once with the
+    same parameters. Otherwise a JournalFile in the project (safe for several processes;
+    its dead trials are found by `reap_stale_trials`)."""
+    if url and "://" in url:
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=30, grace_period=120,
+            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+    path = Path(url) if url else default_dir / f"{study_name}.journal"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def study_name(cfg: SearchConfig, inputs_digest: str) -> str:
+    """Same settings and inputs -> same study (a rerun continues it); changed ones -> a fresh study."""
+    identity = {k: v for k, v in cfg.model_dump().items() if k not in _NOT_IDENTITY} | {"inputs": inputs_digest}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{cfg.study_name}-{digest}"
+
+
+def finished_trials(study: optuna.Study) -> int:
+    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False))
+
+
+def remaining_budget(study: optuna.Study, n_trials: int) -> int:
+    """n_trials is the study's total across reruns: only the shortfall is run."""
+    return max(0, n_trials - finished_trials(study))
+
+
+def reap_stale_trials(study: optuna.Study) -> list[int]:
+    """Fail the RUNNING trials whose owning process died, and queue a retry of each with
+    the same parameters. Journal storage has no heartbeat, so liveness is the owner's
+    host and pid, recorded by the trial as the user attribute "owner"."""
+    reaped = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if liveness.is_dead(trial.user_attrs.get("owner")):
+            # Optuna's own fail_stale_trials does the same, for heartbeat storages only.
+            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            reaped.append(trial.number)
+    return reaped
