@@ -61,6 +61,7 @@ from mlcore.config import SearchConfig  # noqa: E402
 from mlcore.engine.device import resolve_device  # noqa: E402
 from mlcore.models.classifier import finetune, load_tokenizer  # noqa: E402
 from mlcore.metrics import macro_f1  # noqa: E402
+from mlcore.search.objective import make_objective  # noqa: E402
 from mlcore.engine.settings import TrainSettings  # noqa: E402
 
 AG_NEWS = ROOT.parent / "shared" / "datasets" / "ag_news_subset"
@@ -151,18 +152,8 @@ def run_grid(args, cfg, model_dir, label2id, enc, device) -> dict:
 def run_ours(args, cfg, model_dir, label2id, enc, device) -> dict:
     study = optuna.create_study(direction="maximize", sampler=studies.make_sampler(cfg), pruner=studies.make_pruner(cfg))
 
-    def objective(trial: optuna.Trial) -> float:
-        params = space.suggest(trial, cfg)
-
-        def report(e):
-            trial.set_user_attr("epochs_trained", e["epoch"])
-            trial.report(e["val_macro_f1"], e["evaluation"])
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-
-        _, result = finetune(model_dir, label2id, enc["train"], enc["val"], TrainSettings.from_section(cfg, **params),
-                             device, report)
-        return result.best_score
+    # The search stage's own objective, without MLflow and with nothing kept on disk.
+    objective = make_objective(cfg, model_dir, label2id, enc["train"], enc["val"], device)
 
     with tempfile.TemporaryDirectory() as tmp:
         claims.run_trials(study, objective, cfg.n_trials, Path(tmp) / "claim.lock")

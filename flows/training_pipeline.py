@@ -16,8 +16,8 @@ from mlcore.config import load_config
 from mlcore.errors import UserError
 from mlcore.tracking.runs import pipeline_run
 from tasks import evaluate, finetune, prepare, pretrain, register, search
-from tasks._runner import exit_on_sigterm
-from tasks._summary import check_inputs, summary
+from tasks._process import exit_on_sigterm
+from flows.summary import check_inputs, summary
 
 STAGE_TASKS = [prepare.task, pretrain.task, search.task, finetune.task, evaluate.task, register.task]
 

@@ -47,3 +47,10 @@ def fresh_dir(path: Path) -> Path:
 def clear_checkpoint(path: Path) -> None:
     """Once a stage's outputs are saved its resume state has served its purpose."""
     shutil.rmtree(path, ignore_errors=True)
+
+
+def write_csv(path: Path, table: pd.DataFrame | list[dict], columns: list[str] | None = None) -> None:
+    """A table or a list of rows (learning curves: one row per evaluation) as CSV."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table, columns=columns)
+    frame.to_csv(path, index=False)

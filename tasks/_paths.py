@@ -1,4 +1,6 @@
-"""Where each stage reads and writes, relative to the project root. dvc.yaml declares the same paths."""
+"""Where each stage reads and writes, relative to the project root: declared here once.
+
+dvc.yaml declares the same outputs; tests/test_structure.py checks that `OUTS` matches it."""
 from pathlib import Path
 
 SPLITS = Path("data/processed/prepare")
@@ -17,6 +19,7 @@ CLASSIFIER = Path("models/classifier")
 # Resumable training state, one directory per stage (not a DVC output: DVC deletes
 # outputs before a stage runs, and these must survive a crash to be resumed from).
 CHECKPOINTS = Path(".checkpoints")
+TOKENIZER_CACHE = CHECKPOINTS / "pretrain-tokenizer"  # a from-scratch vocabulary kept for a resumed run
 
 REPORTS = Path("reports")
 DATA_REPORT = REPORTS / "data_report.json"
@@ -30,3 +33,13 @@ CONFUSION_JSON = REPORTS / "confusion_matrix.json"
 CONFUSION_PNG = REPORTS / "confusion_matrix.png"
 PREDICTIONS = REPORTS / "test_predictions.csv"
 REGISTRATION = REPORTS / "registration.json"
+
+# What each stage writes: dvc.yaml's outs, metrics and plots of that stage, exactly.
+OUTS = {
+    "prepare": [SPLITS, DATA_REPORT],
+    "pretrain": [PRETRAINED, PRETRAIN_REPORT, PRETRAIN_HISTORY],
+    "search": [SEARCH, SEARCH_TRIALS],
+    "finetune": [CLASSIFIER, FINETUNE_REPORT, FINETUNE_HISTORY],
+    "evaluate": [METRICS, CONFUSION_JSON, CONFUSION_PNG, PREDICTIONS],
+    "register": [REGISTRATION],
+}

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from collections.abc import Callable
 
@@ -14,6 +13,7 @@ from mlcore.config import Config, load_config
 from mlcore.errors import UserError
 from mlcore.tracking import runs
 from tasks import _dvc_state
+from tasks._process import exit_on_sigterm
 
 # DVC logs "Updating lock file" at INFO through its own handler as well as Prefect's.
 logging.getLogger("dvc").setLevel(logging.WARNING)
@@ -33,13 +33,6 @@ for _name in ("prefect.task_runs", "prefect.flow_runs"):
     logging.getLogger(_name).addFilter(_NoTracebackForUserErrors())
 
 StageFn = Callable[[Config, str | None], dict]
-
-
-def exit_on_sigterm() -> None:
-    """`kill`, a scheduler or a cancelled deployment stops a run with SIGTERM, which by
-    default ends Python without unwinding. As SystemExit it unwinds, so every open
-    MLflow run is closed as FAILED instead of being left RUNNING."""
-    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
 def cli(stage: str, run: StageFn, doc: str | None = None) -> Callable[[list[str] | None], int]:

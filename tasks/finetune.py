@@ -6,24 +6,15 @@ or retrain on train + validation for the best trial's epoch count
 (finetune.retrain_on_train_val)."""
 from __future__ import annotations
 
-import dataclasses
-import math
 import sys
 
-import pandas as pd
-
-from mlcore.engine import distributed
-from mlcore.models import modeling
 from mlcore.config import Config
-from mlcore.engine.device import configure_threads, resolve_device
 from mlcore.data.hashing import files_digest
-from mlcore.models.classifier import encode_split, finetune, joined, load_tokenizer
+from mlcore.engine import distributed
+from mlcore.engine.device import configure_threads, resolve_device
+from mlcore.models import final, modeling
+from mlcore.models.classifier import encode_split, load_tokenizer
 from mlcore.tracking import runs
-from mlcore.errors import UserError
-from mlcore.metrics import macro_f1
-from mlcore.engine.settings import TrainSettings
-from mlcore.engine.loop import FitResult
-from mlcore.models.classifier import predict_logits
 from tasks import _io
 from tasks import _paths as P
 from tasks._runner import as_task, cli
@@ -31,79 +22,31 @@ from tasks._runner import as_task, cli
 STAGE = "finetune"
 
 
-# Settings the search can sample (search.space); a searched one is taken from the best trial.
-SEARCHED = ("weight_decay", "warmup", "layerwise_lr_decay", "strategy", "freeze_layers", "batch_size", "schedule", "momentum")
-
-
-def settings_for(cfg: Config, best: dict) -> TrainSettings:
-    f = cfg.finetune
-    searched = {k: best[k] for k in SEARCHED if k in best}
-    return TrainSettings.from_section(
-        f, **searched, learning_rate=f.learning_rate or best["learning_rate"], optimizer=f.optimizer or best["optimizer"])
-
-
-def _best_trial_model(val, device, pad_id: int):
-    """The search's best trial model as it is (finetune.reuse_best_trial), scored on val."""
-    if not P.BEST_TRIAL_MODEL.is_dir():
-        raise UserError(f"{P.BEST_TRIAL_MODEL}: missing, but finetune.reuse_best_trial is true. The search keeps its "
-                        f"best trial's model from this version on: rerun the search (`dvc repro -f search`), "
-                        f"or set finetune.reuse_best_trial: false to retrain.")
-    model, _ = modeling.load_classifier(P.BEST_TRIAL_MODEL, key="finetune.reuse_best_trial")
-    model.to(device)
-    preds = predict_logits(model, val, device, pad_id=pad_id).argmax(1)
-    trial = _io.read_json(P.BEST_PARAMS, "search")
-    return model, FitResult(best_epoch=trial.get("best_epoch") or 0, best_score=macro_f1(val.labels, preds))
-
-
-def retrain_settings(settings: TrainSettings, best: dict) -> TrainSettings:
-    """The best trial's settings for as many epochs as its best evaluation took (a
-    mid-epoch best rounds up), with no early stopping: no held-out rows are left."""
-    if not best.get("best_epoch"):
-        raise UserError(f"{P.BEST_PARAMS}: no best_epoch, which finetune.retrain_on_train_val needs. "
-                        f"Rerun the search (`dvc repro -f search`) or set finetune.retrain_on_train_val: false.")
-    return dataclasses.replace(settings, epochs=max(1, math.ceil(best["best_epoch"] - 1e-9)), patience=None)
-
-
 def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     f = cfg.finetune
     configure_threads(cfg.runtime.num_threads)
     device = distributed.setup(resolve_device(cfg.device()))
-    label2id = _io.label_map()
-    best = _io.read_json(P.BEST_PARAMS, "search")
-    settings = settings_for(cfg, best)
-    if f.retrain_on_train_val:
-        settings = retrain_settings(settings, best)
+    label2id, best = _io.label_map(), _io.read_json(P.BEST_PARAMS, "search")
+    settings = final.settings_for(f, best, P.BEST_PARAMS)
     tokenizer = load_tokenizer(_io.require(P.PRETRAINED, "pretrain"))
-    train = encode_split(tokenizer, _io.read_split(P.TRAIN), label2id, f.max_length)
-    val = encode_split(tokenizer, _io.read_split(P.VAL), label2id, f.max_length)
+    train, val = (encode_split(tokenizer, _io.read_split(path), label2id, f.max_length) for path in (P.TRAIN, P.VAL))
     with runs.stage_run(cfg, STAGE, parent_run_id):
         runs.log_params(f.model_dump() | {"used.learning_rate": settings.learning_rate, "used.optimizer": settings.optimizer,
                                           "used.epochs": settings.epochs, "device": str(device)})
         if f.reuse_best_trial:
-            model, result = _best_trial_model(val, device, tokenizer.pad_token_id)
+            model, result = final.reuse(P.BEST_TRIAL_MODEL, val, device, tokenizer.pad_token_id, best)
         else:
-            retrain = f.retrain_on_train_val
             inputs = files_digest([P.TRAIN, P.VAL, P.LABEL_MAP, *sorted(P.PRETRAINED.glob("*"))])
-            # Retraining on train + val: the validation scores are logged but select nothing.
-            model, result = finetune(P.PRETRAINED, label2id, joined(train, val) if retrain else train, val, settings,
-                                     device, on_epoch=lambda e: runs.log_metrics(e, step=e["evaluation"]),
-                                     checkpoint_dir=P.CHECKPOINTS / STAGE,
-                                     fingerprint=inputs + ("-train+val" if retrain else ""), keep_best=not retrain)
-            if retrain:
-                result.best_epoch, result.best_score = settings.epochs, result.history[-1]["val_macro_f1"]
+            model, result = final.train(P.PRETRAINED, label2id, train, val, settings, device, f.retrain_on_train_val,
+                                        lambda e: runs.log_metrics(e, step=e["evaluation"]), P.CHECKPOINTS / STAGE, inputs)
         if not distributed.is_main():
             return {"rank": distributed.rank()}  # rank 0 writes the outputs
         tokenizer.model_max_length = f.max_length  # consumers truncate as training did
-        summary = {"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_score,
-                   "epochs_run": result.history[-1]["epoch"] if result.history else 0, "stopped_early": result.stopped_early,
-                   "learning_rate": settings.learning_rate, "optimizer": settings.optimizer,
-                   "resumed_from_epoch": result.resumed_from_epoch,
-                   "trained_on": "train+val" if f.retrain_on_train_val else "train",
-                   "tracking_overhead_pct": 100 * result.tracking_seconds / max(result.train_seconds, 1e-9)}
+        summary = final.summary(result, settings, f)
         _io.fresh_dir(P.CLASSIFIER)
         modeling.save(model.cpu(), tokenizer, P.CLASSIFIER, extra={"stage": STAGE, **summary})
         _io.write_json(P.FINETUNE_REPORT, summary)
-        pd.DataFrame(result.history).to_csv(P.FINETUNE_HISTORY, index=False)
+        _io.write_csv(P.FINETUNE_HISTORY, result.history)
         runs.log_metrics({"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_score})
         runs.log_artifact(P.FINETUNE_HISTORY)
         _io.clear_checkpoint(P.CHECKPOINTS / STAGE)

@@ -168,7 +168,7 @@ def test_sigterm_during_a_pooled_search_in_the_flow_fails_its_trials(tiny_projec
     from mlcore.search import studies
     from tasks import _paths as P
     from tasks import prepare, pretrain
-    from tasks._trials import _inputs_digest
+    from tasks._search.trials import inputs_digest
 
     cfg = load_config()
     prepare.run(cfg)
@@ -183,6 +183,6 @@ def test_sigterm_during_a_pooled_search_in_the_flow_fails_its_trials(tiny_projec
     statuses = {r.info.run_name: r.info.status for r in client.search_runs([exp.experiment_id])}
     assert statuses["trial-0"] == statuses["trial-1"] == "FAILED", statuses
     assert "RUNNING" not in statuses.values(), statuses
-    name = studies.study_name(load_config().search, _inputs_digest())
+    name = studies.study_name(load_config().search, inputs_digest())
     study = optuna.load_study(study_name=name, storage=studies.make_storage(None, P.OPTUNA_DIR, cfg.search.study_name))
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]

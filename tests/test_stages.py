@@ -79,7 +79,8 @@ def test_search_rerun_continues_the_same_study(tiny_project):
 def test_search_space_reaches_finetune_and_plots_reach_mlflow(tiny_project):
     from mlflow import MlflowClient
 
-    from tasks import finetune, prepare, pretrain, search
+    from mlcore.models import final
+    from tasks import prepare, pretrain, search
 
     params = yaml.safe_load(open("params.yaml"))
     # eval_every_steps: trials also report mid-epoch (pruner none: every trial runs its 2 epochs)
@@ -94,7 +95,7 @@ def test_search_space_reaches_finetune_and_plots_reach_mlflow(tiny_project):
     assert best["schedule"] in ("cosine", "constant") and 1e-3 <= best["weight_decay"] <= 1e-1
     trials = pd.read_csv(P.SEARCH_TRIALS)
     assert {"schedule", "weight_decay"} <= set(trials.columns)
-    assert finetune.settings_for(cfg, best).schedule == best["schedule"]
+    assert final.settings_for(cfg.finetune, best, P.BEST_PARAMS).schedule == best["schedule"]
 
     client = MlflowClient()
     exp = client.get_experiment_by_name("tests")

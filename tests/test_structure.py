@@ -39,7 +39,7 @@ def _module_file(name: str) -> Path | None:
 
 
 # Orchestration, tracking and error-message code does not change what a stage computes.
-IGNORED = {"tasks/_runner.py", "tasks/_dvc_state.py", "mlcore/errors.py", "mlcore/tracking/runs.py", "mlcore/data/hashing.py"}
+IGNORED = {"tasks/_runner.py", "tasks/_process.py", "tasks/_dvc_state.py", "mlcore/errors.py", "mlcore/tracking/runs.py", "mlcore/data/hashing.py"}
 
 
 def _project_imports(file: Path, seen: set[Path]) -> set[Path]:
@@ -76,3 +76,28 @@ def test_coverage_check_sees_directories_and_files():
     assert _covered("mlcore/engine/loop.py", ["mlcore/engine/loop.py"])
     assert not _covered("mlcore/engine/loop.py", ["mlcore/eng"])
     assert not _covered("mlcore/models/mlm.py", ["mlcore/engine"])
+
+
+def _declared_outputs(spec: dict) -> set[str]:
+    out = set()
+    for key in ("outs", "metrics", "plots"):
+        for entry in spec.get(key, []):
+            out.add(next(iter(entry)) if isinstance(entry, dict) else entry)
+    return out
+
+
+def test_shell_paths_are_the_outputs_dvc_yaml_declares():
+    from tasks import _paths as P
+
+    assert list(P.OUTS) == list(STAGES)
+    for stage, spec in DVC.items():
+        assert _declared_outputs(spec) == {str(p) for p in P.OUTS[stage]}, stage
+
+
+def test_every_stage_output_path_lies_inside_a_declared_output():
+    from tasks import _paths as P
+
+    declared = [p for paths in P.OUTS.values() for p in paths]
+    for name, value in vars(P).items():
+        if isinstance(value, Path) and len(value.parts) > 1 and value.parts[0] in ("data", "models", "reports"):
+            assert any(value == d or d in value.parents for d in declared), f"tasks/_paths.py {name} = {value}"

@@ -128,3 +128,10 @@ def report(splits: dict[str, pd.DataFrame], unlabelled: pd.DataFrame, stats: dic
     groups = [set(p["group"]) for p in splits.values()]
     leaked = len(groups[0] & groups[1]) + len(groups[0] & groups[2]) + len(groups[1] & groups[2])
     return {"cleaning": stats, "splits": per_split, "unlabelled_rows": int(len(unlabelled)), "groups_shared_across_splits": leaked}
+
+
+def summary(splits: dict[str, pd.DataFrame], cleaned: CleanResult) -> dict:
+    """Row counts per split and what cleaning dropped: the stage's metrics."""
+    stats = cleaned.stats
+    return {**{f"{name}_rows": len(part) for name, part in splits.items()}, "unlabelled_rows": len(cleaned.unlabelled),
+            **{k: stats[k] for k in ("duplicates_dropped", "empty_text_dropped", "conflicting_label_texts_dropped")}}

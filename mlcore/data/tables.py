@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mlcore.config import PrepareConfig
 from mlcore.errors import UserError
 
 _COMPRESSION_SUFFIXES = {".bz2", ".gz", ".xz", ".zip", ".zst"}
@@ -50,3 +51,11 @@ def require_columns(df: pd.DataFrame, path: str | Path, columns: dict[str, str |
                 f"{path}: column {col!r} (params.yaml {key}) is missing. The file has columns "
                 f"{list(df.columns)}. Set {key} to one of them."
             )
+
+
+def read_input(p: PrepareConfig) -> pd.DataFrame:
+    """The labelled input of `prepare`, with its configured columns checked."""
+    df = read_table(p.input, p.format)
+    require_columns(df, p.input, {"prepare.text_column": p.text_column, "prepare.label_column": p.label_column,
+                                  "prepare.group_column": p.group_column})
+    return df

@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlcore.engine import precision
+from mlcore.config import PretrainConfig
+from mlcore.engine import distributed, precision
 from mlcore.engine.batching import Encoded, batches, epoch_order
 from mlcore.engine.loop import FitResult, Job, fit
+from mlcore.models import modeling, wordpiece
 from mlcore.models.masking import continuation_ids, mask_tokens, pack_blocks, word_starts
 from mlcore.engine.settings import TrainSettings
 
@@ -106,3 +108,35 @@ def pretrain_mlm(
               n_batches=-(-len(train) // s.batch_size), evaluate=evaluate, score=None, keep_best=False)
     return fit(job, s, device, desc="mlm epoch", on_epoch=on_epoch, checkpoint_dir=checkpoint_dir,
                fingerprint=fingerprint)
+
+
+def starting_point(p: PretrainConfig, texts: list[str], tokenizer_cache: Path):
+    """(model, tokenizer): the checkpoint of `init_from` with its own tokenizer, or a new
+    small BERT with a WordPiece vocabulary trained on `texts`."""
+    if p.init_from:
+        return modeling.load_mlm_model(p.init_from)
+    with distributed.main_first():  # every rank must share rank 0's vocabulary
+        tokenizer = wordpiece.train_or_reuse(texts, p.vocab_size, p.max_length, tokenizer_cache)
+    return modeling.new_mlm_model(p, len(tokenizer), tokenizer.pad_token_id), tokenizer
+
+
+def report(model, tokenizer, result: FitResult, val: Encoded, s: TrainSettings, p: PretrainConfig,
+           device: torch.device, train_texts: int, train_sequences: int) -> dict:
+    """The pretrain stage's report. With no epoch run (epochs: 0 adopts the checkpoint), the
+    validation loss is measured here, with the evaluation's batch size and masking seed."""
+    if result.history:
+        val_loss = result.history[-1]["val_loss"]
+    else:
+        batcher = MlmBatcher(tokenizer, p.mlm_probability, p.whole_word_masking)
+        val_loss = mlm_loss(model.to(device), val, batcher, device, s.eval_batch_size, precision_name=s.precision)
+    return {
+        "val_mlm_loss": val_loss,
+        "val_perplexity": math.exp(min(val_loss, 50)),
+        "parameters": modeling.count_parameters(model),
+        "vocab_size": len(tokenizer),
+        "train_texts": train_texts,
+        "train_sequences": train_sequences,
+        "init_from": p.init_from,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "tracking_overhead_pct": 100 * result.tracking_seconds / max(result.train_seconds, 1e-9),
+    }

@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import optuna
+import pandas as pd
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
@@ -90,3 +91,21 @@ def reap_stale_trials(study: optuna.Study) -> list[int]:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
             reaped.append(trial.number)
     return reaped
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial with every searched setting, for `dvc plots` and the MLflow run."""
+    trials = study.get_trials(deepcopy=False)
+    keys = sorted({k for t in trials for k in t.user_attrs.get("settings", t.params)} - {"learning_rate", "optimizer"})
+    columns = ["trial", "state", "val_macro_f1", "epochs_trained", "learning_rate", "optimizer", *keys]
+    rows = [{"trial": t.number, "state": t.state.name, "val_macro_f1": t.value,
+             "epochs_trained": t.user_attrs.get("epochs_trained", len(t.intermediate_values)),
+             **t.user_attrs.get("settings", t.params)} for t in trials]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def best_params(study: optuna.Study) -> dict:
+    """The best trial's settings (what finetune takes), its score, number and best epoch."""
+    best = study.best_trial
+    return {**best.user_attrs.get("settings", best.params), "val_macro_f1": best.value, "trial": best.number,
+            "best_epoch": best.user_attrs.get("best_epoch"), "study": study.study_name}

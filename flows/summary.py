@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import json
 
-from mlcore.models import modeling
 from mlcore.config import Config
+from mlcore.data.tables import read_input
+from mlcore.models import modeling
 from tasks import _paths as P
-from tasks.prepare import load_raw
 
 
 def check_inputs(cfg: Config) -> None:
     """Fail on a missing data file, column or checkpoint before any stage starts."""
-    load_raw(cfg)
+    read_input(cfg.prepare)
     if cfg.pretrain.init_from:
         modeling.check_checkpoint(cfg.pretrain.init_from, "pretrain.init_from")
 

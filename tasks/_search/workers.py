@@ -4,12 +4,11 @@ the same study (JournalFile or PostgreSQL storage) until the budget is taken, an
 nests its trial runs under the search stage's MLflow run.
 
 On another machine, the same worker joins a PostgreSQL study (see the README):
-    python -m tasks._search_workers CONFIG_JSON WORKER_NUMBER [PARENT_RUN_ID]
+    python -m tasks._search.workers CONFIG_JSON WORKER_NUMBER [PARENT_RUN_ID]
 """
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ def start(cfg: Config, n: int, parent_run_id: str | None) -> list[subprocess.Pop
         return []
     frozen = Path(tempfile.mkdtemp(prefix="search-worker-")) / "config.json"
     frozen.write_text(json.dumps(cfg.model_dump()))  # the exact, validated config of this run
-    cmd = [sys.executable, "-m", "tasks._search_workers", str(frozen)]
+    cmd = [sys.executable, "-m", "tasks._search.workers", str(frozen)]
     return [subprocess.Popen(cmd + [str(i)] + ([parent_run_id] if parent_run_id else [])) for i in range(1, n + 1)]
 
 
@@ -48,19 +47,15 @@ def wait(procs: list[subprocess.Popen]) -> None:
 
 def main(argv: list[str]) -> int:
     from mlcore.search import claims
-    from mlcore.tracking import runs
-    from tasks import _paths as P
-    from tasks import _trials
+    from tasks._process import exit_on_sigterm
+    from tasks._search import trials
 
-    # SIGTERM (the stage or the scheduler stopping) ends the current trial as FAIL.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    exit_on_sigterm()  # the stage or the scheduler stopping: the current trial ends as FAIL
     cfg = parse_config(json.loads(Path(argv[0]).read_text()), argv[0])
     worker = int(argv[1]) if len(argv) > 1 else 1
     parent = argv[2] if len(argv) > 2 else None
-    device, label2id, train, val, study, name = _trials.open_study(cfg, _trials.worker_threads(cfg), worker)
-    runs.configure(cfg)
-    objective = _trials.make_objective(cfg, label2id, train, val, device, name, parent_run_id=parent)
-    ran = claims.run_trials(study, objective, cfg.search.n_trials, P.OPTUNA_DIR / f"{name}.lock")
+    study, objective = trials.start_worker(cfg, worker, parent)
+    ran = claims.run_trials(study, objective, cfg.search.n_trials, trials.claim_lock(study.study_name))
     print(f"search worker: {ran} trial(s) run")
     return 0
 

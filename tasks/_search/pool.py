@@ -6,16 +6,16 @@ search stage's process claims trials under the study lock (ask, so one sampler d
 every trial) and hands each to a free process as the task run `trial-<number>`, which
 carries the flow's context: the trials appear under the search task in the Prefect UI.
 
-Run by DVC there is no flow: tasks/_search_workers.py starts plain worker processes.
+Run by DVC there is no flow: tasks/_search/workers.py starts plain worker processes.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import signal
-import sys
 import threading
+
+import optuna
 from pathlib import Path
 
 from prefect import task
@@ -29,31 +29,54 @@ _WORKER: dict = {}  # this pool process's study and objective, set by `_start_wo
 
 def _start_worker(config_json: str, parent_run_id: str | None) -> None:
     """Pool initializer: data, study and objective once per process, not once per trial."""
-    from mlcore.tracking import runs
-    from tasks import _trials
+    from tasks._process import exit_on_sigterm
+    from tasks._search import trials
 
-    # SIGTERM (the stage stopping) ends the current trial as FAIL and its MLflow run as FAILED.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-
+    exit_on_sigterm()  # the stage stopping: the current trial ends as FAIL, its MLflow run FAILED
     cfg = parse_config(json.loads(config_json), "search.workers pool")
-    device, label2id, train, val, study, name = _trials.open_study(cfg, _trials.worker_threads(cfg))
-    runs.configure(cfg)
-    _WORKER.update(study=study, objective=_trials.make_objective(cfg, label2id, train, val, device, name,
-                                                                 parent_run_id=parent_run_id))
+    study, objective = trials.start_worker(cfg, 0, parent_run_id)
+    _WORKER.update(study=study, objective=objective)
 
 
 @task(name="trial", task_run_name="trial-{number}", cache_policy=NO_CACHE)
 def pooled_trial(number: int, trial_id: int) -> dict:
     """Run trial `number` (already claimed by the stage) in this pool process. A pruned trial
     completes with its state in the result: pruning is a search outcome, not a task failure."""
-    import optuna
+    from tasks._search import pool  # the module itself: this function travels by value
 
-    from tasks import _trial_pool  # the module itself: this function travels by value
-
-    worker = _trial_pool._WORKER
+    worker = pool._WORKER
     trial = optuna.Trial(worker["study"], trial_id)
     state = claims.run_claimed(worker["study"], trial, worker["objective"])
     return {"trial": number, "state": state.name}
+
+
+def in_flow() -> bool:
+    from prefect.context import FlowRunContext
+
+    return FlowRunContext.get() is not None
+
+
+def as_prefect_tasks(objective):
+    """Inside the Prefect flow, each trial of this process is a task run named trial-N
+    (a pruned trial completes with a note; the pruning is re-raised outside the task).
+    Run by DVC, there is no flow and the objective is returned as it is."""
+    if not in_flow():
+        return objective
+
+    @task(name="trial", task_run_name="trial-{number}", cache_policy=NO_CACHE)
+    def trial_task(number: int, trial: optuna.Trial) -> dict:
+        try:
+            return {"value": objective(trial)}
+        except optuna.TrialPruned as pruned:
+            return {"pruned": str(pruned)}
+
+    def run_as_task(trial: optuna.Trial) -> float:
+        out = trial_task(trial.number, trial)
+        if "pruned" in out:
+            raise optuna.TrialPruned(out["pruned"])
+        return out["value"]
+
+    return run_as_task
 
 
 @contextlib.contextmanager

@@ -1,0 +1,71 @@
+"""The final classifier from the search's best trial: trained afresh with its settings,
+retrained on train + validation, or the trial's own model reused as it is."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from mlcore.config import FinetuneConfig
+from mlcore.engine.batching import Encoded
+from mlcore.engine.loop import FitResult
+from mlcore.engine.settings import TrainSettings
+from mlcore.errors import UserError
+from mlcore.metrics import macro_f1
+from mlcore.models import modeling
+from mlcore.models.classifier import finetune, joined, predict_logits
+
+# Settings the search can sample (search.space); a searched one is taken from the best trial.
+SEARCHED = ("weight_decay", "warmup", "layerwise_lr_decay", "strategy", "freeze_layers", "batch_size", "schedule", "momentum")
+
+
+def settings_for(f: FinetuneConfig, best: dict, source: Path) -> TrainSettings:
+    """finetune's settings: its own section, the best trial's searched settings, and the
+    best learning rate and optimizer unless finetune sets them. Retraining on train + val
+    runs for as many epochs as the best evaluation took (a mid-epoch best rounds up), with
+    no early stopping: no held-out rows are left to stop on."""
+    searched = {k: best[k] for k in SEARCHED if k in best}
+    settings = TrainSettings.from_section(
+        f, **searched, learning_rate=f.learning_rate or best["learning_rate"], optimizer=f.optimizer or best["optimizer"])
+    if not f.retrain_on_train_val:
+        return settings
+    if not best.get("best_epoch"):
+        raise UserError(f"{source}: no best_epoch, which finetune.retrain_on_train_val needs. "
+                        f"Rerun the search (`dvc repro -f search`) or set finetune.retrain_on_train_val: false.")
+    return dataclasses.replace(settings, epochs=max(1, math.ceil(best["best_epoch"] - 1e-9)), patience=None)
+
+
+def reuse(model_dir: Path, val: Encoded, device: torch.device, pad_id: int, best: dict):
+    """The search's best trial model as it is (finetune.reuse_best_trial), scored on val."""
+    if not model_dir.is_dir():
+        raise UserError(f"{model_dir}: missing, but finetune.reuse_best_trial is true. The search keeps its "
+                        f"best trial's model from this version on: rerun the search (`dvc repro -f search`), "
+                        f"or set finetune.reuse_best_trial: false to retrain.")
+    model, _ = modeling.load_classifier(model_dir, key="finetune.reuse_best_trial")
+    preds = predict_logits(model.to(device), val, device, pad_id=pad_id).argmax(1)
+    return model, FitResult(best_epoch=best.get("best_epoch") or 0, best_score=macro_f1(val.labels, preds))
+
+
+def train(checkpoint: Path, label2id: dict[str, int], train_set: Encoded, val: Encoded, settings: TrainSettings,
+          device: torch.device, retrain: bool, on_epoch: Callable[[dict], None] | None = None,
+          checkpoint_dir: Path | None = None, fingerprint: str = ""):
+    """A fresh head trained on train (the best evaluation kept), or on train + val (the last
+    epoch kept: validation scores are logged but select nothing)."""
+    model, result = finetune(checkpoint, label2id, joined(train_set, val) if retrain else train_set, val, settings,
+                             device, on_epoch=on_epoch, checkpoint_dir=checkpoint_dir,
+                             fingerprint=fingerprint + ("-train+val" if retrain else ""), keep_best=not retrain)
+    if retrain:
+        result.best_epoch, result.best_score = settings.epochs, result.history[-1]["val_macro_f1"]
+    return model, result
+
+
+def summary(result: FitResult, settings: TrainSettings, f: FinetuneConfig) -> dict:
+    return {"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_score,
+            "epochs_run": result.history[-1]["epoch"] if result.history else 0, "stopped_early": result.stopped_early,
+            "learning_rate": settings.learning_rate, "optimizer": settings.optimizer,
+            "resumed_from_epoch": result.resumed_from_epoch,
+            "trained_on": "train+val" if f.retrain_on_train_val else "train",
+            "tracking_overhead_pct": 100 * result.tracking_seconds / max(result.train_seconds, 1e-9)}

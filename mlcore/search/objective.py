@@ -1,0 +1,83 @@
+"""One search trial as an Optuna objective: sample the settings, fine-tune the checkpoint,
+report every evaluation to the pruner, return the best validation macro-F1.
+
+Tracking and file locations come in as `TrialHooks`, so the search stage (MLflow, project
+paths) and bench/search_efficiency.py (neither) run the same objective."""
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import torch
+
+from mlcore.config import SearchConfig
+from mlcore.engine.batching import Encoded
+from mlcore.engine.settings import TrainSettings
+from mlcore.models import modeling
+from mlcore.models.classifier import finetune, load_tokenizer
+from mlcore.search import claims, liveness, space
+
+
+def _no_run(trial: optuna.Trial, params: dict):
+    return contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class TrialHooks:
+    """What the caller adds around a trial. `run(trial, params)` wraps it (an MLflow run);
+    `log(metrics, step)` records each evaluation; `keep(model, trial, value)` may save the
+    model (already at its best evaluation); `echo` prints progress lines."""
+    run: Callable[[optuna.Trial, dict], contextlib.AbstractContextManager] = _no_run
+    log: Callable[[dict, int | None], None] = lambda metrics, step=None: None
+    keep: Callable[[torch.nn.Module, int, float], None] = lambda model, number, value: None
+    echo: Callable[[str], None] = lambda line: None
+
+
+def make_objective(cfg: SearchConfig, checkpoint: Path, label2id: dict[str, int], train: Encoded, val: Encoded,
+                   device: torch.device, hooks: TrialHooks = TrialHooks()) -> Callable[[optuna.Trial], float]:
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("owner", liveness.owner())  # lets a later run tell a dead trial from a live one
+        params = space.suggest(trial, cfg)
+        trial.set_user_attr("settings", params)  # what finetune reuses (freeze_layers implies a strategy)
+        label = f"trial {trial.number}: {params['optimizer']} lr={params['learning_rate']:.2e}"
+        with hooks.run(trial, params):
+            def on_evaluation(e: dict) -> None:
+                hooks.log(e, e["evaluation"])
+                trial.set_user_attr("epochs_trained", e["epoch"])
+                trial.report(e["val_macro_f1"], e["evaluation"])
+                if trial.should_prune():
+                    hooks.echo(f"{label} pruned at epoch {e['epoch']} (val macro-F1 {e['val_macro_f1']:.4f})")
+                    raise optuna.TrialPruned(f"pruned at epoch {e['epoch']}")
+
+            settings = TrainSettings.from_section(cfg, **params)
+            model, result = finetune(checkpoint, label2id, train, val, settings, device, on_evaluation)
+            trial.set_user_attr("best_epoch", result.best_epoch)
+            hooks.keep(model, trial.number, result.best_score)
+            hooks.log({"best_val_macro_f1": result.best_score, "best_epoch": result.best_epoch}, None)
+            hooks.echo(f"{label} -> val macro-F1 {result.best_score:.4f} (epoch {result.best_epoch})")
+            return result.best_score
+
+    return objective
+
+
+def keep_if_best(model: torch.nn.Module, number: int, value: float, checkpoint: Path, best_dir: Path,
+                 lock: Path) -> bool:
+    """Save the trial's model when it beats the study's best so far, so finetune can reuse it
+    instead of retraining. One copy per study, written under the claim lock (parallel
+    workers never interleave their saves) to a temporary folder renamed into place."""
+    with claims.locked(lock):
+        info = best_dir / "trial.json"
+        if info.is_file() and json.loads(info.read_text())["value"] >= value:
+            return False
+        tmp = best_dir.with_name(best_dir.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        modeling.save(model.cpu(), load_tokenizer(checkpoint), tmp, extra={"stage": "search", "trial": number})
+        (tmp / "trial.json").write_text(json.dumps({"trial": number, "value": value}))
+        shutil.rmtree(best_dir, ignore_errors=True)
+        tmp.rename(best_dir)
+    return True

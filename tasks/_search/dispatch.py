@@ -1,0 +1,38 @@
+"""Running the study's remaining budget: in this process, with extra worker processes beside
+it (search.workers under DVC), or on a Prefect process pool (search.workers inside the flow)."""
+from __future__ import annotations
+
+import optuna
+
+from mlcore.config import Config
+from mlcore.search import claims, studies
+from mlcore.tracking import runs
+from tasks._search import pool, trials, workers
+
+
+def run_budget(cfg: Config, stage_run_id: str | None, orphans: list[str]) -> optuna.Study:
+    """Run trials until `search.n_trials` have finished; returns the study."""
+    s = cfg.search
+    pooled = s.workers > 1 and pool.in_flow()
+    # Extra workers start first: they need seconds to import and load the data.
+    helpers = [] if pooled else workers.start(cfg, s.workers - 1, stage_run_id)
+    try:
+        device, label2id, train, val, study, name = trials.open_study(
+            cfg, trials.worker_threads(cfg) if s.workers > 1 else None, trains=not pooled)
+        stale = studies.reap_stale_trials(study)
+        if stale or orphans:
+            print(f"search: trials {stale} of a process that died were failed and queued again; "
+                  f"MLflow runs closed as FAILED: {orphans}")
+        todo = studies.remaining_budget(study, s.n_trials)
+        runs.log_params(s.model_dump() | {"study": name, "device": str(device), "trials_to_run": todo})
+        print(f"search: study {name}: {studies.finished_trials(study)} trials done, {todo} to run, {s.workers} worker(s)")
+        if pooled:
+            pool.run_pooled(cfg, study, trials.claim_lock(name), stage_run_id)
+        else:
+            objective = trials.tracked_objective(cfg, label2id, train, val, device, name)
+            claims.run_trials(study, pool.as_prefect_tasks(objective), s.n_trials, trials.claim_lock(name))
+    except BaseException:
+        workers.stop(helpers)  # SIGTERM or a failure here: the workers end their trials as FAIL
+        raise
+    workers.wait(helpers)
+    return study

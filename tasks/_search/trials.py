@@ -1,0 +1,83 @@
+"""What every search process shares: the encoded data, the study, and the core objective
+with its MLflow trial runs and the project's paths. Imports no Prefect, so a worker starts fast."""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import optuna
+
+from mlcore.config import Config
+from mlcore.data.hashing import files_digest
+from mlcore.engine.device import configure_threads, one_gpu_per_worker, resolve_device
+from mlcore.errors import UserError
+from mlcore.models.classifier import encode_split, load_tokenizer
+from mlcore.search import objective as O
+from mlcore.search import studies
+from mlcore.tracking import runs
+from tasks import _io
+from tasks import _paths as P
+
+
+def inputs_digest() -> str:
+    return files_digest([P.TRAIN, P.VAL, P.LABEL_MAP, *sorted(P.PRETRAINED.glob("*"))])
+
+
+def claim_lock(name: str):
+    return P.OPTUNA_DIR / f"{name}.lock"
+
+
+def open_study(cfg: Config, threads: int | None = None, worker: int = 0, trains: bool = True):
+    """Device, label map, encoded train/val, the study and its name. `trains`: this process
+    runs trials itself (a pool's dispatcher does not, and takes no GPU)."""
+    s = cfg.search
+    configure_threads(threads or cfg.runtime.num_threads)
+    device = resolve_device(cfg.device())
+    if s.workers > 1 and trains:
+        device = one_gpu_per_worker(device, P.OPTUNA_DIR / "gpu-slots")
+    label2id = _io.label_map()
+    tokenizer = load_tokenizer(_io.require(P.PRETRAINED, "pretrain"))
+    train = encode_split(tokenizer, _io.read_split(P.TRAIN), label2id, s.max_length)
+    val = encode_split(tokenizer, _io.read_split(P.VAL), label2id, s.max_length)
+    name = studies.study_name(s, inputs_digest())
+    storage = cfg.optuna_storage()
+    if s.workers > 1 and storage and storage.startswith("sqlite"):
+        raise UserError(f"search.workers is {s.workers} but the Optuna storage is SQLite ({storage}), which locks "
+                        f"under parallel writers. Unset OPTUNA_STORAGE / search.storage (JournalFile) or use postgresql://.")
+    study = optuna.create_study(
+        study_name=name, storage=studies.make_storage(storage, P.OPTUNA_DIR, s.study_name),
+        direction="maximize", sampler=studies.make_sampler(s, worker), pruner=studies.make_pruner(s), load_if_exists=True,
+    )
+    return device, label2id, train, val, study, name
+
+
+def tracked_objective(cfg: Config, label2id, train, val, device, name: str, parent_run_id: str | None = None):
+    """The core objective, each trial an MLflow run nested under the search run, and the
+    study's best model so far kept under optuna/models/<study>."""
+    @contextlib.contextmanager
+    def trial_run(trial: optuna.Trial, params: dict):
+        tags = {"optuna.study": name, "optuna.trial": str(trial.number)}
+        if "retry_of" in trial.user_attrs:
+            tags["optuna.retry_of"] = str(trial.user_attrs["retry_of"])
+        with runs.trial_run(f"trial-{trial.number}", pruned=(optuna.TrialPruned,), tags=tags, parent_run_id=parent_run_id):
+            runs.log_params(params | {"trial_number": trial.number, "epochs": cfg.search.epochs})
+            yield
+
+    hooks = O.TrialHooks(
+        run=trial_run, log=lambda metrics, step=None: runs.log_metrics(metrics, step=step),
+        keep=lambda model, number, value: O.keep_if_best(model, number, value, P.PRETRAINED, P.TRIAL_MODELS / name,
+                                                         claim_lock(name)),
+        echo=lambda line: print(f"search: {line}"))
+    return O.make_objective(cfg.search, P.PRETRAINED, label2id, train, val, device, hooks)
+
+
+def worker_threads(cfg: Config) -> int:
+    return max(1, (cfg.runtime.num_threads or os.cpu_count() or 1) // cfg.search.workers)
+
+
+def start_worker(cfg: Config, worker: int, parent_run_id: str | None):
+    """A worker process's start-up (plain worker or pool process): its share of the cores,
+    the data and study once, MLflow pointed at the run's store; returns (study, objective)."""
+    device, label2id, train, val, study, name = open_study(cfg, worker_threads(cfg), worker)
+    runs.configure(cfg)
+    return study, tracked_objective(cfg, label2id, train, val, device, name, parent_run_id)
