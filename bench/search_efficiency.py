@@ -51,18 +51,17 @@ import pandas as pd
 import torch
 import transformers
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere: mlcore is importable
+from mlcore.config import SearchConfig
+from mlcore.engine.batching import encode
+from mlcore.engine.device import resolve_device
+from mlcore.engine.settings import TrainSettings
+from mlcore.metrics import macro_f1
+from mlcore.models import modeling
+from mlcore.models.classifier import finetune, load_tokenizer
+from mlcore.search import claims, space, studies
+from mlcore.search.objective import make_objective
 
-from mlcore.models import modeling  # noqa: E402
-from mlcore.search import claims, space, studies  # noqa: E402
-from mlcore.engine.batching import encode  # noqa: E402
-from mlcore.config import SearchConfig  # noqa: E402
-from mlcore.engine.device import resolve_device  # noqa: E402
-from mlcore.models.classifier import finetune, load_tokenizer  # noqa: E402
-from mlcore.metrics import macro_f1  # noqa: E402
-from mlcore.search.objective import make_objective  # noqa: E402
-from mlcore.engine.settings import TrainSettings  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 AG_NEWS = ROOT.parent / "shared" / "datasets" / "ag_news_subset"
 OPTIMIZERS = ["adamw", "sgd_momentum", "rmsprop"]

@@ -46,16 +46,13 @@ import pandas as pd
 import torch
 import transformers
 
+from mlcore.engine.batching import Encoded, encode
+from mlcore.engine.device import resolve_device
+from mlcore.engine.settings import TrainSettings
+from mlcore.models import modeling
+from mlcore.models.classifier import finetune, load_tokenizer, predict_logits, train_classifier
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere: mlcore is importable
-
-from mlcore.models import modeling  # noqa: E402
-from mlcore.engine.batching import Encoded, encode  # noqa: E402
-from mlcore.engine.device import resolve_device  # noqa: E402
-from mlcore.models.classifier import finetune, load_tokenizer  # noqa: E402
-from mlcore.engine.settings import TrainSettings  # noqa: E402
-from mlcore.models.classifier import predict_logits, train_classifier  # noqa: E402
-
 DATASETS = ROOT.parent / "shared" / "datasets"
 SST2 = DATASETS / "sst2"
 LABEL2ID = {"0": 0, "1": 1}
@@ -106,8 +103,7 @@ def load_data(args):
 
 def train_speed(result) -> float:
     """Samples/s of the first epoch's training loop alone (validation is outside its clock)."""
-    first = result.history[0]
-    return first["samples_per_s"] if isinstance(first, dict) else first.samples_per_s
+    return result.history[0]["samples_per_s"]
 
 
 def accuracy(model, test: Encoded, device, pad_id: int) -> float:

@@ -7,13 +7,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mlcore.engine import distributed, loop as engine  # noqa: E402
-from mlcore.engine.batching import encode  # noqa: E402
-from mlcore.engine.settings import TrainSettings  # noqa: E402
-from mlcore.models.classifier import train_classifier  # noqa: E402
-from mlcore.models import modeling  # noqa: E402
+from mlcore.engine import distributed, loop as engine
+from mlcore.engine.batching import encode
+from mlcore.engine.settings import TrainSettings
+from mlcore.models.classifier import train_classifier
+from mlcore.models import modeling
 
 
 def main(base: Path, out: Path) -> None:

@@ -3,12 +3,11 @@
 It owns everything that is not specific to the objective: optimizer and schedule,
 freezing strategy, mixed precision, gradient accumulation and clipping, DDP,
 torch.compile, evaluation each epoch (and every N steps), early stopping with the best epoch kept,
-and resumable checkpoints. The objective comes in as a `Job`.
+and resumable checkpoints. The objective comes in as a `Job`. One optimizer step (with its
+accumulation, precision, clipping and DDP) is `stepper.Stepper`; this module runs the epochs.
 """
 from __future__ import annotations
 
-import contextlib
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,9 +18,8 @@ from tqdm.auto import tqdm
 
 from mlcore.engine import checkpointing, distributed, layers, precision
 from mlcore.engine.device import seed_everything
-from mlcore.engine.optim import make_optimizer
-from mlcore.engine.schedules import make_scheduler, warmup_steps
 from mlcore.engine.settings import TrainSettings
+from mlcore.engine.stepper import Stepper
 
 
 @dataclass
@@ -58,68 +56,14 @@ def _cpu_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-class _Stepper:
-    """One optimizer step per `grad_accumulation` micro-batches (fewer at the epoch's end)."""
-
-    def __init__(self, job: Job, s: TrainSettings, device: torch.device):
-        self.s, self.device, self.model = s, device, job.model
-        self.optimizer = make_optimizer(
-            s.optimizer, job.model, s.learning_rate, s.weight_decay, momentum=s.momentum,
-            layerwise_lr_decay=s.layerwise_lr_decay, fused=None if device.type in ("cpu", "cuda") else False,
-        )
-        self.per_rank = distributed.shard_count(job.n_batches)
-        self.steps_per_epoch = max(1, math.ceil(self.per_rank / s.grad_accumulation))
-        total = s.epochs * self.steps_per_epoch
-        self.scheduler = make_scheduler(
-            self.optimizer, schedule=s.schedule, total_steps=total, warmup=warmup_steps(s.warmup, total),
-            steps_per_epoch=self.steps_per_epoch, gamma=s.lr_gamma, step_epochs=s.lr_step_epochs,
-        )
-        self.last_lr = self.optimizer.param_groups[-1]["lr"]
-        self.precision = precision.resolve(s.precision, device)
-        self.scaler = precision.grad_scaler(self.precision, device)
-        module = torch.compile(job.loss_module) if s.compile else job.loss_module
-        self.loss_module = distributed.wrap(module, device)
-
-    def micro_batch(self, batch: dict, index: int, group_size: int) -> tuple[float, bool]:
-        """Forward and backward one micro-batch; steps when its accumulation group is complete.
-        Returns (loss, whether the optimizer stepped)."""
-        last_in_group = (index + 1) % self.s.grad_accumulation == 0 or index + 1 == self.per_rank
-        sync = getattr(self.loss_module, "no_sync", None)
-        ctx = sync() if sync is not None and not last_in_group else contextlib.nullcontext()
-        with ctx:
-            with precision.autocast(self.precision, self.device):
-                loss = self.loss_module(**batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss became {loss.item()} (learning rate {self.s.learning_rate} too high?)")
-            self.scaler.scale(loss / group_size).backward()
-        if last_in_group:
-            self.scaler.unscale_(self.optimizer)
-            if self.s.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], self.s.max_grad_norm)
-            self.last_lr = self.optimizer.param_groups[-1]["lr"]  # the top layer's rate, as used
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scheduler.step()
-        return loss.item(), last_in_group
-
-
 def _apply_strategy(model, s: TrainSettings, epoch: int) -> None:
     n = layers.num_layers(model)
     layers.set_trainable(model, layers.trainable_from(s.strategy, n, s.freeze_layers, epoch, s.unfreeze_per_epoch))
 
 
-def fit(
-    job: Job, s: TrainSettings, device: torch.device, *, desc: str = "epoch",
-    on_epoch: Callable[[dict], None] | None = None, checkpoint_dir: Path | None = None, fingerprint: str = "",
-) -> FitResult:
-    """Train `job.model` in place for `s.epochs` epochs (fewer with early stopping).
-
-    With `checkpoint_dir`, a checkpoint is written after each epoch and a later call with
-    the same settings and `fingerprint` resumes after the last saved epoch. `on_epoch`
-    receives each epoch's metrics and may raise (optuna.TrialPruned) to stop.
-    """
+def _prepare(job: Job, s: TrainSettings, device: torch.device) -> torch.device:
+    """Seed, join DDP, and put `job.model` on this rank's device with the settings'
+    dropout and trainable layers. Returns the device to train on."""
     seed_everything(s.seed)
     device = distributed.setup(device)
     precision.enable_tf32(device)
@@ -135,91 +79,172 @@ def fit(
         layers.set_trainable(model, 0)
     else:
         _apply_strategy(model, s, epoch=1)
-    stepper = _Stepper(job, s, device)
-    result = FitResult()
-    state = checkpointing.TrainState(epoch=0, step=0, fingerprint=f"{s.fingerprint()}-{fingerprint}")
-    best = None
-    saved = checkpointing.peek(checkpoint_dir) if checkpoint_dir and s.resume else None
-    if saved is not None and saved.fingerprint == state.fingerprint:
-        state, best = checkpointing.load(checkpoint_dir, model, stepper.optimizer, stepper.scheduler)
-        result.resumed_from_epoch = state.epoch
-        if distributed.is_main():
-            print(f"{desc}: resuming from the checkpoint after epoch {state.epoch} (step {state.step})")
-    main = distributed.is_main()
-    evaluations = len(state.history)
+    return device
 
-    def evaluate(epoch: float, train_loss: float, samples_per_s: float) -> dict:
-        """Score the model now and keep it if it is the best so far."""
-        nonlocal best, evaluations
-        evaluations += 1
-        row = {"epoch": epoch, "step": state.step, "evaluation": evaluations,
-               "train_loss": distributed.mean(train_loss), **job.evaluate(model),
-               "learning_rate": stepper.last_lr, "samples_per_s": samples_per_s}
-        model.train()  # evaluate() switched to eval mode; a mid-epoch evaluation goes on training
-        state.history.append(row)
-        if job.score is None or _better(row[job.score], state.best_score, s, job.maximize):
-            state.best_epoch, state.waited = epoch, 0
-            state.best_score = row[job.score] if job.score else None
-            best = _cpu_copy(model) if job.keep_best and job.score else None
-        else:
-            state.waited += 1
-        return row
 
-    def report(row: dict) -> bool:
-        """Hand the row to `on_epoch` (which may raise to stop); True when early stopping fires."""
-        if on_epoch is not None and main:
-            t = time.perf_counter()
-            on_epoch(row)
-            result.tracking_seconds += time.perf_counter() - t
-        return s.patience is not None and state.waited >= s.patience
+@dataclass
+class _Epoch:
+    """One epoch's running totals on this rank. Its clock leaves evaluations out."""
+    start: float = field(default_factory=time.perf_counter)
+    loss_sum: float = 0.0  # loss times examples
+    seen: int = 0  # examples
+    index: int = 0  # micro-batches
+    paused: float = 0.0  # seconds spent in evaluations inside the epoch
+    seconds: float = 0.0  # training seconds, once the epoch is over
+    stopped: bool = False  # early stopping fired at an evaluation inside the epoch
 
-    stop = False
-    for epoch in range(state.epoch + 1, s.epochs + 1):
-        if s.patience is not None and state.waited >= s.patience:
-            break  # resumed from a checkpoint taken when early stopping had already fired
+    def elapsed(self, now: float) -> float:
+        return now - self.start - self.paused
+
+    def train_loss(self) -> float:
+        return self.loss_sum / max(self.seen, 1)
+
+    def samples_per_s(self, seconds: float) -> float:
+        return self.seen * distributed.world_size() / seconds
+
+
+class _Run:
+    """One call of `fit`: the model, its stepper, the resumable state and the best weights."""
+
+    def __init__(self, job: Job, s: TrainSettings, device: torch.device, desc: str,
+                 on_epoch: Callable[[dict], None] | None, checkpoint_dir: Path | None, fingerprint: str):
+        self.job, self.s, self.desc, self.on_epoch, self.checkpoint_dir = job, s, desc, on_epoch, checkpoint_dir
+        self.device = _prepare(job, s, device)
+        self.model = job.model
+        self.stepper = Stepper(job.model, job.loss_module, job.n_batches, s, self.device)
+        self.result = FitResult()
+        self.state = checkpointing.TrainState(epoch=0, step=0, fingerprint=f"{s.fingerprint()}-{fingerprint}")
+        self.best: dict[str, torch.Tensor] | None = None  # the best evaluation's weights, on the CPU
+        self.main = distributed.is_main()
+
+    def resume(self) -> None:
+        """Carry on after the last epoch in `checkpoint_dir` when these settings saved it."""
+        saved = checkpointing.peek(self.checkpoint_dir) if self.checkpoint_dir and self.s.resume else None
+        if saved is None or saved.fingerprint != self.state.fingerprint:
+            return
+        self.state, self.best = checkpointing.load(
+            self.checkpoint_dir, self.model, self.stepper.optimizer, self.stepper.scheduler)
+        self.result.resumed_from_epoch = self.state.epoch
+        if self.main:
+            print(f"{self.desc}: resuming from the checkpoint after epoch {self.state.epoch} (step {self.state.step})")
+
+    def waited_out(self) -> bool:
+        """Early stopping has fired: no improvement in the last `patience` evaluations."""
+        return self.s.patience is not None and self.state.waited >= self.s.patience
+
+    def train_epoch(self, epoch: int) -> _Epoch:
+        """Train one epoch, evaluating every `eval_every_steps` optimizer steps inside it."""
+        s, stepper = self.s, self.stepper
         if s.strategy == "gradual_unfreeze":
-            _apply_strategy(model, s, epoch)
-        model.train()
-        total, seen, index, start, paused = 0.0, 0, 0, time.perf_counter(), 0.0
-        bar = tqdm(total=stepper.per_rank, desc=f"{desc} {epoch}/{s.epochs}", unit="batch", leave=False,
-                   mininterval=1.0, disable=not main)
-        for i, batch in enumerate(job.batches(epoch)):
-            if not distributed.mine(i, job.n_batches):
+            _apply_strategy(self.model, s, epoch)
+        self.model.train()
+        ep = _Epoch()
+        bar = tqdm(total=stepper.per_rank, desc=f"{self.desc} {epoch}/{s.epochs}", unit="batch", leave=False,
+                   mininterval=1.0, disable=not self.main)
+        for i, batch in enumerate(self.job.batches(epoch)):
+            if not distributed.mine(i, self.job.n_batches):
                 continue
-            group_start = index - index % s.grad_accumulation
-            group_size = min(s.grad_accumulation, stepper.per_rank - group_start)
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            n = len(batch["input_ids"])
-            loss, stepped = stepper.micro_batch(batch, index, group_size)
-            total, seen, index, state.step = total + loss * n, seen + n, index + 1, state.step + stepped
+            stepped = self._train_batch(batch, ep)
             bar.update(1)
-            bar.set_postfix(loss=f"{total / seen:.4f}", ex_per_s=f"{seen / (time.perf_counter() - start - paused):.0f}",
+            bar.set_postfix(loss=f"{ep.loss_sum / ep.seen:.4f}",
+                            ex_per_s=f"{ep.seen / ep.elapsed(time.perf_counter()):.0f}",
                             lr=f"{stepper.scheduler.get_last_lr()[-1]:.2e}", refresh=False)
             # Every N optimizer steps (s.eval_every_steps), besides the epoch's end: lets a
             # search prune a bad trial inside its first epoch.
-            if (s.eval_every_steps and stepped and state.step % s.eval_every_steps == 0
-                    and index < stepper.per_rank):
-                pause = time.perf_counter()
-                row = evaluate(round(epoch - 1 + index / stepper.per_rank, 4), total / seen,
-                               seen * distributed.world_size() / (pause - start - paused))
-                stop = report(row)
-                paused += time.perf_counter() - pause  # training speed leaves evaluation out
-                if stop:
+            if (s.eval_every_steps and stepped and self.state.step % s.eval_every_steps == 0
+                    and ep.index < stepper.per_rank):
+                ep.stopped = self._evaluate_mid_epoch(epoch, ep)
+                if ep.stopped:
                     break
         bar.close()
-        seconds = time.perf_counter() - start - paused
-        result.train_seconds += seconds
-        if stop:
-            result.stopped_early = True
+        ep.seconds = ep.elapsed(time.perf_counter())
+        self.result.train_seconds += ep.seconds
+        return ep
+
+    def _train_batch(self, batch: dict, ep: _Epoch) -> bool:
+        """One micro-batch on the device; True when the optimizer stepped."""
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        n = len(batch["input_ids"])
+        loss, stepped = self.stepper.micro_batch(batch, ep.index)
+        ep.loss_sum, ep.seen, ep.index = ep.loss_sum + loss * n, ep.seen + n, ep.index + 1
+        self.state.step += stepped
+        return stepped
+
+    def _evaluate_mid_epoch(self, epoch: int, ep: _Epoch) -> bool:
+        """Evaluate and report mid-epoch, off the training clock; True when early stopping fires."""
+        pause = time.perf_counter()
+        row = self.evaluate(round(epoch - 1 + ep.index / self.stepper.per_rank, 4), ep.loss_sum / ep.seen,
+                            ep.samples_per_s(ep.elapsed(pause)))
+        stop = self.report(row)
+        ep.paused += time.perf_counter() - pause  # training speed leaves evaluation out
+        return stop
+
+    def evaluate(self, epoch: float, train_loss: float, samples_per_s: float) -> dict:
+        """Score the model now, add the row to the history, and keep the model if it is the best so far."""
+        row = {"epoch": epoch, "step": self.state.step, "evaluation": len(self.state.history) + 1,
+               "train_loss": distributed.mean(train_loss), **self.job.evaluate(self.model),
+               "learning_rate": self.stepper.last_lr, "samples_per_s": samples_per_s}
+        self.model.train()  # job.evaluate switched to eval mode; a mid-epoch evaluation goes on training
+        self.state.history.append(row)
+        self._keep_if_best(row, epoch)
+        return row
+
+    def _keep_if_best(self, row: dict, epoch: float) -> None:
+        """The best epoch, its score and weights, and how many evaluations have not beaten it since."""
+        job, state = self.job, self.state
+        if job.score is None or _better(row[job.score], state.best_score, self.s, job.maximize):
+            state.best_epoch, state.waited = epoch, 0
+            state.best_score = row[job.score] if job.score else None
+            self.best = _cpu_copy(self.model) if job.keep_best and job.score else None
+        else:
+            state.waited += 1
+
+    def report(self, row: dict) -> bool:
+        """Hand the row to `on_epoch` (which may raise to stop); True when early stopping fires."""
+        if self.on_epoch is not None and self.main:
+            t = time.perf_counter()
+            self.on_epoch(row)
+            self.result.tracking_seconds += time.perf_counter() - t
+        return self.waited_out()
+
+    def save_checkpoint(self) -> None:
+        """On the main rank, when `fit` was given a checkpoint directory."""
+        if self.checkpoint_dir and self.main:
+            checkpointing.save(self.checkpoint_dir, self.model, self.stepper.optimizer, self.stepper.scheduler,
+                               self.state, self.best)
+
+    def finish(self) -> FitResult:
+        """Restore the best weights (when kept) and return the run's result."""
+        if self.best is not None:
+            self.model.load_state_dict(self.best)
+        self.result.history, self.result.best_epoch = self.state.history, self.state.best_epoch
+        self.result.best_score = self.state.best_score
+        return self.result
+
+
+def fit(
+    job: Job, s: TrainSettings, device: torch.device, *, desc: str = "epoch",
+    on_epoch: Callable[[dict], None] | None = None, checkpoint_dir: Path | None = None, fingerprint: str = "",
+) -> FitResult:
+    """Train `job.model` in place for `s.epochs` epochs (fewer with early stopping).
+
+    With `checkpoint_dir`, a checkpoint is written after each epoch and a later call with
+    the same settings and `fingerprint` resumes after the last saved epoch. `on_epoch`
+    receives each epoch's metrics and may raise (optuna.TrialPruned) to stop.
+    """
+    run = _Run(job, s, device, desc, on_epoch, checkpoint_dir, fingerprint)
+    run.resume()
+    for epoch in range(run.state.epoch + 1, s.epochs + 1):
+        if run.waited_out():
+            break  # resumed from a checkpoint taken when early stopping had already fired
+        trained = run.train_epoch(epoch)
+        if trained.stopped:  # early stopping fired at an evaluation inside the epoch
+            run.result.stopped_early = True
             break
-        state.epoch = epoch
-        row = evaluate(epoch, total / max(seen, 1), seen * distributed.world_size() / seconds)
-        if checkpoint_dir and main:
-            checkpointing.save(checkpoint_dir, model, stepper.optimizer, stepper.scheduler, state, best)
-        if report(row):
-            result.stopped_early = epoch < s.epochs
+        run.state.epoch = epoch
+        row = run.evaluate(epoch, trained.train_loss(), trained.samples_per_s(trained.seconds))
+        run.save_checkpoint()
+        if run.report(row):
+            run.result.stopped_early = epoch < s.epochs
             break
-    if best is not None:
-        model.load_state_dict(best)
-    result.history, result.best_epoch, result.best_score = state.history, state.best_epoch, state.best_score
-    return result
+    return run.finish()

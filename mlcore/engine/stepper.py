@@ -1,0 +1,63 @@
+"""One optimizer step per accumulation group: the optimizer and schedule, mixed precision,
+gradient scaling and clipping, torch.compile and the DDP wrapper."""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+
+from mlcore.engine import distributed, precision
+from mlcore.engine.optim import make_optimizer
+from mlcore.engine.schedules import make_scheduler, warmup_steps
+from mlcore.engine.settings import TrainSettings
+
+
+class Stepper:
+    """One optimizer step per `grad_accumulation` micro-batches (fewer at the epoch's end)."""
+
+    def __init__(self, model: torch.nn.Module, loss_module: torch.nn.Module, n_batches: int, s: TrainSettings,
+                 device: torch.device):
+        self.s, self.device, self.model = s, device, model
+        self.optimizer = make_optimizer(
+            s.optimizer, model, s.learning_rate, s.weight_decay, momentum=s.momentum,
+            layerwise_lr_decay=s.layerwise_lr_decay, fused=None if device.type in ("cpu", "cuda") else False,
+        )
+        self.per_rank = distributed.shard_count(n_batches)
+        self.steps_per_epoch = max(1, math.ceil(self.per_rank / s.grad_accumulation))
+        total = s.epochs * self.steps_per_epoch
+        self.scheduler = make_scheduler(
+            self.optimizer, schedule=s.schedule, total_steps=total, warmup=warmup_steps(s.warmup, total),
+            steps_per_epoch=self.steps_per_epoch, gamma=s.lr_gamma, step_epochs=s.lr_step_epochs,
+        )
+        self.last_lr = self.optimizer.param_groups[-1]["lr"]
+        self.precision = precision.resolve(s.precision, device)
+        self.scaler = precision.grad_scaler(self.precision, device)
+        module = torch.compile(loss_module) if s.compile else loss_module
+        self.loss_module = distributed.wrap(module, device)
+
+    def micro_batch(self, batch: dict, index: int) -> tuple[float, bool]:
+        """Forward and backward the epoch's `index`-th micro-batch on this rank; steps when its
+        accumulation group is complete. Returns (loss, whether the optimizer stepped)."""
+        group_start = index - index % self.s.grad_accumulation
+        group_size = min(self.s.grad_accumulation, self.per_rank - group_start)
+        last_in_group = (index + 1) % self.s.grad_accumulation == 0 or index + 1 == self.per_rank
+        sync = getattr(self.loss_module, "no_sync", None)
+        ctx = sync() if sync is not None and not last_in_group else contextlib.nullcontext()
+        with ctx:
+            with precision.autocast(self.precision, self.device):
+                loss = self.loss_module(**batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss became {loss.item()} (learning rate {self.s.learning_rate} too high?)")
+            self.scaler.scale(loss / group_size).backward()
+        if last_in_group:
+            self.scaler.unscale_(self.optimizer)
+            if self.s.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], self.s.max_grad_norm)
+            self.last_lr = self.optimizer.param_groups[-1]["lr"]  # the top layer's rate, as used
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+        return loss.item(), last_in_group
