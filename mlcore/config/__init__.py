@@ -1,0 +1,27 @@
+"""Typed, validated configuration loaded once from params.yaml.
+
+One section per pipeline stage (the same name as the dvc.yaml stage and the tasks/
+module) plus two shared sections, `runtime` and `tracking`, that do not change results
+and so are not DVC params of any stage. Every key's default and help live once, in the
+models here; `python -m mlcore.config --defaults` prints them as a commented params.yaml.
+
+    knobs     value types, the section base, the shared training keys (TrainingKnobs)
+    stages    prepare, pretrain, finetune, evaluate, register
+    search    search and its space
+    root      runtime, tracking and the whole Config
+    loading   params.yaml -> Config, errors naming the key
+"""
+from mlcore.config.knobs import (
+    ALL_OPTIMIZERS, Optimizer, Precision, Schedule, Section, Strategy, TrainingKnobs, stage_key, stage_only_names,
+)
+from mlcore.config.loading import ConfigError, load_config, parse_config
+from mlcore.config.root import SHARED_SECTIONS, STAGES, Config, RuntimeConfig, TrackingConfig
+from mlcore.config.search import SearchConfig, SearchSpace
+from mlcore.config.stages import EvaluateConfig, FinetuneConfig, PrepareConfig, PretrainConfig, RegisterConfig
+
+__all__ = [
+    "ALL_OPTIMIZERS", "Optimizer", "Precision", "Schedule", "Section", "Strategy", "TrainingKnobs", "stage_key",
+    "stage_only_names", "ConfigError", "load_config", "parse_config", "SHARED_SECTIONS", "STAGES", "Config",
+    "RuntimeConfig", "TrackingConfig", "SearchConfig", "SearchSpace", "EvaluateConfig", "FinetuneConfig",
+    "PrepareConfig", "PretrainConfig", "RegisterConfig",
+]
