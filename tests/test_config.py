@@ -73,10 +73,10 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 
 def test_environment_overrides(monkeypatch):
-    cfg = parse_config({})
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/x.db")
     monkeypatch.setenv("PIPELINE_DEVICE", "cpu")
     monkeypatch.setenv("OPTUNA_STORAGE", "postgresql://u@localhost/db")
+    cfg = parse_config({})  # the environment is resolved when the config is parsed
     assert cfg.mlflow_uri() == "sqlite:////tmp/x.db"
     assert cfg.device() == "cpu"
     assert cfg.optuna_storage() == "postgresql://u@localhost/db"

@@ -9,7 +9,8 @@ models here; `python -m mlcore.config --defaults` prints them as a commented par
     stages    prepare, pretrain, finetune, evaluate, register
     search    search and its space
     root      runtime, tracking and the whole Config
-    loading   params.yaml -> Config, errors naming the key
+    environment  MLFLOW_TRACKING_URI, OPTUNA_STORAGE, PIPELINE_DEVICE into the raw params
+    loading   params.yaml -> Config (environment resolved first), errors naming the key
 """
 from mlcore.config.knobs import (
     ALL_OPTIMIZERS, Optimizer, Precision, Schedule, Section, Strategy, TrainingKnobs, stage_key, stage_only_names,

@@ -1,7 +1,6 @@
 """The whole configuration: one section per pipeline stage plus `runtime` and `tracking`."""
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -48,15 +47,15 @@ class Config(Section):
     runtime: RuntimeConfig = Field(RuntimeConfig(), description=RuntimeConfig.__doc__)
     tracking: TrackingConfig = Field(TrackingConfig(), description=TrackingConfig.__doc__)
 
+    # The environment's overrides are already in the fields: parse_config resolves them.
     def mlflow_uri(self) -> str:
-        return (
-            self.tracking.mlflow_uri
-            or os.environ.get("MLFLOW_TRACKING_URI")
-            or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-        )
+        """tracking.mlflow_uri (else $MLFLOW_TRACKING_URI), else sqlite:///mlflow.db in the working directory."""
+        return self.tracking.mlflow_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
     def device(self) -> str:
-        return os.environ.get("PIPELINE_DEVICE") or self.runtime.device
+        """$PIPELINE_DEVICE, else runtime.device."""
+        return self.runtime.device
 
     def optuna_storage(self) -> str | None:
-        return os.environ.get("OPTUNA_STORAGE") or self.search.storage
+        """$OPTUNA_STORAGE, else search.storage."""
+        return self.search.storage
