@@ -5,12 +5,13 @@ module) plus two shared sections, `runtime` and `tracking`, that do not change r
 and so are not DVC params of any stage. Every key's default and help live once, in the
 models here; `python -m mlcore.config --defaults` prints them as a commented params.yaml.
 
-    knobs     value types, the section base, the shared training keys (TrainingKnobs)
-    stages    prepare, pretrain, finetune, evaluate, register
-    search    search and its space
-    root      runtime, tracking and the whole Config
+    knobs        value types, the section base, the shared training keys (TrainingKnobs)
+    stages       prepare, pretrain, finetune, evaluate, register
+    search       search and its space (SearchSpace.settings_names: what a search samples)
+    root         runtime, tracking and the whole Config
     environment  MLFLOW_TRACKING_URI, OPTUNA_STORAGE, PIPELINE_DEVICE into the raw params
-    loading   params.yaml -> Config (environment resolved first), errors naming the key
+    loading      params.yaml -> Config (environment resolved first), errors naming the key
+    training     to_settings: a training section -> the engine's TrainSettings
 """
 from mlcore.config.knobs import (
     ALL_OPTIMIZERS, Optimizer, Precision, Schedule, Section, Strategy, TrainingKnobs, stage_key, stage_only_names,
@@ -19,10 +20,11 @@ from mlcore.config.loading import ConfigError, load_config, parse_config
 from mlcore.config.root import SHARED_SECTIONS, STAGES, Config, RuntimeConfig, TrackingConfig
 from mlcore.config.search import SearchConfig, SearchSpace
 from mlcore.config.stages import EvaluateConfig, FinetuneConfig, PrepareConfig, PretrainConfig, RegisterConfig
+from mlcore.config.training import to_settings
 
 __all__ = [
     "ALL_OPTIMIZERS", "Optimizer", "Precision", "Schedule", "Section", "Strategy", "TrainingKnobs", "stage_key",
     "stage_only_names", "ConfigError", "load_config", "parse_config", "SHARED_SECTIONS", "STAGES", "Config",
     "RuntimeConfig", "TrackingConfig", "SearchConfig", "SearchSpace", "EvaluateConfig", "FinetuneConfig",
-    "PrepareConfig", "PretrainConfig", "RegisterConfig",
+    "PrepareConfig", "PretrainConfig", "RegisterConfig", "to_settings",
 ]
