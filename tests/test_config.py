@@ -85,10 +85,10 @@ def test_environment_overrides(monkeypatch):
 
 
 def test_training_keys_are_shared_by_the_three_training_sections():
-    from mlcore.engine.settings import TrainSettings
+    from mlcore.config.training import to_settings
 
     cfg = parse_config({k: {"schedule": "cosine", "strategy": "freeze_bottom", "freeze_layers": 1}
                         for k in ("pretrain", "search", "finetune")})
     for section in (cfg.pretrain, cfg.search, cfg.finetune):
-        s = TrainSettings.from_section(section, learning_rate=1e-3, optimizer="adam")
+        s = to_settings(section, learning_rate=1e-3, optimizer="adam")
         assert (s.schedule, s.strategy, s.freeze_layers) == ("cosine", "freeze_bottom", 1)

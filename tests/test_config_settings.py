@@ -5,8 +5,9 @@ import optuna
 import pytest
 
 from mlcore.config import (
-    FinetuneConfig, PretrainConfig, SearchConfig, SearchSpace, TrainingKnobs, load_config, parse_config, to_settings,
+    FinetuneConfig, PretrainConfig, SearchConfig, SearchSpace, TrainingKnobs, load_config, parse_config,
 )
+from mlcore.config.training import to_settings
 from mlcore.engine.settings import TrainSettings
 from mlcore.search import space
 from tests.conftest import ROOT
@@ -19,6 +20,14 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainSettings)}
 def test_train_settings_are_the_knobs_plus_the_engine_only_fields():
     assert set(FIELDS) == set(TrainingKnobs.model_fields) | ENGINE_ONLY
     assert not set(TrainingKnobs.model_fields) & ENGINE_ONLY
+
+
+def test_the_knobs_defaults_live_in_the_model_only():
+    with_default = {name for name in TrainingKnobs.model_fields if FIELDS[name].default is not dataclasses.MISSING}
+    assert not with_default, f"TrainSettings repeats the defaults of {sorted(with_default)}: build it with to_settings"
+    with pytest.raises(TypeError, match="missing"):
+        TrainSettings(epochs=1, batch_size=8, learning_rate=1e-2)
+    assert not hasattr(TrainSettings, "from_section")
 
 
 @pytest.mark.parametrize("section, values", [
@@ -79,3 +88,12 @@ def test_searched_names_cover_what_a_trial_samples():
     sampled = set()
     study.optimize(lambda t: sampled.update(space.suggest(t, cfg)) or 0.0, n_trials=5)
     assert sampled - {"learning_rate", "optimizer"} == set(SearchSpace.settings_names())
+
+
+def test_importing_the_config_does_not_import_the_engine():
+    """prepare and register import mlcore.config; their dvc.yaml deps do not include mlcore/engine."""
+    import subprocess
+    import sys
+
+    code = "import sys, mlcore.config; print(any(m.startswith('mlcore.engine') for m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -11,7 +11,8 @@ models here; `python -m mlcore.config --defaults` prints them as a commented par
     root         runtime, tracking and the whole Config
     environment  MLFLOW_TRACKING_URI, OPTUNA_STORAGE, PIPELINE_DEVICE into the raw params
     loading      params.yaml -> Config (environment resolved first), errors naming the key
-    training     to_settings: a training section -> the engine's TrainSettings
+    training     to_settings: a training section -> the engine's TrainSettings (imported from
+                 mlcore.config.training, so that `import mlcore.config` stays free of the engine)
 """
 from mlcore.config.knobs import (
     ALL_OPTIMIZERS, Optimizer, Precision, Schedule, Section, Strategy, TrainingKnobs, stage_key, stage_only_names,
@@ -20,11 +21,10 @@ from mlcore.config.loading import ConfigError, load_config, parse_config
 from mlcore.config.root import SHARED_SECTIONS, STAGES, Config, RuntimeConfig, TrackingConfig
 from mlcore.config.search import SearchConfig, SearchSpace
 from mlcore.config.stages import EvaluateConfig, FinetuneConfig, PrepareConfig, PretrainConfig, RegisterConfig
-from mlcore.config.training import to_settings
 
 __all__ = [
     "ALL_OPTIMIZERS", "Optimizer", "Precision", "Schedule", "Section", "Strategy", "TrainingKnobs", "stage_key",
     "stage_only_names", "ConfigError", "load_config", "parse_config", "SHARED_SECTIONS", "STAGES", "Config",
     "RuntimeConfig", "TrackingConfig", "SearchConfig", "SearchSpace", "EvaluateConfig", "FinetuneConfig",
-    "PrepareConfig", "PretrainConfig", "RegisterConfig", "to_settings",
+    "PrepareConfig", "PretrainConfig", "RegisterConfig",
 ]
