@@ -13,6 +13,9 @@ models here; `python -m mlcore.config --defaults` prints them as a commented par
     loading      params.yaml -> Config (environment resolved first), errors naming the key
     training     to_settings: a training section -> the engine's TrainSettings (imported from
                  mlcore.config.training, so that `import mlcore.config` stays free of the engine)
+    defaults     every key with its default and help, as a commented params.yaml
+    overrides    the rule: a params.yaml value other than its default says `# override: <why>`
+    __main__     python -m mlcore.config --defaults | --check [PARAMS]
 """
 from mlcore.config.knobs import (
     ALL_OPTIMIZERS, Optimizer, Precision, Schedule, Section, Strategy, TrainingKnobs, stage_key, stage_only_names,

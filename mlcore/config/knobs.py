@@ -52,17 +52,17 @@ class TrainingKnobs(Section):
     layerwise_lr_decay: float = Field(1.0, gt=0, le=1, description="each layer gets lr x decay^(its depth below the top); 1: off")
     dropout: float | None = Field(None, ge=0, lt=1, description="dropout override; null: the checkpoint's own dropout")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy loss; 0: off")
-    class_weights: Literal["none", "auto"] = Field("none", description="auto: loss weights by inverse class frequency (imbalanced labels)")
+    class_weights: Literal["none", "auto"] = Field("none", description="loss weights; auto: inverse class frequency (imbalanced labels)")
     max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping norm; null: no clipping")
     grad_accumulation: int = Field(1, ge=1, description="micro-batches per optimizer step")
     length_grouping: bool = Field(True, description="batches of texts of similar length: less padding")
-    precision: Precision = Field("auto", description="auto: bf16 autocast on CUDA (fp16 + grad scaler without bf16), fp32 on CPU")
+    precision: Precision = Field("auto", description="auto: bf16 autocast on CUDA (fp16 + scaler without bf16), fp32 on CPU")
     compile: bool = Field(False, description="torch.compile the model (pays off on long GPU runs)")
     num_workers: int = Field(0, ge=0, description="DataLoader workers for batching; 0: in the main process")
     resume: bool = Field(True, description="a checkpoint each epoch; a rerun after a crash resumes from the last one")
     eval_every_steps: int | None = Field(
         None, ge=1, description="also evaluate every N optimizer steps (null: at each epoch's end only); "
-                                "search trials then report to the pruner mid-epoch, finetune's patience counts evaluations")
+                                "patience and the pruner count evaluations")
 
     @model_validator(mode="after")
     def _strategy_needs(self):

@@ -18,7 +18,7 @@ SHARED_SECTIONS = ("runtime", "tracking")
 class RuntimeConfig(Section):
     """Where the stages run; does not change results (not a DVC param of any stage)."""
     device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="auto: CUDA (bf16 autocast) when present, else CPU. PIPELINE_DEVICE overrides it")
+        "auto", description="auto: CUDA when present, else CPU; PIPELINE_DEVICE overrides it")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; null: torch's default")
 
 

@@ -48,8 +48,8 @@ class SearchSpace(Section):
 
 
 class SearchConfig(TrainingKnobs):
-    """An Optuna study over learning rate, optimizer and the optional dimensions of `space`.
-    Every training key (see finetune) applies to each trial too."""
+    """An Optuna study over learning rate, optimizer and the optional dimensions of `space`;
+    the training keys apply to every trial."""
     n_trials: int = stage_key(8, "the study's total number of trials, across reruns", ge=1)
     epochs: int = Field(3, ge=1, description="epochs per trial")
     lr_min: float = stage_key(1e-4, "low end of the log learning-rate range of adam, adamw, adagrad and rmsprop", gt=0, lt=1)
@@ -60,18 +60,18 @@ class SearchConfig(TrainingKnobs):
     max_length: int = stage_key(128, "tokens per text; longer texts are truncated", ge=8, le=4096)
     sampler: Literal["tpe", "random", "grid"] = stage_key(
         "tpe", "tpe: multivariate TPE (seeded); random; grid: every combination of `grid`")
+    # successive_halving: on ag_news it trained 1/3 of a full grid's epochs where the
+    # median pruner trained over half (bench/search_efficiency.py, README).
     pruner: Literal["median", "successive_halving", "hyperband", "none"] = stage_key(
-        "successive_halving", "stops bad trials early (resource: evaluations); successive_halving trained "
-                              "1/3 of a full grid's epochs on ag_news, the median pruner over half (README)")
+        "successive_halving", "stops bad trials early, comparing their evaluations")
     space: SearchSpace = stage_key(SearchSpace(), "optional dimensions; null ones keep this section's value")
     grid: dict[Literal["optimizer", "learning_rate"], list] | None = stage_key(
-        None, "sampler grid only: {optimizer: [adam, sgd], learning_rate: [0.0001, 0.001]} "
-              "(each learning rate for every optimizer)")
+        None, "sampler grid only, e.g. {optimizer: [adam, sgd], learning_rate: [0.0001, 0.001]}")
     seed: int = Field(42, description="random seed (the sampler's too)")
     workers: int = stage_key(1, "worker processes on this machine sharing the study (each gets cores / workers threads)",
                              ge=1, le=64)
-    storage: str | None = stage_key(None, "Optuna storage; null: optuna/<study_name>.journal in the project; "
-                                          "or a postgresql:// URL. OPTUNA_STORAGE overrides it")
+    storage: str | None = stage_key(None, "null: optuna/<study_name>.journal; or a postgresql:// URL; "
+                                          "OPTUNA_STORAGE overrides it")
     study_name: str = stage_key("classifier-search", "the study's name, before its settings-and-inputs fingerprint")
 
     @model_validator(mode="after")

@@ -23,10 +23,9 @@ class PrepareConfig(Section):
 
 
 class PretrainConfig(TrainingKnobs):
-    """Masked-LM pretraining: a WordPiece tokenizer and a small BERT from scratch, or a checkpoint continued.
-    Every training key (see finetune) applies here too."""
-    init_from: str | None = stage_key(None, "a local checkpoint directory to continue pretraining (with its own "
-                                            "tokenizer); null: train a tokenizer and a small BERT from scratch")
+    """Masked-LM pretraining: a WordPiece tokenizer and a small BERT from scratch, or a checkpoint continued."""
+    init_from: str | None = stage_key(None, "continue pretraining this local checkpoint, with its own tokenizer; "
+                                            "null: a new tokenizer and BERT")
     vocab_size: int = stage_key(8000, "WordPiece vocabulary size (from scratch)", ge=200, le=250_000)
     hidden_size: int = stage_key(128, "hidden size (from scratch)", ge=8)
     num_layers: int = stage_key(2, "encoder layers (from scratch)", ge=1, le=48)
@@ -54,8 +53,7 @@ class PretrainConfig(TrainingKnobs):
 
 
 class FinetuneConfig(TrainingKnobs):
-    """Train the final classifier with the search's best settings, early-stopping on validation macro-F1.
-    Below the stage's own keys, the training keys shared by pretrain, search and finetune."""
+    """Train the final classifier with the search's best settings, early-stopping on validation macro-F1."""
     epochs: int = Field(6, ge=1, description="most epochs (early stopping may end sooner)")
     patience: int = Field(2, ge=1, description="evaluations without improvement before stopping")
     min_delta: float = Field(0.0, ge=0, description="smallest validation macro-F1 gain that counts as an improvement")
