@@ -4,6 +4,12 @@ import pytest
 
 from mlcore.config.__main__ import main
 from mlcore.config.overrides import trailing_comments, undocumented_overrides
+from tests.conftest import ROOT
+
+
+def test_the_project_params_say_why_they_differ_from_the_defaults():
+    problems = undocumented_overrides(ROOT / "params.yaml")
+    assert not problems, "params.yaml:\n" + "\n".join(problems)
 
 
 def _write(tmp_path, text):

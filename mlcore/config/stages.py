@@ -32,7 +32,7 @@ class PretrainConfig(TrainingKnobs):
     num_heads: int = stage_key(2, "attention heads; must divide hidden_size (from scratch)", ge=1)
     intermediate_size: int = stage_key(512, "feed-forward size (from scratch)", ge=8)
     max_length: int = stage_key(128, "tokens per text; longer texts are truncated", ge=8, le=4096)
-    epochs: int = Field(2, ge=0, description="MLM epochs")
+    epochs: int = Field(3, ge=0, description="MLM epochs")
     batch_size: int = Field(32, ge=1, description="texts per batch")
     learning_rate: float = Field(5e-4, gt=0, lt=1, description="peak learning rate")
     optimizer: Optimizer = Field("adamw", description="the optimizer")
