@@ -1,5 +1,6 @@
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from mlcore.config import STAGES, Config, ConfigError, load_config, parse_config
 from tests.conftest import ROOT
@@ -59,7 +60,7 @@ def test_unknown_section_is_named():
 
 def test_config_is_frozen():
     cfg = parse_config({})
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="Instance is frozen"):
         cfg.finetune.epochs = 3
 
 
