@@ -5,7 +5,7 @@ import json
 import pytest
 
 from mlcore.config import ConfigError, load_config, parse_config
-from mlcore.config.environment import resolve_environment
+from mlcore.config.environment import redact, resolve_environment
 
 ENV = {"MLFLOW_TRACKING_URI": "http://mlflow:5000", "OPTUNA_STORAGE": "postgresql://u@db/optuna",
        "PIPELINE_DEVICE": "cpu"}
@@ -81,3 +81,10 @@ def test_resolving_leaves_the_callers_dict_alone_and_skips_what_is_not_a_mapping
     assert resolve_environment({"search": 5}, ENV)[0]["search"] == 5
     with pytest.raises(ConfigError, match="search: Input should be a valid dictionary"):
         parse_config({"search": 5}, environ=ENV)
+
+
+def test_store_urls_are_redacted_for_logs():
+    assert redact("postgresql+psycopg2://USER:PASSWORD@DBHOST:5432/optuna") == "postgresql+psycopg2://USER:***@DBHOST:5432/optuna"
+    assert redact("postgresql://u@db/o") == "postgresql://u@db/o"
+    assert redact("http://a:b:c@host/x?y=1") == "http://a:***@host/x?y=1"
+    assert [redact(v) for v in (None, "", "optuna/x.journal", "sqlite:///x.db")] == [None, "", "optuna/x.journal", "sqlite:///x.db"]

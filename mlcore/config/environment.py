@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 # (variable, section, key, which wins): "variable" -- it replaces the params.yaml value;
 # "file" -- the params.yaml value stays, the variable fills a null.
@@ -32,3 +33,16 @@ def resolve_environment(data: dict | None, environ: Mapping[str, str] | None = N
         data[section] = {**(raw or {}), key: value}
         sources[f"{section}.{key}"] = variable
     return data, sources
+
+
+def redact(url: str | None) -> str | None:
+    """A store URL fit for logs: its password masked (postgresql://user:***@host/db).
+    Resolved overrides are config values like any other, so a logged section would
+    otherwise carry the password that $OPTUNA_STORAGE or $MLFLOW_TRACKING_URI holds."""
+    if not url or "://" not in url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
