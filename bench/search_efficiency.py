@@ -52,6 +52,7 @@ import torch
 import transformers
 
 from mlcore.config import SearchConfig
+from mlcore.config.training import to_settings
 from mlcore.engine.batching import encode
 from mlcore.engine.device import resolve_device
 from mlcore.engine.settings import TrainSettings
@@ -140,7 +141,7 @@ def run_grid(args, cfg, model_dir, label2id, enc, device) -> dict:
     points = grid_points(cfg, args.trials // len(cfg.optimizers))
     scores, epochs = [], 0.0
     for i, point in enumerate(points):
-        value, reached = train_trial(model_dir, label2id, enc, TrainSettings.from_section(cfg, **point), device)
+        value, reached = train_trial(model_dir, label2id, enc, to_settings(cfg, **point), device)
         scores.append(value)
         epochs += reached
         log(f"grid {i + 1}/{len(points)}: {point} -> {value:.4f}")

@@ -46,6 +46,7 @@ import pandas as pd
 import torch
 import transformers
 
+from mlcore.config.training import to_settings
 from mlcore.engine.batching import Encoded, encode
 from mlcore.engine.device import resolve_device
 from mlcore.engine.settings import TrainSettings
@@ -88,7 +89,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def settings(args, batch_size: int | None = None, seed: int = SEED) -> TrainSettings:
-    return TrainSettings(
+    return to_settings(
         epochs=args.epochs, batch_size=batch_size or args.batch_size, learning_rate=args.lr, optimizer="adamw",
         weight_decay=args.weight_decay, seed=seed, warmup=0.0, schedule="linear",
     )

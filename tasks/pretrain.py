@@ -7,11 +7,11 @@ import sys
 import pandas as pd
 
 from mlcore.config import Config
+from mlcore.config.training import to_settings
 from mlcore.data.hashing import files_digest
 from mlcore.engine import distributed
 from mlcore.engine.batching import encode
 from mlcore.engine.device import configure_threads, resolve_device, seed_everything
-from mlcore.engine.settings import TrainSettings
 from mlcore.models import mlm, modeling, wordpiece
 from mlcore.tracking import runs
 from tasks import _io
@@ -27,7 +27,7 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     configure_threads(cfg.runtime.num_threads)
     device = distributed.setup(resolve_device(cfg.device()))
     seed_everything(p.seed)
-    settings = TrainSettings.from_section(p)
+    settings = to_settings(p)
     # Training text plus the unlabelled text; val and test stay unseen by pretraining.
     train_texts = pd.concat([_io.read_split(P.TRAIN)["text"], _io.read_split(P.UNLABELLED)["text"]]).tolist()
     val_texts = _io.read_split(P.VAL)["text"].tolist()

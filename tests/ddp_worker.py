@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from mlcore.engine import distributed, loop as engine
 from mlcore.engine.batching import encode
-from mlcore.engine.settings import TrainSettings
+from mlcore.config.training import to_settings
 from mlcore.models.classifier import train_classifier
 from mlcore.models import modeling
 
@@ -22,7 +22,7 @@ def main(base: Path, out: Path) -> None:
     seen = []
     real_mine = engine.distributed.mine
     engine.distributed.mine = lambda i, n: (seen.append(i) or True) if real_mine(i, n) else False
-    s = TrainSettings(epochs=1, batch_size=8, learning_rate=1e-2, seed=0, dropout=0.0)
+    s = to_settings(epochs=1, batch_size=8, learning_rate=1e-2, seed=0, dropout=0.0)
     train_classifier(model, train, train, s, torch.device("cpu"), tok.pad_token_id)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / f"rank{distributed.rank()}.safetensors"))
     (out / f"rank{distributed.rank()}.json").write_text(json.dumps(seen))

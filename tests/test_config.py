@@ -1,5 +1,6 @@
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from mlcore.config import STAGES, Config, ConfigError, load_config, parse_config
 from tests.conftest import ROOT
@@ -59,7 +60,7 @@ def test_unknown_section_is_named():
 
 def test_config_is_frozen():
     cfg = parse_config({})
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="Instance is frozen"):
         cfg.finetune.epochs = 3
 
 
@@ -73,10 +74,10 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 
 def test_environment_overrides(monkeypatch):
-    cfg = parse_config({})
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/x.db")
     monkeypatch.setenv("PIPELINE_DEVICE", "cpu")
     monkeypatch.setenv("OPTUNA_STORAGE", "postgresql://u@localhost/db")
+    cfg = parse_config({})  # the environment is resolved when the config is parsed
     assert cfg.mlflow_uri() == "sqlite:////tmp/x.db"
     assert cfg.device() == "cpu"
     assert cfg.optuna_storage() == "postgresql://u@localhost/db"
@@ -85,10 +86,10 @@ def test_environment_overrides(monkeypatch):
 
 
 def test_training_keys_are_shared_by_the_three_training_sections():
-    from mlcore.engine.settings import TrainSettings
+    from mlcore.config.training import to_settings
 
     cfg = parse_config({k: {"schedule": "cosine", "strategy": "freeze_bottom", "freeze_layers": 1}
                         for k in ("pretrain", "search", "finetune")})
     for section in (cfg.pretrain, cfg.search, cfg.finetune):
-        s = TrainSettings.from_section(section, learning_rate=1e-3, optimizer="adam")
+        s = to_settings(section, learning_rate=1e-3, optimizer="adam")
         assert (s.schedule, s.strategy, s.freeze_layers) == ("cosine", "freeze_bottom", 1)

@@ -6,7 +6,7 @@ from mlcore.engine import checkpointing, layers
 from mlcore.models import modeling
 from mlcore.engine.batching import encode
 from mlcore.config import PretrainConfig
-from mlcore.engine.settings import TrainSettings
+from mlcore.config.training import to_settings
 from mlcore.models.wordpiece import train_wordpiece
 from mlcore.models.classifier import ClassifierLoss, balanced_class_weights, train_classifier
 from tests.conftest import make_reviews
@@ -42,7 +42,7 @@ def fresh(base_dir):
 
 def train(base_dir, tok, data, on_epoch=None, checkpoint_dir=None, **kw):
     model = fresh(base_dir)
-    s = TrainSettings(**({"epochs": 1, "batch_size": 16, "learning_rate": 1e-2, "seed": 0} | kw))
+    s = to_settings(**({"epochs": 1, "batch_size": 16, "learning_rate": 1e-2, "seed": 0} | kw))
     result = train_classifier(model, *data, s, CPU, tok.pad_token_id, on_epoch, checkpoint_dir)
     return model, result
 
@@ -82,7 +82,7 @@ def test_freeze_bottom_layers(base_dir, tok, data):
 def test_gradual_unfreezing_thaws_one_layer_per_epoch_from_the_top(base_dir, tok, data):
     model = fresh(base_dir)
     states = [snapshot(model)]
-    s = TrainSettings(epochs=4, batch_size=16, learning_rate=1e-2, seed=0, strategy="gradual_unfreeze")
+    s = to_settings(epochs=4, batch_size=16, learning_rate=1e-2, seed=0, strategy="gradual_unfreeze")
     train_classifier(model, *data, s, CPU, tok.pad_token_id, on_epoch=lambda e: states.append(snapshot(model)))
 
     def moved(epoch, prefix):
@@ -242,7 +242,7 @@ def test_length_grouping_cuts_padding(tok):
     data = Encoded([[1] * int(n) for n in rng.integers(3, 60, size=2000)])
 
     def padded(grouping):
-        s = TrainSettings(epochs=1, batch_size=32, learning_rate=1e-3, length_grouping=grouping)
+        s = to_settings(epochs=1, batch_size=32, learning_rate=1e-3, length_grouping=grouping)
         order = epoch_order(data, s, epoch=1)
         assert sorted(order) == list(range(2000))  # every row once
         return sum(32 * max(len(data.input_ids[i]) for i in order[k:k + 32]) for k in range(0, 2000, 32))

@@ -35,6 +35,8 @@ def _module_file(name: str) -> Path | None:
     path = ROOT / Path(*name.split("."))
     if path.with_suffix(".py").is_file():
         return path.with_suffix(".py")
+    if (path / "__init__.py").is_file():
+        return path / "__init__.py"  # followed for what it imports (mlcore.config re-exports its modules)
     return None
 
 
@@ -43,7 +45,7 @@ IGNORED = {"tasks/_runner.py", "tasks/_process.py", "tasks/_dvc_state.py", "mlco
 
 
 def _project_imports(file: Path, seen: set[Path]) -> set[Path]:
-    """Project modules a file imports, transitively (package __init__ files excluded)."""
+    """Project modules a file imports, transitively (through package __init__ files too)."""
     for node in ast.walk(ast.parse(file.read_text())):
         names = []
         if isinstance(node, ast.Import):
@@ -67,7 +69,8 @@ def _covered(path: str, deps: list[str]) -> bool:
 def test_dvc_deps_cover_every_code_module_a_stage_imports():
     for stage, spec in DVC.items():
         imported = {str(p.relative_to(ROOT)) for p in _project_imports(ROOT / "tasks" / f"{stage}.py", set())}
-        missing = {m for m in imported - IGNORED if not _covered(m, spec["deps"])}
+        # A package's __init__ is followed for its imports but is not code of its own to depend on.
+        missing = {m for m in imported - IGNORED if not m.endswith("__init__.py") and not _covered(m, spec["deps"])}
         assert not missing, f"dvc.yaml stage {stage} lacks deps {sorted(missing)}"
 
 
@@ -101,3 +104,25 @@ def test_every_stage_output_path_lies_inside_a_declared_output():
     for name, value in vars(P).items():
         if isinstance(value, Path) and len(value.parts) > 1 and value.parts[0] in ("data", "models", "reports"):
             assert any(value == d or d in value.parents for d in declared), f"tasks/_paths.py {name} = {value}"
+
+
+def _functions(tree: ast.AST):
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
+def test_modules_and_functions_stay_small():
+    """What a newcomer can hold: no module over 300 lines, no function over 60, and a
+    stage's run() about 30 (reads inputs, one or two core calls, writes outputs, logs)."""
+    too_big = []
+    for package in ("mlcore", "tasks", "flows"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            source = path.read_text()
+            name = str(path.relative_to(ROOT))
+            if len(source.splitlines()) > 300:
+                too_big.append(f"{name}: {len(source.splitlines())} lines")
+            for fn in _functions(ast.parse(source)):
+                length = fn.end_lineno - fn.lineno + 1
+                limit = 35 if package == "tasks" and fn.name == "run" and path.parent.name == "tasks" else 60
+                if length > limit:
+                    too_big.append(f"{name}::{fn.name}: {length} lines (limit {limit})")
+    assert not too_big, too_big

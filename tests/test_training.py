@@ -8,7 +8,7 @@ from mlcore.models import modeling
 from mlcore.engine.batching import by_length, collate, encode
 from mlcore.config import PretrainConfig
 from mlcore.models.mlm import MlmBatcher, pack, pretrain_mlm
-from mlcore.engine.settings import TrainSettings
+from mlcore.config.training import to_settings
 from mlcore.models.wordpiece import train_wordpiece
 from mlcore.models.classifier import train_classifier
 from tests.conftest import make_reviews
@@ -50,7 +50,7 @@ def _mlm_data(tokenizer):
 def test_mlm_pretraining_lowers_validation_loss(tokenizer):
     model = modeling.new_mlm_model(TINY, len(tokenizer), tokenizer.pad_token_id)
     train, val = _mlm_data(tokenizer)
-    s = TrainSettings(epochs=4, batch_size=16, learning_rate=3e-3, seed=0, warmup=0.06)
+    s = to_settings(epochs=4, batch_size=16, learning_rate=3e-3, seed=0, warmup=0.06)
     result = pretrain_mlm(model, tokenizer, train, val, s, probability=0.15, device=CPU)
     history = result.history
     assert history[-1]["val_loss"] < history[0]["val_loss"]
@@ -64,7 +64,7 @@ def test_packing_fills_every_block_and_trains(tokenizer):
     assert all(b[0] == tokenizer.cls_token_id and b[-1] == tokenizer.sep_token_id for b in packed.input_ids)
     assert len(packed) < len(train) / 2  # short reviews: several per block
     model = modeling.new_mlm_model(TINY, len(tokenizer), tokenizer.pad_token_id)
-    s = TrainSettings(epochs=1, batch_size=8, learning_rate=3e-3, seed=0)
+    s = to_settings(epochs=1, batch_size=8, learning_rate=3e-3, seed=0)
     result = pretrain_mlm(model, tokenizer, packed, val, s, probability=0.15, device=CPU, whole_word=True)
     assert math.isfinite(result.history[0]["val_loss"])
 
@@ -99,7 +99,7 @@ def test_finetuning_beats_chance_and_keeps_best_epoch(tokenizer, tmp_path):
     train, val = _splits(tokenizer)
     model = _classifier(tokenizer, tmp_path)
     seen = []
-    s = TrainSettings(epochs=4, batch_size=16, learning_rate=5e-3, optimizer="adamw", seed=0)
+    s = to_settings(epochs=4, batch_size=16, learning_rate=5e-3, optimizer="adamw", seed=0)
     result = train_classifier(model, train, val, s, CPU, tokenizer.pad_token_id, seen.append)
     assert len(seen) == 4 and seen[-1]["train_loss"] < seen[0]["train_loss"]
     assert result.best_score > 0.8
@@ -111,7 +111,7 @@ def test_finetuning_beats_chance_and_keeps_best_epoch(tokenizer, tmp_path):
 def test_early_stopping_stops_when_validation_stalls(tokenizer, tmp_path):
     train, val = _splits(tokenizer)
     model = _classifier(tokenizer, tmp_path)
-    s = TrainSettings(epochs=10, batch_size=16, learning_rate=1e-9, optimizer="sgd", seed=0, patience=2, min_delta=0.01)
+    s = to_settings(epochs=10, batch_size=16, learning_rate=1e-9, optimizer="sgd", seed=0, patience=2, min_delta=0.01)
     result = train_classifier(model, train, val, s, CPU, tokenizer.pad_token_id)
     assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 1
 

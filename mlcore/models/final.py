@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from mlcore.config import FinetuneConfig
+from mlcore.config import FinetuneConfig, SearchSpace
+from mlcore.config.training import to_settings
 from mlcore.engine.batching import Encoded
 from mlcore.engine.loop import FitResult
 from mlcore.engine.settings import TrainSettings
@@ -19,7 +20,7 @@ from mlcore.models import modeling
 from mlcore.models.classifier import finetune, joined, predict_logits
 
 # Settings the search can sample (search.space); a searched one is taken from the best trial.
-SEARCHED = ("weight_decay", "warmup", "layerwise_lr_decay", "strategy", "freeze_layers", "batch_size", "schedule", "momentum")
+SEARCHED = SearchSpace.settings_names()
 
 
 def settings_for(f: FinetuneConfig, best: dict, source: Path) -> TrainSettings:
@@ -28,7 +29,7 @@ def settings_for(f: FinetuneConfig, best: dict, source: Path) -> TrainSettings:
     runs for as many epochs as the best evaluation took (a mid-epoch best rounds up), with
     no early stopping: no held-out rows are left to stop on."""
     searched = {k: best[k] for k in SEARCHED if k in best}
-    settings = TrainSettings.from_section(
+    settings = to_settings(
         f, **searched, learning_rate=f.learning_rate or best["learning_rate"], optimizer=f.optimizer or best["optimizer"])
     if not f.retrain_on_train_val:
         return settings

@@ -16,8 +16,8 @@ import optuna
 import torch
 
 from mlcore.config import SearchConfig
+from mlcore.config.training import to_settings
 from mlcore.engine.batching import Encoded
-from mlcore.engine.settings import TrainSettings
 from mlcore.models import modeling
 from mlcore.models.classifier import finetune, load_tokenizer
 from mlcore.search import claims, liveness, space
@@ -54,7 +54,7 @@ def make_objective(cfg: SearchConfig, checkpoint: Path, label2id: dict[str, int]
                     hooks.echo(f"{label} pruned at epoch {e['epoch']} (val macro-F1 {e['val_macro_f1']:.4f})")
                     raise optuna.TrialPruned(f"pruned at epoch {e['epoch']}")
 
-            settings = TrainSettings.from_section(cfg, **params)
+            settings = to_settings(cfg, **params)
             model, result = finetune(checkpoint, label2id, train, val, settings, device, on_evaluation)
             trial.set_user_attr("best_epoch", result.best_epoch)
             hooks.keep(model, trial.number, result.best_score)

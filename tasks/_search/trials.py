@@ -10,7 +10,6 @@ import optuna
 from mlcore.config import Config
 from mlcore.data.hashing import files_digest
 from mlcore.engine.device import configure_threads, one_gpu_per_worker, resolve_device
-from mlcore.errors import UserError
 from mlcore.models.classifier import encode_split, load_tokenizer
 from mlcore.search import objective as O
 from mlcore.search import studies
@@ -41,9 +40,6 @@ def open_study(cfg: Config, threads: int | None = None, worker: int = 0, trains:
     val = encode_split(tokenizer, _io.read_split(P.VAL), label2id, s.max_length)
     name = studies.study_name(s, inputs_digest())
     storage = cfg.optuna_storage()
-    if s.workers > 1 and storage and storage.startswith("sqlite"):
-        raise UserError(f"search.workers is {s.workers} but the Optuna storage is SQLite ({storage}), which locks "
-                        f"under parallel writers. Unset OPTUNA_STORAGE / search.storage (JournalFile) or use postgresql://.")
     study = optuna.create_study(
         study_name=name, storage=studies.make_storage(storage, P.OPTUNA_DIR, s.study_name),
         direction="maximize", sampler=studies.make_sampler(s, worker), pruner=studies.make_pruner(s), load_if_exists=True,

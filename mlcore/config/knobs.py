@@ -1,0 +1,73 @@
+"""The config's shared vocabulary: value types, the strict frozen section base, and the
+training keys (`TrainingKnobs`) that pretrain, search and finetune share.
+
+Every key's default and its one-line help live here and in the section modules, once:
+`python -m mlcore.config --defaults` prints them all as a commented params.yaml.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Optimizer = Literal["sgd", "sgd_momentum", "sgd_nesterov", "adagrad", "rmsprop", "adam", "adamw"]
+ALL_OPTIMIZERS: tuple[str, ...] = ("sgd", "sgd_momentum", "sgd_nesterov", "adagrad", "rmsprop", "adam", "adamw")
+Schedule = Literal["constant", "linear", "cosine", "exponential", "step"]
+Strategy = Literal["full", "freeze_embeddings", "freeze_bottom", "head_only", "gradual_unfreeze"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+class Section(BaseModel):
+    """A params.yaml section: an unknown key is an error, and values are frozen once loaded."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def stage_key(default, description: str, **constraints):
+    """A key that its stage reads itself: `to_settings` leaves it out of the engine's
+    TrainSettings (any other key of a training section must be a TrainSettings field)."""
+    return Field(default, description=description, json_schema_extra={"stage_only": True}, **constraints)
+
+
+def stage_only_names(model: type[BaseModel]) -> frozenset[str]:
+    """The keys of a section declared with `stage_key`."""
+    return frozenset(name for name, field in model.model_fields.items()
+                     if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("stage_only"))
+
+
+class TrainingKnobs(Section):
+    """How a model is trained: shared, with the same names, by pretrain, search and finetune.
+
+    These names are exactly the knob fields of mlcore.engine.settings.TrainSettings,
+    which has no defaults of its own: `mlcore.config.to_settings` builds it from a section.
+    """
+    weight_decay: float = Field(0.01, ge=0, lt=1, description="weight decay; never applied to biases and LayerNorm weights")
+    momentum: float = Field(0.9, ge=0, lt=1, description="momentum of sgd_momentum and sgd_nesterov (other optimizers ignore it)")
+    schedule: Schedule = Field("linear", description="learning-rate schedule after the warmup")
+    warmup: float = Field(0.1, ge=0, description="learning-rate warmup: below 1 a fraction of all optimizer steps, 1 or more a number of steps")
+    lr_gamma: float = Field(0.5, gt=0, le=1, description="exponential: learning-rate factor per epoch; step: factor per drop")
+    lr_step_epochs: float = Field(1.0, gt=0, description="step: epochs between learning-rate drops")
+    strategy: Strategy = Field("full", description="which weights train")
+    freeze_layers: int = Field(0, ge=0, description="freeze_bottom: how many encoder layers are frozen, from the bottom")
+    unfreeze_per_epoch: int = Field(1, ge=1, description="gradual_unfreeze: encoder layers thawed each epoch, top first")
+    layerwise_lr_decay: float = Field(1.0, gt=0, le=1, description="each layer gets lr x decay^(its depth below the top); 1: off")
+    dropout: float | None = Field(None, ge=0, lt=1, description="dropout override; null: the checkpoint's own dropout")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy loss; 0: off")
+    class_weights: Literal["none", "auto"] = Field("none", description="loss weights; auto: inverse class frequency (imbalanced labels)")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping norm; null: no clipping")
+    grad_accumulation: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    length_grouping: bool = Field(True, description="batches of texts of similar length: less padding")
+    precision: Precision = Field("auto", description="auto: bf16 autocast on CUDA (fp16 + scaler without bf16), fp32 on CPU")
+    compile: bool = Field(False, description="torch.compile the model (pays off on long GPU runs)")
+    num_workers: int = Field(0, ge=0, description="DataLoader workers for batching; 0: in the main process")
+    resume: bool = Field(True, description="a checkpoint each epoch; a rerun after a crash resumes from the last one")
+    eval_every_steps: int | None = Field(
+        None, ge=1, description="also evaluate every N optimizer steps (null: at each epoch's end only); "
+                                "patience and the pruner count evaluations")
+
+    @model_validator(mode="after")
+    def _strategy_needs(self):
+        if self.strategy == "freeze_bottom" and self.freeze_layers < 1:
+            raise ValueError("strategy freeze_bottom needs freeze_layers >= 1")
+        if self.strategy != "freeze_bottom" and self.freeze_layers:
+            raise ValueError(f"freeze_layers is set but strategy is {self.strategy!r}; use strategy: freeze_bottom")
+        return self

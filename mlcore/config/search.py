@@ -1,0 +1,96 @@
+"""The search section: the Optuna study's budget, sampler, pruner, storage and space."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from mlcore.config.knobs import ALL_OPTIMIZERS, Optimizer, Schedule, Section, TrainingKnobs, stage_key
+
+
+class SearchSpace(Section):
+    """Optional search dimensions. A null dimension stays fixed at the search section's own
+    value; [low, high] is a range (log scale for weight_decay), a longer list a set of choices.
+    Each name is a training setting that a trial sets and finetune takes from the best trial."""
+    weight_decay: tuple[float, float] | None = Field(None, description="e.g. [0.0001, 0.1] (log scale)")
+    warmup: tuple[float, float] | None = Field(None, description="e.g. [0.0, 0.2]")
+    layerwise_lr_decay: tuple[float, float] | None = Field(None, description="e.g. [0.7, 1.0]")
+    freeze_layers: tuple[int, int] | None = Field(
+        None, description="e.g. [0, 2]: bottom layers frozen, with strategy freeze_bottom (0: full fine-tuning)",
+        json_schema_extra={"also_sets": ["strategy"]})
+    batch_size: list[int] | None = Field(None, description="e.g. [16, 32, 64]")
+    schedule: list[Schedule] | None = Field(None, description="e.g. [linear, cosine]")
+    momentum: tuple[float, float] | None = Field(
+        None, description="e.g. [0.8, 0.99]; sampled for sgd_momentum / sgd_nesterov trials only")
+
+    @classmethod
+    def settings_names(cls) -> tuple[str, ...]:
+        """The training settings a search can sample: every dimension, each preceded by
+        the settings it also sets (freeze_layers sets strategy)."""
+        names: list[str] = []
+        for name, field in cls.model_fields.items():
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            names += [*extra.get("also_sets", ()), name]
+        return tuple(names)
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        for key in ("weight_decay", "warmup", "layerwise_lr_decay", "freeze_layers", "momentum"):
+            bounds = getattr(self, key)
+            if bounds is not None and not bounds[0] < bounds[1]:
+                raise ValueError(f"space.{key}: low ({bounds[0]}) must be below high ({bounds[1]})")
+        if self.weight_decay is not None and self.weight_decay[0] <= 0:
+            raise ValueError("space.weight_decay is searched on a log scale: its low end must be above 0")
+        for key in ("batch_size", "schedule"):
+            if getattr(self, key) is not None and not getattr(self, key):
+                raise ValueError(f"space.{key}: list at least one choice, or null to keep it fixed")
+        return self
+
+
+class SearchConfig(TrainingKnobs):
+    """An Optuna study over learning rate, optimizer and the optional dimensions of `space`;
+    the training keys apply to every trial."""
+    n_trials: int = stage_key(8, "the study's total number of trials, across reruns", ge=1)
+    epochs: int = Field(3, ge=1, description="epochs per trial")
+    lr_min: float = stage_key(1e-4, "low end of the log learning-rate range of adam, adamw, adagrad and rmsprop", gt=0, lt=1)
+    lr_max: float = stage_key(3e-3, "high end of that range", gt=0, le=10)
+    sgd_lr_scale: float = stage_key(30.0, "the SGD family searches [lr_min, lr_max] x this (SGD needs larger steps)", gt=0)
+    optimizers: list[Optimizer] = stage_key(list(ALL_OPTIMIZERS), "the optimizers to search")
+    batch_size: int = Field(32, ge=1, description="texts per batch")
+    max_length: int = stage_key(128, "tokens per text; longer texts are truncated", ge=8, le=4096)
+    sampler: Literal["tpe", "random", "grid"] = stage_key(
+        "tpe", "tpe: multivariate TPE (seeded); random; grid: every combination of `grid`")
+    # successive_halving: on ag_news it trained 1/3 of a full grid's epochs where the
+    # median pruner trained over half (bench/search_efficiency.py, README).
+    pruner: Literal["median", "successive_halving", "hyperband", "none"] = stage_key(
+        "successive_halving", "stops bad trials early, comparing their evaluations")
+    space: SearchSpace = stage_key(SearchSpace(), "optional dimensions; null ones keep this section's value")
+    grid: dict[Literal["optimizer", "learning_rate"], list] | None = stage_key(
+        None, "sampler grid only, e.g. {optimizer: [adam, sgd], learning_rate: [0.0001, 0.001]}")
+    seed: int = Field(42, description="random seed (the sampler's too)")
+    workers: int = stage_key(1, "worker processes on this machine sharing the study (each gets cores / workers threads)",
+                             ge=1, le=64)
+    storage: str | None = stage_key(None, "null: optuna/<study_name>.journal; or a postgresql:// URL; "
+                                          "OPTUNA_STORAGE overrides it")
+    study_name: str = stage_key("classifier-search", "the study's name, before its settings-and-inputs fingerprint")
+
+    @model_validator(mode="after")
+    def _lr_range(self) -> "SearchConfig":
+        if self.lr_min >= self.lr_max:
+            raise ValueError(f"lr_min ({self.lr_min}) must be below lr_max ({self.lr_max})")
+        if not self.optimizers:
+            raise ValueError("optimizers must name at least one optimizer")
+        if self.workers > 1 and self.storage and self.storage.startswith("sqlite"):
+            raise ValueError(f"workers is {self.workers} but storage is SQLite ({self.storage}), which locks under "
+                             f"parallel writers; use storage: null (a JournalFile) or a postgresql:// URL")
+        if self.sampler == "grid":
+            if not self.grid or set(self.grid) != {"optimizer", "learning_rate"}:
+                raise ValueError("sampler grid needs grid: {optimizer: [...], learning_rate: [...]}")
+            unknown = set(self.grid["optimizer"]) - set(ALL_OPTIMIZERS)
+            if unknown:
+                raise ValueError(f"grid.optimizer: unknown optimizers {sorted(unknown)}; choose from {list(ALL_OPTIMIZERS)}")
+            if not all(isinstance(v, (int, float)) and v > 0 for v in self.grid["learning_rate"]):
+                raise ValueError("grid.learning_rate: list positive numbers")
+            if any(v is not None for v in self.space.model_dump().values()):
+                raise ValueError("sampler grid searches grid.optimizer x grid.learning_rate only; set space.* to null")
+        return self

@@ -1,0 +1,86 @@
+"""The sections of the stages other than search: prepare, pretrain, finetune, evaluate, register."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from mlcore.config.knobs import Optimizer, Section, TrainingKnobs, stage_key
+
+
+class PrepareConfig(Section):
+    """Read the raw table, clean it, split it into train / val / test (+ unlabelled text)."""
+    input: str = Field("data/raw/rotten_tomatoes_corpus_full.csv.bz2",
+                       description="the raw table: .csv, .tsv, .jsonl or .parquet, optionally .bz2 / .gz")
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = Field("auto", description="auto: from the file name")
+    text_column: str = Field("text", description="the column of texts")
+    label_column: str = Field("category", description="the column of labels")
+    group_column: str | None = Field("movie_name", description="rows of one group never straddle splits; null: no grouping")
+    unlabelled_labels: list[str] = Field(["plot"], description="label values that mark unlabelled text (used for pretraining only)")
+    val_fraction: float = Field(0.1, gt=0, lt=0.5, description="share of the labelled rows for validation")
+    test_fraction: float = Field(0.1, gt=0, lt=0.5, description="share of the labelled rows for the test split")
+    seed: int = Field(42, description="random seed of the split")
+
+
+class PretrainConfig(TrainingKnobs):
+    """Masked-LM pretraining: a WordPiece tokenizer and a small BERT from scratch, or a checkpoint continued."""
+    init_from: str | None = stage_key(None, "continue pretraining this local checkpoint, with its own tokenizer; "
+                                            "null: a new tokenizer and BERT")
+    vocab_size: int = stage_key(8000, "WordPiece vocabulary size (from scratch)", ge=200, le=250_000)
+    hidden_size: int = stage_key(128, "hidden size (from scratch)", ge=8)
+    num_layers: int = stage_key(2, "encoder layers (from scratch)", ge=1, le=48)
+    num_heads: int = stage_key(2, "attention heads; must divide hidden_size (from scratch)", ge=1)
+    intermediate_size: int = stage_key(512, "feed-forward size (from scratch)", ge=8)
+    max_length: int = stage_key(128, "tokens per text; longer texts are truncated", ge=8, le=4096)
+    epochs: int = Field(3, ge=0, description="MLM epochs")
+    batch_size: int = Field(32, ge=1, description="texts per batch")
+    learning_rate: float = Field(5e-4, gt=0, lt=1, description="peak learning rate")
+    optimizer: Optimizer = Field("adamw", description="the optimizer")
+    mlm_probability: float = stage_key(0.15, "share of tokens masked (80% [MASK], 10% random, 10% kept)", gt=0, lt=1)
+    whole_word_masking: bool = stage_key(False, "mask every piece of a chosen word together")
+    packing: bool = stage_key(False, "concatenate texts into full max_length blocks (no padding)")
+    seed: int = Field(42, description="random seed")
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> "PretrainConfig":
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
+            )
+        if self.class_weights != "none":
+            raise ValueError("class_weights applies to classifiers (search, finetune), not to MLM pretraining")
+        return self
+
+
+class FinetuneConfig(TrainingKnobs):
+    """Train the final classifier with the search's best settings, early-stopping on validation macro-F1."""
+    epochs: int = Field(6, ge=1, description="most epochs (early stopping may end sooner)")
+    patience: int = Field(2, ge=1, description="evaluations without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0, description="smallest validation macro-F1 gain that counts as an improvement")
+    batch_size: int = Field(32, ge=1, description="texts per batch")
+    max_length: int = stage_key(128, "tokens per text; longer texts are truncated", ge=8, le=4096)
+    learning_rate: float | None = Field(None, gt=0, lt=10, description="null: the search's best; a number overrides it")
+    optimizer: Optimizer | None = Field(None, description="null: the search's best; a name overrides it")
+    reuse_best_trial: bool = stage_key(False, "true: ship the search's best trial model (at its best epoch), no retraining")
+    retrain_on_train_val: bool = stage_key(
+        False, "true: retrain on train + val with the best settings for the best trial's epochs (no early stopping)")
+    seed: int = Field(42, description="random seed")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "FinetuneConfig":
+        if self.reuse_best_trial and self.retrain_on_train_val:
+            raise ValueError("reuse_best_trial and retrain_on_train_val are both true; choose one "
+                             "(reuse ships the trial's model as it is, retrain trains a new one on train + val)")
+        return self
+
+
+class EvaluateConfig(Section):
+    """Score the classifier on the test split."""
+    batch_size: int = Field(256, ge=1, description="texts per inference batch")
+
+
+class RegisterConfig(Section):
+    """Register the model in MLflow and move the `champion` alias when it beats the current one."""
+    model_name: str = Field("rotten-tomatoes-sentiment", min_length=1, description="the registered model's name")
+    metric: Literal["accuracy", "macro_f1"] = Field("macro_f1", description="the test metric that decides promotion to `champion`")
+    min_delta: float = Field(0.0, ge=0, description="how much the new model must beat the champion by")
