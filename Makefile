@@ -7,6 +7,8 @@ PIP    := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.
 RAW    := data/raw/rotten_tomatoes_corpus_full.csv.bz2
 # No analytics or update checks: the machines running this may have no network.
 export DVC_NO_ANALYTICS := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install data run test ui-mlflow ui-prefect serve clean
@@ -30,14 +32,18 @@ run: data
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# Serves the nightly deployment against the server of `make ui-prefect` (run that first);
+# SERVE_ARGS for options, e.g. make serve SERVE_ARGS='--cron "0 */6 * * *" --timeout 7200'.
+serve: export PREFECT_API_URL ?= http://127.0.0.1:4200/api
 serve: $(STAMP)
-	$(BIN)/python -m flows.deploy
+	$(BIN)/python -m flows.deploy $(SERVE_ARGS)
 
 ui-mlflow: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
+# The Prefect server: API, UI and the scheduler that creates the scheduled runs.
 ui-prefect: $(STAMP)
-	$(BIN)/prefect server start --host 127.0.0.1
+	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
 
 clean:
 	rm -rf $(VENV)

@@ -60,3 +60,13 @@ def test_deployment_has_nightly_cron_schedule():
     assert deployment.parameters == {"params": "params.yaml", "force": False}
     custom = build_deployment(cron="0 */6 * * *")
     assert custom.schedules[0].schedule.cron == "0 */6 * * *"
+    # One run at a time, an overlapping one cancelled; the served flow carries timeout and retries.
+    from flows.deploy import RETRIES, TIMEOUT_S, nightly_retraining
+
+    assert deployment.concurrency_limit == 1
+    assert deployment.concurrency_options.collision_strategy.value == "CANCEL_NEW"
+    served = nightly_retraining().served_flow()
+    assert (served.name, served.timeout_seconds, served.retries, served.retry_delay_seconds) == (
+        "training-pipeline", TIMEOUT_S, RETRIES, 300)
+    assert nightly_retraining(timeout=600).served_flow().timeout_seconds == 600
+    assert served.on_failure_hooks and served.on_crashed_hooks  # the failure notification
