@@ -19,12 +19,12 @@ from pathlib import Path
 
 from prefect import flow
 
+from flows.summary import check_inputs, summary
 from mlcore.config import load_config
 from mlcore.errors import UserError
 from mlcore.tracking.runs import pipeline_run
 from tasks import evaluate, finetune, prepare, pretrain, register, search
 from tasks._process import exit_on_sigterm
-from flows.summary import check_inputs, summary
 
 STAGE_TASKS = [prepare.task, pretrain.task, search.task, finetune.task, evaluate.task, register.task]
 
@@ -42,7 +42,7 @@ def notify_failure(flow_obj, flow_run, state) -> None:
     Never raises: a broken notification must not hide the run's own failure.
     """
     record = {
-        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "flow": getattr(flow_obj, "name", None),
         "flow_run": getattr(flow_run, "name", None),
         "flow_run_id": str(getattr(flow_run, "id", "")),

@@ -5,14 +5,13 @@ import sys
 
 import pandas as pd
 
-from mlcore.models import modeling
 from mlcore.config import Config
 from mlcore.engine.device import configure_threads, resolve_device
-from mlcore.models.classifier import encode_split
 from mlcore.metrics import classification_report
+from mlcore.models import modeling
+from mlcore.models.classifier import encode_split, predict_logits
 from mlcore.plots import confusion_matrix_png
 from mlcore.tracking import runs
-from mlcore.models.classifier import predict_logits
 from tasks import _io
 from tasks import _paths as P
 from tasks._runner import as_task, cli

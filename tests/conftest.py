@@ -102,8 +102,8 @@ def run_two_worker_search(storage: str | None = None, in_flow: bool = False):
 
     import optuna
 
-    from mlcore.search import studies
     from mlcore.config import load_config
+    from mlcore.search import studies
     from tasks import _paths as P
     from tasks import prepare, pretrain, search
 

@@ -7,11 +7,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from mlcore.engine import distributed, loop as engine
-from mlcore.engine.batching import encode
 from mlcore.config.training import to_settings
-from mlcore.models.classifier import train_classifier
+from mlcore.engine import distributed
+from mlcore.engine import loop as engine
+from mlcore.engine.batching import encode
 from mlcore.models import modeling
+from mlcore.models.classifier import train_classifier
 
 
 def main(base: Path, out: Path) -> None:

@@ -37,7 +37,7 @@ def test_each_key_is_printed_with_its_default_and_help():
     for section, field in Config.model_fields.items():
         assert f"\n{section}:\n" in text
     knob = TrainingKnobs.model_fields["schedule"]
-    assert f"  schedule: linear" in text and help_text(knob) in text
+    assert "  schedule: linear" in text and help_text(knob) in text
     assert "(constant | linear | cosine | exponential | step)" in help_text(knob)  # choices read off the type
     assert "    momentum: null" in text  # search.space, nested
     assert "override:" in text.split("\n\n")[0]  # the header states the rule

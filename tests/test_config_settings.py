@@ -5,7 +5,13 @@ import optuna
 import pytest
 
 from mlcore.config import (
-    FinetuneConfig, PretrainConfig, SearchConfig, SearchSpace, TrainingKnobs, load_config, parse_config,
+    FinetuneConfig,
+    PretrainConfig,
+    SearchConfig,
+    SearchSpace,
+    TrainingKnobs,
+    load_config,
+    parse_config,
 )
 from mlcore.config.training import to_settings
 from mlcore.engine.settings import TrainSettings

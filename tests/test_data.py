@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 
 from mlcore.data import cleaning as D
-from mlcore.errors import UserError
 from mlcore.data.tables import read_table, require_columns
+from mlcore.errors import UserError
 from tests.conftest import make_reviews
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from mlcore.models import modeling
 from mlcore.config import PretrainConfig
+from mlcore.models import modeling
 from mlcore.models.wordpiece import train_wordpiece
 from tests.conftest import make_reviews
 

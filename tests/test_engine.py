@@ -2,13 +2,13 @@
 import pytest
 import torch
 
-from mlcore.engine import checkpointing, layers
-from mlcore.models import modeling
-from mlcore.engine.batching import encode
 from mlcore.config import PretrainConfig
 from mlcore.config.training import to_settings
-from mlcore.models.wordpiece import train_wordpiece
+from mlcore.engine import checkpointing, layers
+from mlcore.engine.batching import encode
+from mlcore.models import modeling
 from mlcore.models.classifier import ClassifierLoss, balanced_class_weights, train_classifier
+from mlcore.models.wordpiece import train_wordpiece
 from tests.conftest import make_reviews
 
 TINY2 = PretrainConfig(vocab_size=200, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_length=32)

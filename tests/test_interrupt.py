@@ -99,8 +99,8 @@ def test_search_killed_with_sigkill_finishes_its_budget_on_rerun(tiny_project):
     import pandas as pd
 
     from mlcore.search import studies
-    from tasks import prepare, pretrain
     from tasks import _paths as P
+    from tasks import prepare, pretrain
 
     cfg = load_config()
     prepare.run(cfg)

@@ -1,8 +1,8 @@
 import optuna
 import pytest
 
-from mlcore.search import space, studies
 from mlcore.config import SearchConfig
+from mlcore.search import space, studies
 from mlcore.tracking.promotion import decide_alias
 
 

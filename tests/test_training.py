@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from mlcore.models import modeling
-from mlcore.engine.batching import by_length, collate, encode
 from mlcore.config import PretrainConfig
-from mlcore.models.mlm import MlmBatcher, pack, pretrain_mlm
 from mlcore.config.training import to_settings
-from mlcore.models.wordpiece import train_wordpiece
+from mlcore.engine.batching import by_length, collate, encode
+from mlcore.models import modeling
 from mlcore.models.classifier import train_classifier
+from mlcore.models.mlm import MlmBatcher, pack, pretrain_mlm
+from mlcore.models.wordpiece import train_wordpiece
 from tests.conftest import make_reviews
 
 TINY = PretrainConfig(vocab_size=200, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_length=32)

@@ -18,7 +18,15 @@ models here; `python -m mlcore.config --defaults` prints them as a commented par
     __main__     python -m mlcore.config --defaults | --check [PARAMS]
 """
 from mlcore.config.knobs import (
-    ALL_OPTIMIZERS, Optimizer, Precision, Schedule, Section, Strategy, TrainingKnobs, stage_key, stage_only_names,
+    ALL_OPTIMIZERS,
+    Optimizer,
+    Precision,
+    Schedule,
+    Section,
+    Strategy,
+    TrainingKnobs,
+    stage_key,
+    stage_only_names,
 )
 from mlcore.config.loading import ConfigError, load_config, parse_config
 from mlcore.config.root import SHARED_SECTIONS, STAGES, Config, RuntimeConfig, TrackingConfig

@@ -75,7 +75,7 @@ class SearchConfig(TrainingKnobs):
     study_name: str = stage_key("classifier-search", "the study's name, before its settings-and-inputs fingerprint")
 
     @model_validator(mode="after")
-    def _lr_range(self) -> "SearchConfig":
+    def _lr_range(self) -> SearchConfig:
         if self.lr_min >= self.lr_max:
             raise ValueError(f"lr_min ({self.lr_min}) must be below lr_max ({self.lr_max})")
         if not self.optimizers:

@@ -42,7 +42,7 @@ class PretrainConfig(TrainingKnobs):
     seed: int = Field(42, description="random seed")
 
     @model_validator(mode="after")
-    def _heads_divide_hidden(self) -> "PretrainConfig":
+    def _heads_divide_hidden(self) -> PretrainConfig:
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
@@ -67,7 +67,7 @@ class FinetuneConfig(TrainingKnobs):
     seed: int = Field(42, description="random seed")
 
     @model_validator(mode="after")
-    def _one_source(self) -> "FinetuneConfig":
+    def _one_source(self) -> FinetuneConfig:
         if self.reuse_best_trial and self.retrain_on_train_val:
             raise ValueError("reuse_best_trial and retrain_on_train_val are both true; choose one "
                              "(reuse ships the trial's model as it is, retrain trains a new one on train + val)")

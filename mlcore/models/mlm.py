@@ -13,9 +13,9 @@ from mlcore.config import PretrainConfig
 from mlcore.engine import distributed, precision
 from mlcore.engine.batching import Encoded, batches, epoch_order
 from mlcore.engine.loop import FitResult, Job, fit
+from mlcore.engine.settings import TrainSettings
 from mlcore.models import modeling, wordpiece
 from mlcore.models.masking import continuation_ids, mask_tokens, pack_blocks, word_starts
-from mlcore.engine.settings import TrainSettings
 
 
 class MlmBatcher:

@@ -12,10 +12,10 @@ import mlflow
 import yaml
 from mlflow import MlflowClient
 
-from mlcore.engine import distributed
-from mlcore.search import liveness
 from mlcore.config import Config
 from mlcore.data.hashing import file_md5
+from mlcore.engine import distributed
+from mlcore.search import liveness
 
 # MLflow's own INFO chatter ("View run ... at ...") drowns the pipeline's progress output.
 logging.getLogger("mlflow").setLevel(logging.WARNING)

@@ -14,15 +14,14 @@ import contextlib
 import json
 import os
 import threading
-
-import optuna
 from pathlib import Path
 
+import optuna
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mlcore.search import claims, space
 from mlcore.config import Config, parse_config
+from mlcore.search import claims, space
 
 _WORKER: dict = {}  # this pool process's study and objective, set by `_start_worker`
 
