@@ -150,7 +150,8 @@ def run_grid(args, cfg, model_dir, label2id, enc, device) -> dict:
 
 
 def run_ours(args, cfg, model_dir, label2id, enc, device) -> dict:
-    study = optuna.create_study(direction="maximize", sampler=studies.make_sampler(cfg), pruner=studies.make_pruner(cfg))
+    study = optuna.create_study(
+        direction="maximize", sampler=studies.make_sampler(cfg), pruner=studies.make_pruner(cfg))
 
     # The search stage's own objective, without MLflow and with nothing kept on disk.
     objective = make_objective(cfg, model_dir, label2id, enc["train"], enc["val"], device)
@@ -161,7 +162,8 @@ def run_ours(args, cfg, model_dir, label2id, enc, device) -> dict:
     for t in trials:
         log(f"ours {t.number}: {t.params} {t.state.name} at epoch {t.user_attrs.get('epochs_trained')} -> {t.value}")
     states = pd.Series([t.state.name for t in trials]).value_counts().to_dict()
-    return {"best_val_macro_f1": study.best_value, "epochs_trained": sum(t.user_attrs.get("epochs_trained", 0) for t in trials),
+    return {"best_val_macro_f1": study.best_value,
+            "epochs_trained": sum(t.user_attrs.get("epochs_trained", 0) for t in trials),
             "trials": len(trials), "states": states, "best": study.best_params,
             "sampler": type(study.sampler).__name__, "pruner": type(study.pruner).__name__}
 
@@ -211,7 +213,8 @@ def run_hf(args, cfg, model_dir, label2id, train_df, val_df, tokenizer, device) 
     for t in trials:
         log(f"hf {t.number}: {t.params} {t.state.name} after {len(t.intermediate_values)} epoch(s) -> {t.value}")
     states = pd.Series([t.state.name for t in trials]).value_counts().to_dict()
-    return {"best_val_macro_f1": best.objective, "epochs_trained": float(sum(len(t.intermediate_values) for t in trials)),
+    return {"best_val_macro_f1": best.objective,
+            "epochs_trained": float(sum(len(t.intermediate_values) for t in trials)),
             "trials": len(trials), "states": states, "best": best.hyperparameters, "wall_s": wall,
             "hf_best_of_any_epoch": max((v for t in trials for v in t.intermediate_values.values()), default=None),
             "pruner": type(study.pruner).__name__}

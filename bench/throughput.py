@@ -120,7 +120,8 @@ def run_ours(args, model_dir, tokenizer, train, val, test, device, seed: int) ->
     wall = time.perf_counter() - start
     speed = train_speed(result)
     acc = accuracy(model, enc["test"], device, tokenizer.pad_token_id)
-    return {"samples_per_s": speed, "train_s": len(train) * args.epochs / speed, "finetune_wall_s": wall, "test_acc": acc}
+    return {"samples_per_s": speed, "train_s": len(train) * args.epochs / speed,
+            "finetune_wall_s": wall, "test_acc": acc}
 
 
 def run_hf(args, model_dir, tokenizer, train, test, device, seed: int) -> dict:
@@ -218,8 +219,8 @@ def main(argv=None) -> int:
 
     per_seed: dict[str, list[dict]] = {"ours": [], "hf": []}
     for seed in args.seeds:
-        runs = {"ours": lambda: run_ours(args, model_dir, tokenizer, train, val, test, device, seed),
-                "hf": lambda: run_hf(args, model_dir, tokenizer, train, test, device, seed)}
+        runs = {"ours": lambda seed=seed: run_ours(args, model_dir, tokenizer, train, val, test, device, seed),
+                "hf": lambda seed=seed: run_hf(args, model_dir, tokenizer, train, test, device, seed)}
         for name in (["ours", "hf"] if args.order == "ours-first" else ["hf", "ours"]):
             log(f"seed {seed}: training {name}")
             with contextlib.redirect_stdout(sys.stderr):  # keep HF's metric prints off stdout

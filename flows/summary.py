@@ -24,7 +24,8 @@ def summary(cfg: Config, results: dict) -> str:
     lines = [
         "",
         "=" * 64,
-        f"stages run: {', '.join(ran) or 'none'}" + (f"   up to date (skipped): {', '.join(skipped)}" if skipped else ""),
+        f"stages run: {', '.join(ran) or 'none'}"
+        + (f"   up to date (skipped): {', '.join(skipped)}" if skipped else ""),
     ]
     if metrics:
         lines.append(

@@ -10,7 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def confusion_matrix_png(matrix: list[list[int]], labels: list[str], path: str | Path, title: str = "Test confusion matrix") -> Path:
+def confusion_matrix_png(
+        matrix: list[list[int]], labels: list[str], path: str | Path, title: str = "Test confusion matrix") -> Path:
     m = np.asarray(matrix)
     fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2.5, 1.1 * len(labels) + 2))
     ax.imshow(m, cmap="Blues")

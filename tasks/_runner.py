@@ -82,7 +82,8 @@ def _describe(changes: list) -> str:
     parts = []
     for change in changes:
         if isinstance(change, dict):
-            parts += [f"{kind}: {', '.join(map(str, items)) if isinstance(items, dict) else items}" for kind, items in change.items()]
+            parts += [f"{kind}: {', '.join(map(str, items)) if isinstance(items, dict) else items}"
+                      for kind, items in change.items()]
         else:
             parts.append(str(change))
     text = "; ".join(parts)

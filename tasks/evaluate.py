@@ -28,13 +28,15 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     test_df = _io.read_split(P.TEST)
     test = encode_split(tokenizer, test_df, label2id, tokenizer.model_max_length)
     with runs.stage_run(cfg, STAGE, parent_run_id):
-        preds = predict_logits(model.to(device), test, device, cfg.evaluate.batch_size, tokenizer.pad_token_id).argmax(1)
+        logits = predict_logits(model.to(device), test, device, cfg.evaluate.batch_size, tokenizer.pad_token_id)
+        preds = logits.argmax(1)
         report = classification_report(test.labels, preds, labels)
         confusion = report.pop("confusion_matrix")
         _io.write_json(P.METRICS, report)
         _io.write_json(P.CONFUSION_JSON, confusion)
         confusion_matrix_png(confusion["matrix"], labels, P.CONFUSION_PNG)
-        pd.DataFrame({"text": test_df["text"], "actual": test_df["label"], "predicted": [labels[i] for i in preds]}).to_csv(P.PREDICTIONS, index=False)
+        predictions = {"text": test_df["text"], "actual": test_df["label"], "predicted": [labels[i] for i in preds]}
+        pd.DataFrame(predictions).to_csv(P.PREDICTIONS, index=False)
         runs.log_metrics({f"test_{k}": v for k, v in report.items()})
         for label, scores in report["per_class"].items():
             runs.log_metrics({f"test_{label}_{k}": v for k, v in scores.items()})

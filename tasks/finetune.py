@@ -31,14 +31,16 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     tokenizer = load_tokenizer(_io.require(P.PRETRAINED, "pretrain"))
     train, val = (encode_split(tokenizer, _io.read_split(path), label2id, f.max_length) for path in (P.TRAIN, P.VAL))
     with runs.stage_run(cfg, STAGE, parent_run_id):
-        runs.log_params(f.model_dump() | {"used.learning_rate": settings.learning_rate, "used.optimizer": settings.optimizer,
+        runs.log_params(f.model_dump() | {"used.learning_rate": settings.learning_rate,
+                                          "used.optimizer": settings.optimizer,
                                           "used.epochs": settings.epochs, "device": str(device)})
         if f.reuse_best_trial:
             model, result = final.reuse(P.BEST_TRIAL_MODEL, val, device, tokenizer.pad_token_id, best)
         else:
             inputs = files_digest([P.TRAIN, P.VAL, P.LABEL_MAP, *sorted(P.PRETRAINED.glob("*"))])
             model, result = final.train(P.PRETRAINED, label2id, train, val, settings, device, f.retrain_on_train_val,
-                                        lambda e: runs.log_metrics(e, step=e["evaluation"]), P.CHECKPOINTS / STAGE, inputs)
+                                        lambda e: runs.log_metrics(e, step=e["evaluation"]),
+                                        P.CHECKPOINTS / STAGE, inputs)
         if not distributed.is_main():
             return {"rank": distributed.rank()}  # rank 0 writes the outputs
         tokenizer.model_max_length = f.max_length  # consumers truncate as training did

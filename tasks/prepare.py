@@ -21,7 +21,8 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         runs.log_params(p.model_dump())
         cleaned = cleaning.clean(read_input(p), p.text_column, p.label_column, p.group_column, p.unlabelled_labels)
         try:
-            splits = cleaning.split(cleaned.labelled, p.val_fraction, p.test_fraction, p.seed, grouped=p.group_column is not None)
+            splits = cleaning.split(cleaned.labelled, p.val_fraction, p.test_fraction, p.seed,
+                                    grouped=p.group_column is not None)
         except UserError as err:  # name the file and column the problem is in
             raise UserError(f"{p.input} (label column {p.label_column!r}): {err}") from None
         _io.fresh_dir(P.SPLITS)
@@ -31,7 +32,8 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         _io.write_json(P.LABEL_MAP, cleaning.label_map(cleaned.labelled["label"]))
         _io.write_json(P.DATA_REPORT, cleaning.report(splits, cleaned.unlabelled, cleaned.stats))
         if cleaned.stats["conflicting_label_texts_dropped"]:
-            print(f"prepare: dropped {cleaned.stats['conflicting_label_texts_dropped']} texts with conflicting labels", file=sys.stderr)
+            print(f"prepare: dropped {cleaned.stats['conflicting_label_texts_dropped']} texts with conflicting labels",
+                  file=sys.stderr)
         summary = cleaning.summary(splits, cleaned)
         runs.log_metrics(summary)
         runs.log_artifact(P.DATA_REPORT)

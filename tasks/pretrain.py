@@ -38,7 +38,8 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         if p.packing:
             train = mlm.pack(train, tokenizer, p.max_length)
         # Resume only onto the same data and vocabulary (a from-scratch tokenizer can differ per run).
-        fingerprint = f"{files_digest([P.TRAIN, P.UNLABELLED, P.VAL])}-{wordpiece.vocab_digest(tokenizer)}-{p.init_from}"
+        fingerprint = (f"{files_digest([P.TRAIN, P.UNLABELLED, P.VAL])}-{wordpiece.vocab_digest(tokenizer)}"
+                       f"-{p.init_from}")
         result = mlm.pretrain_mlm(
             model, tokenizer, train, val, settings, probability=p.mlm_probability, device=device,
             whole_word=p.whole_word_masking, on_epoch=lambda e: runs.log_metrics(e, step=e["evaluation"]),

@@ -22,8 +22,10 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     with runs.stage_run(cfg, STAGE, parent_run_id) as active:
         runs.log_params(r.model_dump())
         runs.log_metrics({f"test_{k}": v for k, v in metrics.items()})
-        info = registry.log_classifier(_io.require(P.CLASSIFIER, "finetune"), examples, sorted(label2id, key=label2id.get), r.model_name)
-        decision = registry.promote(r.model_name, info.registered_model_version, r.metric, metrics[r.metric], r.min_delta)
+        labels = sorted(label2id, key=label2id.get)
+        info = registry.log_classifier(_io.require(P.CLASSIFIER, "finetune"), examples, labels, r.model_name)
+        decision = registry.promote(
+            r.model_name, info.registered_model_version, r.metric, metrics[r.metric], r.min_delta)
         decision["run_id"] = active.info.run_id
         runs.set_tags({"registered.version": decision["version"], "registered.alias": decision["alias"]})
         _io.write_json(P.REGISTRATION, decision)

@@ -43,7 +43,8 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         if (kept / "trial.json").is_file() and _io.read_json(kept / "trial.json", STAGE)["trial"] == best["trial"]:
             shutil.copytree(kept, P.BEST_TRIAL_MODEL)
         params = study.best_trial.params
-        runs.log_metrics({"best_val_macro_f1": study.best_value, **{f"trials_{k.lower()}": v for k, v in counts.items()}})
+        runs.log_metrics({"best_val_macro_f1": study.best_value,
+                          **{f"trials_{k.lower()}": v for k, v in counts.items()}})
         runs.set_tags({"best.learning_rate": params["learning_rate"], "best.optimizer": params["optimizer"]})
         runs.log_params({f"best.{k}": v for k, v in params.items()})
         runs.log_artifact(P.SEARCH_TRIALS)

@@ -40,23 +40,33 @@ class TrainingKnobs(Section):
     These names are exactly the knob fields of mlcore.engine.settings.TrainSettings,
     which has no defaults of its own: `mlcore.config.to_settings` builds it from a section.
     """
-    weight_decay: float = Field(0.01, ge=0, lt=1, description="weight decay; never applied to biases and LayerNorm weights")
-    momentum: float = Field(0.9, ge=0, lt=1, description="momentum of sgd_momentum and sgd_nesterov (other optimizers ignore it)")
+    weight_decay: float = Field(
+        0.01, ge=0, lt=1, description="weight decay; never applied to biases and LayerNorm weights")
+    momentum: float = Field(
+        0.9, ge=0, lt=1, description="momentum of sgd_momentum and sgd_nesterov (other optimizers ignore it)")
     schedule: Schedule = Field("linear", description="learning-rate schedule after the warmup")
-    warmup: float = Field(0.1, ge=0, description="learning-rate warmup: below 1 a fraction of all optimizer steps, 1 or more a number of steps")
-    lr_gamma: float = Field(0.5, gt=0, le=1, description="exponential: learning-rate factor per epoch; step: factor per drop")
+    warmup: float = Field(
+        0.1, ge=0,
+        description="learning-rate warmup: below 1 a fraction of all optimizer steps, 1 or more a number of steps")
+    lr_gamma: float = Field(
+        0.5, gt=0, le=1, description="exponential: learning-rate factor per epoch; step: factor per drop")
     lr_step_epochs: float = Field(1.0, gt=0, description="step: epochs between learning-rate drops")
     strategy: Strategy = Field("full", description="which weights train")
-    freeze_layers: int = Field(0, ge=0, description="freeze_bottom: how many encoder layers are frozen, from the bottom")
-    unfreeze_per_epoch: int = Field(1, ge=1, description="gradual_unfreeze: encoder layers thawed each epoch, top first")
-    layerwise_lr_decay: float = Field(1.0, gt=0, le=1, description="each layer gets lr x decay^(its depth below the top); 1: off")
+    freeze_layers: int = Field(
+        0, ge=0, description="freeze_bottom: how many encoder layers are frozen, from the bottom")
+    unfreeze_per_epoch: int = Field(
+        1, ge=1, description="gradual_unfreeze: encoder layers thawed each epoch, top first")
+    layerwise_lr_decay: float = Field(
+        1.0, gt=0, le=1, description="each layer gets lr x decay^(its depth below the top); 1: off")
     dropout: float | None = Field(None, ge=0, lt=1, description="dropout override; null: the checkpoint's own dropout")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy loss; 0: off")
-    class_weights: Literal["none", "auto"] = Field("none", description="loss weights; auto: inverse class frequency (imbalanced labels)")
+    class_weights: Literal["none", "auto"] = Field(
+        "none", description="loss weights; auto: inverse class frequency (imbalanced labels)")
     max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping norm; null: no clipping")
     grad_accumulation: int = Field(1, ge=1, description="micro-batches per optimizer step")
     length_grouping: bool = Field(True, description="batches of texts of similar length: less padding")
-    precision: Precision = Field("auto", description="auto: bf16 autocast on CUDA (fp16 + scaler without bf16), fp32 on CPU")
+    precision: Precision = Field(
+        "auto", description="auto: bf16 autocast on CUDA (fp16 + scaler without bf16), fp32 on CPU")
     compile: bool = Field(False, description="torch.compile the model (pays off on long GPU runs)")
     num_workers: int = Field(0, ge=0, description="DataLoader workers for batching; 0: in the main process")
     resume: bool = Field(True, description="a checkpoint each epoch; a rerun after a crash resumes from the last one")

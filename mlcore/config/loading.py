@@ -25,14 +25,16 @@ def _format_errors(path: Path, err: ValidationError, env_sources: Mapping[str, s
             msg = "unknown key (check its spelling and section)"
         elif not isinstance(e["input"], dict):
             msg += f" (got {e['input']!r})"
-        notes = [f"{k} is from ${var}" for k, var in env_sources.items() if e["loc"] and (k + ".").startswith(key + ".")]
+        notes = [f"{k} is from ${var}" for k, var in env_sources.items()
+                 if e["loc"] and (k + ".").startswith(key + ".")]
         from_env |= bool(notes)
         lines.append(f"  {key}: {msg}" + (f" [{'; '.join(notes)}]" if notes else ""))
     fix = "Fix these keys in the file" + (" or the environment variables named" if from_env else "")
     return f"{path}: invalid configuration:\n" + "\n".join(lines) + f"\n{fix} and run again."
 
 
-def parse_config(data: dict | None, source: str | Path = "params.yaml", environ: Mapping[str, str] | None = None) -> Config:
+def parse_config(
+        data: dict | None, source: str | Path = "params.yaml", environ: Mapping[str, str] | None = None) -> Config:
     """Validate raw params after applying the environment's overrides (MLFLOW_TRACKING_URI,
     OPTUNA_STORAGE, PIPELINE_DEVICE; `environ` defaults to os.environ). Also takes a dumped
     Config (worker processes get one as JSON): parsing it again gives the same Config."""

@@ -52,9 +52,11 @@ class SearchConfig(TrainingKnobs):
     the training keys apply to every trial."""
     n_trials: int = stage_key(8, "the study's total number of trials, across reruns", ge=1)
     epochs: int = Field(3, ge=1, description="epochs per trial")
-    lr_min: float = stage_key(1e-4, "low end of the log learning-rate range of adam, adamw, adagrad and rmsprop", gt=0, lt=1)
+    lr_min: float = stage_key(
+        1e-4, "low end of the log learning-rate range of adam, adamw, adagrad and rmsprop", gt=0, lt=1)
     lr_max: float = stage_key(3e-3, "high end of that range", gt=0, le=10)
-    sgd_lr_scale: float = stage_key(30.0, "the SGD family searches [lr_min, lr_max] x this (SGD needs larger steps)", gt=0)
+    sgd_lr_scale: float = stage_key(
+        30.0, "the SGD family searches [lr_min, lr_max] x this (SGD needs larger steps)", gt=0)
     optimizers: list[Optimizer] = stage_key(list(ALL_OPTIMIZERS), "the optimizers to search")
     batch_size: int = Field(32, ge=1, description="texts per batch")
     max_length: int = stage_key(128, "tokens per text; longer texts are truncated", ge=8, le=4096)
@@ -68,8 +70,8 @@ class SearchConfig(TrainingKnobs):
     grid: dict[Literal["optimizer", "learning_rate"], list] | None = stage_key(
         None, "sampler grid only, e.g. {optimizer: [adam, sgd], learning_rate: [0.0001, 0.001]}")
     seed: int = Field(42, description="random seed (the sampler's too)")
-    workers: int = stage_key(1, "worker processes on this machine sharing the study (each gets cores / workers threads)",
-                             ge=1, le=64)
+    workers: int = stage_key(
+        1, "worker processes on this machine sharing the study (each gets cores / workers threads)", ge=1, le=64)
     storage: str | None = stage_key(None, "null: optuna/<study_name>.journal; or a postgresql:// URL; "
                                           "OPTUNA_STORAGE overrides it")
     study_name: str = stage_key("classifier-search", "the study's name, before its settings-and-inputs fingerprint")
@@ -88,7 +90,8 @@ class SearchConfig(TrainingKnobs):
                 raise ValueError("sampler grid needs grid: {optimizer: [...], learning_rate: [...]}")
             unknown = set(self.grid["optimizer"]) - set(ALL_OPTIMIZERS)
             if unknown:
-                raise ValueError(f"grid.optimizer: unknown optimizers {sorted(unknown)}; choose from {list(ALL_OPTIMIZERS)}")
+                raise ValueError(f"grid.optimizer: unknown optimizers {sorted(unknown)}; "
+                                 f"choose from {list(ALL_OPTIMIZERS)}")
             if not all(isinstance(v, (int, float)) and v > 0 for v in self.grid["learning_rate"]):
                 raise ValueError("grid.learning_rate: list positive numbers")
             if any(v is not None for v in self.space.model_dump().values()):

@@ -15,8 +15,10 @@ class PrepareConfig(Section):
     format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = Field("auto", description="auto: from the file name")
     text_column: str = Field("text", description="the column of texts")
     label_column: str = Field("category", description="the column of labels")
-    group_column: str | None = Field("movie_name", description="rows of one group never straddle splits; null: no grouping")
-    unlabelled_labels: list[str] = Field(["plot"], description="label values that mark unlabelled text (used for pretraining only)")
+    group_column: str | None = Field(
+        "movie_name", description="rows of one group never straddle splits; null: no grouping")
+    unlabelled_labels: list[str] = Field(
+        ["plot"], description="label values that mark unlabelled text (used for pretraining only)")
     val_fraction: float = Field(0.1, gt=0, lt=0.5, description="share of the labelled rows for validation")
     test_fraction: float = Field(0.1, gt=0, lt=0.5, description="share of the labelled rows for the test split")
     seed: int = Field(42, description="random seed of the split")
@@ -61,7 +63,8 @@ class FinetuneConfig(TrainingKnobs):
     max_length: int = stage_key(128, "tokens per text; longer texts are truncated", ge=8, le=4096)
     learning_rate: float | None = Field(None, gt=0, lt=10, description="null: the search's best; a number overrides it")
     optimizer: Optimizer | None = Field(None, description="null: the search's best; a name overrides it")
-    reuse_best_trial: bool = stage_key(False, "true: ship the search's best trial model (at its best epoch), no retraining")
+    reuse_best_trial: bool = stage_key(
+        False, "true: ship the search's best trial model (at its best epoch), no retraining")
     retrain_on_train_val: bool = stage_key(
         False, "true: retrain on train + val with the best settings for the best trial's epochs (no early stopping)")
     seed: int = Field(42, description="random seed")
@@ -82,5 +85,6 @@ class EvaluateConfig(Section):
 class RegisterConfig(Section):
     """Register the model in MLflow and move the `champion` alias when it beats the current one."""
     model_name: str = Field("rotten-tomatoes-sentiment", min_length=1, description="the registered model's name")
-    metric: Literal["accuracy", "macro_f1"] = Field("macro_f1", description="the test metric that decides promotion to `champion`")
+    metric: Literal["accuracy", "macro_f1"] = Field(
+        "macro_f1", description="the test metric that decides promotion to `champion`")
     min_delta: float = Field(0.0, ge=0, description="how much the new model must beat the champion by")

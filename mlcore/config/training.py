@@ -21,7 +21,8 @@ def to_settings(section: TrainingKnobs | None = None, /, **values) -> TrainSetti
     every value a TrainSettings field: anything else is a TypeError naming it, never dropped."""
     section = TrainingKnobs() if section is None else section
     if not isinstance(section, TrainingKnobs):
-        raise TypeError(f"to_settings takes a training section (pretrain, search, finetune), not {type(section).__name__}")
+        raise TypeError("to_settings takes a training section (pretrain, search, finetune), "
+                        f"not {type(section).__name__}")
     keys = section.model_dump()
     kind = type(section).__name__
     unknown = sorted(set(keys) - SETTINGS_NAMES - stage_only_names(type(section)))

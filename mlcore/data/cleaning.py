@@ -127,7 +127,8 @@ def report(splits: dict[str, pd.DataFrame], unlabelled: pd.DataFrame, stats: dic
         }
     groups = [set(p["group"]) for p in splits.values()]
     leaked = len(groups[0] & groups[1]) + len(groups[0] & groups[2]) + len(groups[1] & groups[2])
-    return {"cleaning": stats, "splits": per_split, "unlabelled_rows": int(len(unlabelled)), "groups_shared_across_splits": leaked}
+    return {"cleaning": stats, "splits": per_split, "unlabelled_rows": int(len(unlabelled)),
+            "groups_shared_across_splits": leaked}
 
 
 def summary(splits: dict[str, pd.DataFrame], cleaned: CleanResult) -> dict:

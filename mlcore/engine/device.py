@@ -14,7 +14,8 @@ def resolve_device(preference: str = "auto") -> torch.device:
     if preference == "cuda" and not torch.cuda.is_available():
         from mlcore.errors import UserError
 
-        raise UserError("runtime.device is 'cuda' (or PIPELINE_DEVICE=cuda) but no CUDA GPU is visible. Use 'auto' or 'cpu'.")
+        raise UserError("runtime.device is 'cuda' (or PIPELINE_DEVICE=cuda) but no CUDA GPU is visible. "
+                        "Use 'auto' or 'cpu'.")
     if preference == "auto":
         preference = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(preference)

@@ -54,7 +54,8 @@ class Stepper:
         if last_in_group:
             self.scaler.unscale_(self.optimizer)
             if self.s.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], self.s.max_grad_norm)
+                with_grads = [p for p in self.model.parameters() if p.grad is not None]
+                torch.nn.utils.clip_grad_norm_(with_grads, self.s.max_grad_norm)
             self.last_lr = self.optimizer.param_groups[-1]["lr"]  # the top layer's rate, as used
             self.scaler.step(self.optimizer)
             self.scaler.update()

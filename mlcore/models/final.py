@@ -30,7 +30,8 @@ def settings_for(f: FinetuneConfig, best: dict, source: Path) -> TrainSettings:
     no early stopping: no held-out rows are left to stop on."""
     searched = {k: best[k] for k in SEARCHED if k in best}
     settings = to_settings(
-        f, **searched, learning_rate=f.learning_rate or best["learning_rate"], optimizer=f.optimizer or best["optimizer"])
+        f, **searched, learning_rate=f.learning_rate or best["learning_rate"],
+        optimizer=f.optimizer or best["optimizer"])
     if not f.retrain_on_train_val:
         return settings
     if not best.get("best_epoch"):

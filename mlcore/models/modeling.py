@@ -42,17 +42,20 @@ def check_checkpoint(path: str | Path, key: str) -> Path:
     if not (path / "config.json").is_file():
         raise UserError(
             f"{path}: not a model checkpoint directory (no config.json) — set by {key} in params.yaml. "
-            f"Point it at a local directory saved with save_pretrained (config.json, model.safetensors, tokenizer files)."
+            "Point it at a local directory saved with save_pretrained "
+            "(config.json, model.safetensors, tokenizer files)."
         )
     if not any(path.glob("*.safetensors")):
-        raise UserError(f"{path}: has no .safetensors weights ({key}). Only safetensors checkpoints are loaded, never pickles.")
+        raise UserError(f"{path}: has no .safetensors weights ({key}). "
+                        "Only safetensors checkpoints are loaded, never pickles.")
     return path
 
 
 def load_mlm_model(path: str | Path, key: str = "pretrain.init_from"):
     path = check_checkpoint(path, key)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    model = AutoModelForMaskedLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False, attn_implementation="sdpa")
+    model = AutoModelForMaskedLM.from_pretrained(
+        path, use_safetensors=True, trust_remote_code=False, attn_implementation="sdpa")
     return model, tokenizer
 
 
@@ -61,7 +64,7 @@ def load_classifier(path: str | Path, label2id: dict[str, int] | None = None, ke
     path = check_checkpoint(path, key)
     kwargs = {}
     if label2id is not None:
-        kwargs = dict(num_labels=len(label2id), label2id=label2id, id2label={i: l for l, i in label2id.items()})
+        kwargs = dict(num_labels=len(label2id), label2id=label2id, id2label={i: label for label, i in label2id.items()})
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     model = AutoModelForSequenceClassification.from_pretrained(
         path, use_safetensors=True, trust_remote_code=False, attn_implementation="sdpa", **kwargs

@@ -34,7 +34,8 @@ def suggest(trial: optuna.Trial, cfg: SearchConfig) -> dict:
         params["layerwise_lr_decay"] = trial.suggest_float("layerwise_lr_decay", *space.layerwise_lr_decay)
     if space.freeze_layers:
         frozen = trial.suggest_int("freeze_layers", *space.freeze_layers)
-        params |= {"strategy": "freeze_bottom", "freeze_layers": frozen} if frozen else {"strategy": "full", "freeze_layers": 0}
+        params |= ({"strategy": "freeze_bottom", "freeze_layers": frozen} if frozen
+                   else {"strategy": "full", "freeze_layers": 0})
     if space.batch_size:
         params["batch_size"] = trial.suggest_categorical("batch_size", list(space.batch_size))
     if space.schedule:

@@ -20,8 +20,10 @@ METRIC_TAG = "test_{metric}"
 def log_classifier(model_dir: Path, example_texts: list[str], labels: list[str], registered_name: str):
     """Log the model under the active run and register a new version of `registered_name`."""
     example = pd.DataFrame({"text": example_texts})
-    signature = infer_signature(example, pd.Series([labels[0]] * len(example_texts), name="label"), params={"return_scores": False})
-    reqs = [f"{pkg}=={version(pkg)}" for pkg in ("torch", "transformers", "tokenizers", "safetensors", "pandas", "numpy")]
+    output = pd.Series([labels[0]] * len(example_texts), name="label")
+    signature = infer_signature(example, output, params={"return_scores": False})
+    packages = ("torch", "transformers", "tokenizers", "safetensors", "pandas", "numpy")
+    reqs = [f"{pkg}=={version(pkg)}" for pkg in packages]
     with warnings.catch_warnings():
         # predict() accepts DataFrames, Series and lists on purpose; the explicit signature
         # documents the input, so MLflow's "add type hints" advice does not apply.

@@ -74,7 +74,8 @@ def pipeline_run(cfg: Config, run_name: str = "pipeline") -> Iterator[str]:
     """The parent run of one pipeline execution, ended FAILED if anything raises."""
     exp_id = configure(cfg)
     client = MlflowClient()
-    run = client.create_run(exp_id, run_name=run_name, tags={**lineage_tags(cfg), **owner_tags(), "pipeline.role": "pipeline"})
+    run = client.create_run(
+        exp_id, run_name=run_name, tags={**lineage_tags(cfg), **owner_tags(), "pipeline.role": "pipeline"})
     run_id = run.info.run_id
     try:
         yield run_id
@@ -164,7 +165,8 @@ def trial_run(name: str, pruned: tuple[type[BaseException], ...] = (), tags: dic
     """A nested trial run whose end status says what happened to the trial:
     FINISHED (tag COMPLETE), KILLED (tag PRUNED) or FAILED (tag FAIL)."""
     # parent_run_id: a worker process nesting its trials under the search run of another process.
-    run = mlflow.start_run(run_name=name, nested=True, parent_run_id=parent_run_id, tags={**owner_tags(), **(tags or {})})
+    run = mlflow.start_run(
+        run_name=name, nested=True, parent_run_id=parent_run_id, tags={**owner_tags(), **(tags or {})})
     try:
         yield run
     except pruned:

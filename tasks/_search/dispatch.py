@@ -25,8 +25,10 @@ def run_budget(cfg: Config, stage_run_id: str | None, orphans: list[str]) -> opt
             print(f"search: trials {stale} of a process that died were failed and queued again; "
                   f"MLflow runs closed as FAILED: {orphans}")
         todo = studies.remaining_budget(study, s.n_trials)
-        runs.log_params(s.model_dump() | {"storage": redact(s.storage), "study": name, "device": str(device), "trials_to_run": todo})
-        print(f"search: study {name}: {studies.finished_trials(study)} trials done, {todo} to run, {s.workers} worker(s)")
+        runs.log_params(s.model_dump() | {"storage": redact(s.storage), "study": name, "device": str(device),
+                                          "trials_to_run": todo})
+        print(f"search: study {name}: {studies.finished_trials(study)} trials done, {todo} to run, "
+              f"{s.workers} worker(s)")
         if pooled:
             pool.run_pooled(cfg, study, trials.claim_lock(name), stage_run_id)
         else:

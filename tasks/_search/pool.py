@@ -123,7 +123,8 @@ def run_pooled(cfg: Config, study, lock: Path, parent_run_id: str | None) -> int
 
     with _children_use_this_api(), ProcessPoolTaskRunner(
             max_workers=n, initializer=_start_worker, initargs=(json.dumps(cfg.model_dump()), parent_run_id)) as runner:
-        threads = [threading.Thread(target=slot, args=(runner,), name=f"search-slot-{i}", daemon=True) for i in range(n)]
+        threads = [threading.Thread(target=slot, args=(runner,), name=f"search-slot-{i}", daemon=True)
+                   for i in range(n)]
         for t in threads:
             t.start()
         try:

@@ -42,7 +42,8 @@ def open_study(cfg: Config, threads: int | None = None, worker: int = 0, trains:
     storage = cfg.optuna_storage()
     study = optuna.create_study(
         study_name=name, storage=studies.make_storage(storage, P.OPTUNA_DIR, s.study_name),
-        direction="maximize", sampler=studies.make_sampler(s, worker), pruner=studies.make_pruner(s), load_if_exists=True,
+        direction="maximize", sampler=studies.make_sampler(s, worker), pruner=studies.make_pruner(s),
+        load_if_exists=True,
     )
     return device, label2id, train, val, study, name
 
@@ -55,7 +56,8 @@ def tracked_objective(cfg: Config, label2id, train, val, device, name: str, pare
         tags = {"optuna.study": name, "optuna.trial": str(trial.number)}
         if "retry_of" in trial.user_attrs:
             tags["optuna.retry_of"] = str(trial.user_attrs["retry_of"])
-        with runs.trial_run(f"trial-{trial.number}", pruned=(optuna.TrialPruned,), tags=tags, parent_run_id=parent_run_id):
+        with runs.trial_run(
+                f"trial-{trial.number}", pruned=(optuna.TrialPruned,), tags=tags, parent_run_id=parent_run_id):
             runs.log_params(params | {"trial_number": trial.number, "epochs": cfg.search.epochs})
             yield
 
