@@ -38,9 +38,11 @@ def make_reviews(n: int = 400, n_movies: int = 40, n_plots: int = 30, seed: int 
         label = "fresh" if i % 2 == 0 else "rotten"
         words = rng.sample(FILLER, 6) + rng.sample(POSITIVE if label == "fresh" else NEGATIVE, 2)
         rng.shuffle(words)
-        rows.append({"category": label, "text": " ".join(words) + f" {i}", "movie_name": f"movie {rng.randrange(n_movies)}"})
+        rows.append({"category": label, "text": " ".join(words) + f" {i}",
+                     "movie_name": f"movie {rng.randrange(n_movies)}"})
     for j in range(n_plots):
-        rows.append({"category": "plot", "text": " ".join(rng.choices(FILLER + POSITIVE + NEGATIVE, k=30)), "movie_name": f"movie {j % n_movies}"})
+        rows.append({"category": "plot", "text": " ".join(rng.choices(FILLER + POSITIVE + NEGATIVE, k=30)),
+                     "movie_name": f"movie {j % n_movies}"})
     return pd.DataFrame(rows)
 
 
@@ -48,7 +50,8 @@ def tiny_params(data_path: str) -> dict:
     """A config small enough for stage and end-to-end tests on a 2-core CPU."""
     return {
         "prepare": {"input": data_path, "text_column": "text", "label_column": "category",
-                    "group_column": "movie_name", "unlabelled_labels": ["plot"], "val_fraction": 0.15, "test_fraction": 0.15},
+                    "group_column": "movie_name", "unlabelled_labels": ["plot"],
+                    "val_fraction": 0.15, "test_fraction": 0.15},
         "pretrain": {"vocab_size": 200, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
                      "max_length": 32, "epochs": 1, "batch_size": 16},
         "search": {"n_trials": 2, "epochs": 2, "lr_min": 0.002, "lr_max": 0.01, "optimizers": ["adam", "adamw"],
@@ -128,7 +131,8 @@ def run_two_worker_search(storage: str | None = None, in_flow: bool = False):
     else:
         search.run(cfg)
     name = json.loads(P.BEST_PARAMS.read_text())["study"]
-    study = optuna.load_study(study_name=name, storage=studies.make_storage(storage, P.OPTUNA_DIR, cfg.search.study_name))
+    study = optuna.load_study(
+        study_name=name, storage=studies.make_storage(storage, P.OPTUNA_DIR, cfg.search.study_name))
     return (study, flow_run_id) if in_flow else study
 
 
@@ -137,4 +141,5 @@ def assert_two_workers_filled_the_budget(study) -> None:
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
     assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
     assert len({t.user_attrs["owner"]["pid"] for t in study.trials}) == 2  # both processes ran trials
-    assert len({(t.params["optimizer"], t.params["learning_rate"]) for t in study.trials}) == 4  # seeds differ per worker
+    # seeds differ per worker
+    assert len({(t.params["optimizer"], t.params["learning_rate"]) for t in study.trials}) == 4

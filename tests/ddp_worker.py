@@ -25,7 +25,8 @@ def main(base: Path, out: Path) -> None:
     engine.distributed.mine = lambda i, n: (seen.append(i) or True) if real_mine(i, n) else False
     s = to_settings(epochs=1, batch_size=8, learning_rate=1e-2, seed=0, dropout=0.0)
     train_classifier(model, train, train, s, torch.device("cpu"), tok.pad_token_id)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / f"rank{distributed.rank()}.safetensors"))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(out / f"rank{distributed.rank()}.safetensors"))
     (out / f"rank{distributed.rank()}.json").write_text(json.dumps(seen))
 
 

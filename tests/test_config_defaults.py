@@ -34,7 +34,7 @@ def test_the_defaults_are_valid_yaml_that_validates_to_exactly_the_defaults():
 
 def test_each_key_is_printed_with_its_default_and_help():
     text = render_defaults()
-    for section, field in Config.model_fields.items():
+    for section, _field in Config.model_fields.items():
         assert f"\n{section}:\n" in text
     knob = TrainingKnobs.model_fields["schedule"]
     assert "  schedule: linear" in text and help_text(knob) in text

@@ -43,11 +43,13 @@ def test_sqlite_with_workers_is_refused_once_whether_from_the_file_or_the_enviro
         parse_config({"search": {"workers": 2}}, environ={"OPTUNA_STORAGE": "sqlite:///o.db"})
     assert "[search.storage is from $OPTUNA_STORAGE]" in str(err.value)
     assert "or the environment variables named" in str(err.value)
-    assert parse_config({"search": {"workers": 2}}, environ={"OPTUNA_STORAGE": "postgresql://u@db/o"}).search.workers == 2
+    assert parse_config({"search": {"workers": 2}},
+                        environ={"OPTUNA_STORAGE": "postgresql://u@db/o"}).search.workers == 2
 
 
 def test_a_bad_device_from_the_environment_is_named():
-    with pytest.raises(ConfigError, match=r"runtime.device: .*\(got 'gpu'\) \[runtime.device is from \$PIPELINE_DEVICE\]"):
+    with pytest.raises(ConfigError,
+                       match=r"runtime.device: .*\(got 'gpu'\) \[runtime.device is from \$PIPELINE_DEVICE\]"):
         parse_config({}, environ={"PIPELINE_DEVICE": "gpu"})
 
 

@@ -48,7 +48,8 @@ def test_a_reason_documents_an_override_and_a_stale_marker_is_reported(tmp_path)
                             "  sgd_lr_scale: 30  # 30 == 30.0: no override\n")
     assert undocumented_overrides(path) == [
         "search.epochs: `# override:` but the value is the default (3); drop the marker",
-        "search.lr_max: 0.004 differs from the default 0.003; say why on its line: `# override: <why>`, or drop the key",
+        "search.lr_max: 0.004 differs from the default 0.003; "
+        "say why on its line: `# override: <why>`, or drop the key",
     ]
 
 

@@ -55,14 +55,15 @@ def test_values_override_the_section_and_no_section_means_the_knob_defaults():
 
 
 def test_an_unknown_name_is_an_error_never_dropped():
-    with pytest.raises(TypeError, match=r"to_settings\(FinetuneConfig\): \['learning_rat'\] are not TrainSettings fields"):
+    with pytest.raises(TypeError,
+                       match=r"to_settings\(FinetuneConfig\): \['learning_rat'\] are not TrainSettings fields"):
         to_settings(FinetuneConfig(), learning_rat=1e-3)
 
     class WithANewKnob(FinetuneConfig):
         gradient_checkpointing: bool = False
 
-    with pytest.raises(TypeError, match=r"keys \['gradient_checkpointing'\] are neither TrainSettings fields nor declared "
-                                        r"with stage_key"):
+    with pytest.raises(TypeError, match=r"keys \['gradient_checkpointing'\] are neither TrainSettings fields "
+                                        r"nor declared with stage_key"):
         to_settings(WithANewKnob(), learning_rate=1e-3, optimizer="adam")
     with pytest.raises(TypeError, match="takes a training section"):
         to_settings(parse_config({}).evaluate)
@@ -102,4 +103,5 @@ def test_importing_the_config_does_not_import_the_engine():
     import sys
 
     code = "import sys, mlcore.config; print(any(m.startswith('mlcore.engine') for m in sys.modules))"
-    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"

@@ -36,7 +36,8 @@ def test_grouped_split_has_no_leak_and_is_stratified_and_seeded():
     b = D.split(df, 0.1, 0.1, seed=7, grouped=True)
     assert all(a[k].equals(b[k]) for k in a)
     groups = {k: set(v["group"]) for k, v in a.items()}
-    assert not (groups["train"] & groups["test"]) and not (groups["train"] & groups["val"]) and not (groups["val"] & groups["test"])
+    assert (not (groups["train"] & groups["test"]) and not (groups["train"] & groups["val"])
+            and not (groups["val"] & groups["test"]))
     assert sum(len(v) for v in a.values()) == len(df)
     for part in a.values():
         share = (part["label"] == "fresh").mean()

@@ -29,7 +29,8 @@ def test_two_processes_split_the_batches_and_agree(tmp_path):
     a, b = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
     start = modeling.load_classifier(tmp_path / "base", {"a": 0, "b": 1})[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # gradients averaged: replicas identical
-    assert not torch.equal(a["bert.encoder.layer.0.output.dense.weight"], start["bert.encoder.layer.0.output.dense.weight"])
+    assert not torch.equal(a["bert.encoder.layer.0.output.dense.weight"],
+                           start["bert.encoder.layer.0.output.dense.weight"])
 
 
 def _env():

@@ -98,7 +98,8 @@ def test_flow_dvc_registry_and_gate(tiny_project, prefect_api):
     assert set(json.loads(dvc("status", "--json"))) == {"finetune"}
     second = training_pipeline("params.yaml")
     assert ran(second) == ["finetune", "evaluate", "register"]
-    latest = client.search_runs([exp.experiment_id], "tags.`pipeline.role` = 'pipeline'", order_by=["start_time DESC"])[0]
+    latest = client.search_runs(
+        [exp.experiment_id], "tags.`pipeline.role` = 'pipeline'", order_by=["start_time DESC"])[0]
     assert latest.data.tags["stage.prepare"].startswith("skipped") and latest.data.tags["stage.register"] == "ran"
     assert str(client.get_model_version_by_alias("tiny-sentiment", "challenger").version) == "2"
     assert str(client.get_model_version_by_alias("tiny-sentiment", "champion").version) == "1"

@@ -145,7 +145,8 @@ def test_gradient_clipping_bounds_the_update(base_dir, tok, data):
     model, _ = train(base_dir, tok, (type(data[0])(data[0].input_ids[:16], data[0].labels[:16]), data[1]),
                      optimizer="sgd", learning_rate=1.0, max_grad_norm=1e-3, warmup=0, schedule="constant",
                      weight_decay=0.0)
-    delta = torch.sqrt(sum(((model.state_dict()[k] - v) ** 2).sum() for k, v in before.items() if v.is_floating_point()))
+    delta = torch.sqrt(sum(((model.state_dict()[k] - v) ** 2).sum()
+                           for k, v in before.items() if v.is_floating_point()))
     assert 0 < delta <= 1e-3 * 1.01
 
 
@@ -200,7 +201,7 @@ def test_eval_every_steps_adds_mid_epoch_evaluations_without_changing_training(b
     assert [h["epoch"] for h in stepped.history] == [0.375, 0.75, 1, 1.125, 1.5, 1.875, 2]
     assert [h["evaluation"] for h in stepped.history] == list(range(1, 8))
     ends = [h for h in stepped.history if h["epoch"] in (1, 2)]
-    for mine, theirs in zip(ends, per_epoch.history):  # evaluating mid-epoch does not perturb training
+    for mine, theirs in zip(ends, per_epoch.history, strict=True):  # evaluating mid-epoch does not perturb training
         assert mine["val_macro_f1"] == theirs["val_macro_f1"] and mine["train_loss"] == theirs["train_loss"]
 
     class Pruned(Exception):

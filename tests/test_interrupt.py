@@ -66,7 +66,8 @@ def test_finetune_killed_mid_run_resumes_from_its_last_checkpoint(tiny_project):
     yaml.safe_dump(params, open("params.yaml", "w"))
     state = Path(".checkpoints/finetune/state.json")
 
-    proc = subprocess.Popen([sys.executable, "-m", "tasks.finetune"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "tasks.finetune"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and proc.poll() is None and not state.is_file():
@@ -110,12 +111,14 @@ def test_search_killed_with_sigkill_finishes_its_budget_on_rerun(tiny_project):
     yaml.safe_dump(params, open("params.yaml", "w"))
     client = MlflowClient()
 
-    proc = subprocess.Popen([sys.executable, "-m", "tasks.search"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "tasks.search"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and proc.poll() is None:
             exp = client.get_experiment_by_name("tests")
-            if exp and client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING' and attributes.run_name LIKE 'trial-%'"):
+            if exp and client.search_runs(
+                    [exp.experiment_id], "attributes.status = 'RUNNING' and attributes.run_name LIKE 'trial-%'"):
                 break
             time.sleep(0.2)
         time.sleep(random.uniform(0.0, 2.0))  # somewhere inside the first trial

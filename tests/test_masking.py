@@ -47,7 +47,7 @@ def _reference_mask_tokens(input_ids, attention_mask, special_ids, mask_id, voca
 def test_token_level_path_matches_the_previous_implementation():
     ids, attention = _random_batch(8, 64)
     expected = _reference_mask_tokens(ids, attention, SPECIAL, MASK, VOCAB, 0.15, torch.Generator().manual_seed(3))
-    for got, want in zip(_mask(ids, attention, seed=3), expected):
+    for got, want in zip(_mask(ids, attention, seed=3), expected, strict=True):
         assert torch.equal(got, want)
 
 

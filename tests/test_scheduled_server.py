@@ -65,7 +65,8 @@ def tail(path: Path, n: int = 60) -> str:
 
 def group_members(pgid: int) -> list[str]:
     """Processes still in process group `pgid`, as `ps` lists them."""
-    out = subprocess.run(["ps", "-e", "-o", "pgid=,pid=,stat=,args="], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(["ps", "-e", "-o", "pgid=,pid=,stat=,args="],
+                         capture_output=True, text=True, check=True).stdout
     return [line for line in out.splitlines()
             if line.split()[0] == str(pgid) and not line.split()[2].startswith("Z")]
 
@@ -327,7 +328,7 @@ def raised(exc: BaseException, inside: BaseException | None = None) -> BaseExcep
         try:
             raise inside if inside is not None else RuntimeError("no context")
         except BaseException:
-            raise exc
+            raise exc from None
     except BaseException as err:
         return err
 

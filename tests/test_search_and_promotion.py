@@ -31,9 +31,11 @@ def test_budget_is_total_across_reruns(tmp_path):
         assert low <= p["learning_rate"] <= high and p["optimizer"] in ("adam", "sgd")
         return p["learning_rate"]
 
-    study = optuna.create_study(study_name="s", storage=storage, direction="maximize", sampler=studies.make_sampler(cfg), load_if_exists=True)
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize",
+                                sampler=studies.make_sampler(cfg), load_if_exists=True)
     study.optimize(objective, n_trials=3)
-    again = optuna.create_study(study_name="s", storage=studies.make_storage(None, tmp_path, "s"), direction="maximize", load_if_exists=True)
+    again = optuna.create_study(study_name="s", storage=studies.make_storage(None, tmp_path, "s"),
+                                direction="maximize", load_if_exists=True)
     assert studies.remaining_budget(again, cfg.n_trials) == 2
     again.optimize(objective, n_trials=studies.remaining_budget(again, cfg.n_trials))
     assert studies.finished_trials(again) == 5 and studies.remaining_budget(again, 5) == 0
@@ -69,7 +71,8 @@ def test_optional_and_conditional_dimensions():
         "weight_decay": [1e-4, 1e-1], "schedule": ["linear", "cosine"], "freeze_layers": [0, 2],
         "batch_size": [16, 32], "momentum": [0.8, 0.95]}}}).search
     for p in _sample(cfg, 20):
-        assert 1e-4 <= p["weight_decay"] <= 1e-1 and p["schedule"] in ("linear", "cosine") and p["batch_size"] in (16, 32)
+        assert (1e-4 <= p["weight_decay"] <= 1e-1 and p["schedule"] in ("linear", "cosine")
+                and p["batch_size"] in (16, 32))
         assert ("momentum" in p) == (p["optimizer"] == "sgd_momentum")  # momentum only where it means something
         assert p["strategy"] == ("freeze_bottom" if p["freeze_layers"] else "full")
     plain = _sample(parse_config({}).search, 3)

@@ -48,7 +48,8 @@ def test_continued_pretraining_keeps_the_checkpoints_tokenizer(tiny_project):
     assert AutoTokenizer.from_pretrained(P.PRETRAINED).get_vocab() == AutoTokenizer.from_pretrained(source).get_vocab()
     saved = json.loads((P.PRETRAINED / "config.json").read_text())
     assert saved["hidden_size"] == 384 and saved["num_hidden_layers"] == 6
-    with safe_open(str(P.PRETRAINED / "model.safetensors"), "pt") as f, safe_open(str(source / "model.safetensors"), "pt") as g:
+    with (safe_open(str(P.PRETRAINED / "model.safetensors"), "pt") as f,
+          safe_open(str(source / "model.safetensors"), "pt") as g):
         new_key = next(k for k in f.keys() if k.endswith("encoder.layer.0.attention.self.query.weight"))
         old_key = next(k for k in g.keys() if k.endswith("encoder.layer.0.attention.self.query.weight"))
         assert not f.get_tensor(new_key).equal(g.get_tensor(old_key))  # weights moved: it trained

@@ -41,7 +41,8 @@ def _module_file(name: str) -> Path | None:
 
 
 # Orchestration, tracking and error-message code does not change what a stage computes.
-IGNORED = {"tasks/_runner.py", "tasks/_process.py", "tasks/_dvc_state.py", "mlcore/errors.py", "mlcore/tracking/runs.py", "mlcore/data/hashing.py"}
+IGNORED = {"tasks/_runner.py", "tasks/_process.py", "tasks/_dvc_state.py", "mlcore/errors.py",
+           "mlcore/tracking/runs.py", "mlcore/data/hashing.py"}
 
 
 def _project_imports(file: Path, seen: set[Path]) -> set[Path]:
