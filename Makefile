@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install data run test ui-mlflow ui-prefect serve clean
+.PHONY: install data run lint test ui-mlflow ui-prefect serve clean
 
 install: $(STAMP)
 
@@ -29,7 +29,11 @@ data: $(STAMP)
 run: data
 	$(BIN)/python -m flows.training_pipeline
 
-test: $(STAMP)
+# ruff first: a style or import error fails in seconds, before minutes of tests.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest
 
 # Serves the nightly deployment against the server of `make ui-prefect` (run that first);

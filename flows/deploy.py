@@ -30,7 +30,7 @@ DEPLOYMENT_NAME = "nightly-retraining"
 # The default run takes minutes; a nightly run still going after 4 h is stuck, and the
 # timeout ends it before the working day (and long before the next night's run).
 TIMEOUT_S = 4 * 3600
-# Transient failures only (flows.training_pipeline.is_transient): a tracking server or
+# Transient failures only (flows._hooks.is_transient): a tracking server or
 # database that restarts is usually back within minutes. User errors and timeouts fail at once.
 RETRIES = 2
 RETRY_DELAY_S = 300
