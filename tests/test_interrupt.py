@@ -1,4 +1,5 @@
 """A stage stopped from outside (SIGTERM) closes its MLflow runs as FAILED, never leaves them RUNNING."""
+import os
 import signal
 import subprocess
 import sys
@@ -7,6 +8,9 @@ import time
 from mlflow import MlflowClient
 
 from mlcore.config import load_config
+
+# Seeds the SIGKILL delay below, so that a failure reproduces: set TEST_SIGKILL_SEED to try another.
+SIGKILL_DELAY_SEED = int(os.environ.get("TEST_SIGKILL_SEED", "1"))
 
 
 def sigterm_once_trials_run(cmd: list[str], run_name: str, n_running: int, timeout: float):
@@ -111,7 +115,9 @@ def test_search_killed_with_sigkill_finishes_its_budget_on_rerun(tiny_project, s
             if exp and client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING' and attributes.run_name LIKE 'trial-%'"):
                 break
             time.sleep(0.2)
-        time.sleep(random.uniform(0.0, 2.0))  # somewhere inside the first trial
+        delay = random.Random(SIGKILL_DELAY_SEED).uniform(0.0, 2.0)  # somewhere inside the first trial
+        print(f"SIGKILL {delay:.3f} s after the first trial started (seed {SIGKILL_DELAY_SEED})")
+        time.sleep(delay)
         assert proc.poll() is None, proc.stderr.read()[-2000:]
         proc.kill()
         proc.wait(timeout=30)
