@@ -120,6 +120,34 @@ def set_params_fixture(tiny_project):
     return set_params
 
 
+TINY_BERT = dict(vocab_size=200, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_length=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A WordPiece tokenizer (vocabulary 200, max_length 32) trained on `make_reviews(n=300)`.
+    Shared by the session: use it, never change it."""
+    from mlcore.models.wordpiece import train_wordpiece
+
+    return train_wordpiece(make_reviews(n=300)["text"].tolist() + ["text number word"], vocab_size=200, max_length=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_base_dir(tiny_tokenizer, tmp_path_factory):
+    """A saved, seeded 2-layer BERT MLM checkpoint (TINY_BERT) with `tiny_tokenizer`: a base to load
+    classifiers from. Shared by the session: read it, never write into it."""
+    import torch
+
+    from mlcore.config import PretrainConfig
+    from mlcore.models import modeling
+
+    path = tmp_path_factory.mktemp("tiny_base")
+    torch.manual_seed(0)
+    model = modeling.new_mlm_model(PretrainConfig(**TINY_BERT), len(tiny_tokenizer), tiny_tokenizer.pad_token_id)
+    modeling.save(model, tiny_tokenizer, path)
+    return path
+
+
 def run_two_worker_search(storage: str | None = None, in_flow: bool = False):
     """prepare, pretrain, then a 4-trial search with `search.workers: 2`; returns the study
     (and, with `in_flow`, the id of the Prefect flow run the search ran in)."""

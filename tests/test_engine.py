@@ -5,27 +5,22 @@ import torch
 from mlcore.engine import checkpointing, layers
 from mlcore.models import modeling
 from mlcore.engine.batching import encode
-from mlcore.config import PretrainConfig
 from mlcore.engine.settings import TrainSettings
-from mlcore.models.wordpiece import train_wordpiece
 from mlcore.models.classifier import ClassifierLoss, balanced_class_weights, train_classifier
 from tests.conftest import make_reviews
 
-TINY2 = PretrainConfig(vocab_size=200, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_length=32)
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return train_wordpiece(make_reviews(n=200)["text"], vocab_size=200, max_length=32)
+def tok(tiny_tokenizer):
+    return tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
-def base_dir(tok, tmp_path_factory):
-    path = tmp_path_factory.mktemp("base")
-    torch.manual_seed(0)
-    modeling.save(modeling.new_mlm_model(TINY2, len(tok), tok.pad_token_id), tok, path)
-    return path
+def base_dir(tiny_base_dir):
+    """conftest's seeded 2-layer TINY_BERT, saved once for the session."""
+    return tiny_base_dir
 
 
 @pytest.fixture(scope="module")

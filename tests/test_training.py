@@ -9,7 +9,6 @@ from mlcore.engine.batching import by_length, collate, encode
 from mlcore.config import PretrainConfig
 from mlcore.models.mlm import MlmBatcher, pack, pretrain_mlm
 from mlcore.engine.settings import TrainSettings
-from mlcore.models.wordpiece import train_wordpiece
 from mlcore.models.classifier import train_classifier
 from tests.conftest import make_reviews
 
@@ -18,8 +17,8 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return train_wordpiece(make_reviews(n=300)["text"], vocab_size=200, max_length=32)
+def tokenizer(tiny_tokenizer):
+    return tiny_tokenizer
 
 
 def test_wordpiece_tokenizer_round_trip(tokenizer, tmp_path):
