@@ -9,7 +9,7 @@ RAW    := data/raw/rotten_tomatoes_corpus_full.csv.bz2
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install data run test ui-mlflow ui-prefect serve clean
+.PHONY: install data run test test-fast ui-mlflow ui-prefect serve clean
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ run: data
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The quick tier, for while you edit: no slow or end-to-end tests (under 2 minutes on 2 cores).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not e2e"
 
 serve: $(STAMP)
 	$(BIN)/python -m flows.deploy

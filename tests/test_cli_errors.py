@@ -3,6 +3,9 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.slow  # each test starts Python subprocesses that import the pipeline
 
 
 def run(*args):

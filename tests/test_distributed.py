@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import torch
+import pytest
 from safetensors.torch import load_file
 
 from mlcore.models import modeling
@@ -12,6 +13,7 @@ from mlcore.models import modeling
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_two_processes_split_the_batches_and_agree(tmp_path, tiny_base_dir):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
            str(ROOT / "tests" / "ddp_worker.py"), str(tiny_base_dir), str(tmp_path)]

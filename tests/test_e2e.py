@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 STAGES = ["prepare", "pretrain", "search", "finetune", "evaluate", "register"]
 
 

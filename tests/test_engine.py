@@ -220,6 +220,7 @@ def test_bf16_autocast_on_cpu_trains(base_dir, tok, data):
     assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in result.history)
 
 
+@pytest.mark.slow  # compiling takes seconds
 def test_torch_compile_trains_the_same_model(base_dir, tok, data):
     plain, _ = train(base_dir, tok, data, dropout=0.0)
     compiled, result = train(base_dir, tok, data, dropout=0.0, compile=True)

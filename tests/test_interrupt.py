@@ -5,12 +5,15 @@ import subprocess
 import sys
 import time
 
+import pytest
 from mlflow import MlflowClient
 
 from mlcore.config import load_config
 
 # Seeds the SIGKILL delay below, so that a failure reproduces: set TEST_SIGKILL_SEED to try another.
 SIGKILL_DELAY_SEED = int(os.environ.get("TEST_SIGKILL_SEED", "1"))
+
+pytestmark = pytest.mark.slow  # real stages in subprocesses, stopped from outside
 
 
 def sigterm_once_trials_run(cmd: list[str], run_name: str, n_running: int, timeout: float):

