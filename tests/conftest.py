@@ -125,8 +125,8 @@ TINY_BERT = dict(vocab_size=200, hidden_size=32, num_layers=2, num_heads=2, inte
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    """A WordPiece tokenizer (vocabulary 200, max_length 32) trained on `make_reviews(n=300)`.
-    Shared by the session: use it, never change it."""
+    """A WordPiece tokenizer (vocabulary 200, max_length 32) trained on `make_reviews(n=300)` and the
+    words tests/ddp_worker.py uses. Shared by the session: use it, never change it."""
     from mlcore.models.wordpiece import train_wordpiece
 
     return train_wordpiece(make_reviews(n=300)["text"].tolist() + ["text number word"], vocab_size=200, max_length=32)
