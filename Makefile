@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install data run lint test ui-mlflow ui-prefect serve clean
+.PHONY: install data run lint test test-fast ui-mlflow ui-prefect serve clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+# The quick tier, for while you edit: no slow or end-to-end tests (under 2 minutes on 2 cores).
+test-fast: lint
+	$(BIN)/python -m pytest -m "not slow and not e2e"
 
 # Serves the nightly deployment against the server of `make ui-prefect` (run that first);
 # SERVE_ARGS for options, e.g. make serve SERVE_ARGS='--cron "0 */6 * * *" --timeout 7200'.

@@ -64,6 +64,25 @@ def tiny_params(data_path: str) -> dict:
     }
 
 
+def _merge(base: dict, changes: dict) -> dict:
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def set_params(**sections: dict) -> dict:
+    """Deep-merge each section's dict into ./params.yaml (the tiny project's, once `tiny_project`
+    has changed into it), write it back and return the new params.
+    `set_params(search={"n_trials": 3})` changes one key and keeps the rest of `search`."""
+    path = Path("params.yaml")
+    params = _merge(yaml.safe_load(path.read_text()) or {}, sections)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
 PROJECT_FILES = ["mlcore", "tasks", "flows", "dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml"]
 
 
@@ -98,6 +117,40 @@ def tiny_project(tmp_path, monkeypatch):
     return project
 
 
+@pytest.fixture(name="set_params")
+def set_params_fixture(tiny_project):
+    """`set_params(**sections)` on the tiny project's params.yaml (see the function above)."""
+    return set_params
+
+
+TINY_BERT = dict(vocab_size=200, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_length=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A WordPiece tokenizer (vocabulary 200, max_length 32) trained on `make_reviews(n=300)` and the
+    words tests/ddp_worker.py uses. Shared by the session: use it, never change it."""
+    from mlcore.models.wordpiece import train_wordpiece
+
+    return train_wordpiece(make_reviews(n=300)["text"].tolist() + ["text number word"], vocab_size=200, max_length=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_base_dir(tiny_tokenizer, tmp_path_factory):
+    """A saved, seeded 2-layer BERT MLM checkpoint (TINY_BERT) with `tiny_tokenizer`: a base to load
+    classifiers from. Shared by the session: read it, never write into it."""
+    import torch
+
+    from mlcore.config import PretrainConfig
+    from mlcore.models import modeling
+
+    path = tmp_path_factory.mktemp("tiny_base")
+    torch.manual_seed(0)
+    model = modeling.new_mlm_model(PretrainConfig(**TINY_BERT), len(tiny_tokenizer), tiny_tokenizer.pad_token_id)
+    modeling.save(model, tiny_tokenizer, path)
+    return path
+
+
 def run_two_worker_search(storage: str | None = None, in_flow: bool = False):
     """prepare, pretrain, then a 4-trial search with `search.workers: 2`; returns the study
     (and, with `in_flow`, the id of the Prefect flow run the search ran in)."""
@@ -110,10 +163,8 @@ def run_two_worker_search(storage: str | None = None, in_flow: bool = False):
     from tasks import _paths as P
     from tasks import prepare, pretrain, search
 
-    params = yaml.safe_load(open("params.yaml"))
     # Trials of several seconds: the second process needs ~10 s to import and load before it joins.
-    params["search"].update(n_trials=4, workers=2, pruner="none", epochs=10, batch_size=2, storage=storage)
-    yaml.safe_dump(params, open("params.yaml", "w"))
+    set_params(search=dict(n_trials=4, workers=2, pruner="none", epochs=10, batch_size=2, storage=storage))
     cfg = load_config()
     prepare.run(cfg)
     pretrain.run(cfg)

@@ -3,17 +3,13 @@ import subprocess
 import sys
 
 import pandas as pd
-import yaml
+import pytest
+
+pytestmark = pytest.mark.slow  # each test starts Python subprocesses that import the pipeline
 
 
 def run(*args):
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300)
-
-
-def edit(section, **values):
-    params = yaml.safe_load(open("params.yaml"))
-    params.setdefault(section, {}).update(values)
-    yaml.safe_dump(params, open("params.yaml", "w"))
 
 
 def assert_clean_error(proc, *needles):
@@ -23,26 +19,26 @@ def assert_clean_error(proc, *needles):
         assert needle in proc.stderr, proc.stderr
 
 
-def test_unknown_key_stops_before_any_work(tiny_project):
-    edit("finetune", epoch=3)
+def test_unknown_key_stops_before_any_work(tiny_project, set_params):
+    set_params(finetune={"epoch": 3})
     proc = run("flows.training_pipeline")
     assert_clean_error(proc, "finetune.epoch", "params.yaml")
     assert not (tiny_project / "data" / "processed").exists()
 
 
-def test_missing_data_file(tiny_project):
-    edit("prepare", input="data/raw/nope.csv")
+def test_missing_data_file(tiny_project, set_params):
+    set_params(prepare={"input": "data/raw/nope.csv"})
     assert_clean_error(run("flows.training_pipeline"), "data/raw/nope.csv", "not found")
     assert_clean_error(run("tasks.prepare"), "data/raw/nope.csv")
 
 
-def test_missing_column(tiny_project):
-    edit("prepare", text_column="review")
+def test_missing_column(tiny_project, set_params):
+    set_params(prepare={"text_column": "review"})
     assert_clean_error(run("flows.training_pipeline"), "'review'", "prepare.text_column")
 
 
-def test_missing_checkpoint(tiny_project):
-    edit("pretrain", init_from="models/does-not-exist")
+def test_missing_checkpoint(tiny_project, set_params):
+    set_params(pretrain={"init_from": "models/does-not-exist"})
     assert_clean_error(run("flows.training_pipeline"), "models/does-not-exist", "pretrain.init_from")
 
 

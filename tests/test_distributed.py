@@ -4,33 +4,28 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
-from mlcore.config import PretrainConfig
 from mlcore.models import modeling
-from mlcore.models.wordpiece import train_wordpiece
-from tests.conftest import make_reviews
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_two_processes_split_the_batches_and_agree(tmp_path):
-    tok = train_wordpiece(make_reviews(n=100)["text"].tolist() + ["text number word"], vocab_size=200, max_length=32)
-    cfg = PretrainConfig(vocab_size=200, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, max_length=32)
-    torch.manual_seed(0)
-    modeling.save(modeling.new_mlm_model(cfg, len(tok), tok.pad_token_id), tok, tmp_path / "base")
+@pytest.mark.slow
+def test_two_processes_split_the_batches_and_agree(tmp_path, tiny_base_dir):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path / "base"), str(tmp_path)]
+           str(ROOT / "tests" / "ddp_worker.py"), str(tiny_base_dir), str(tmp_path)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", **_env()})
     assert done.returncode == 0, done.stderr[-3000:]
     first, second = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert first == [0, 2, 4, 6] and second == [1, 3, 5, 7]  # 8 batches, half each
     a, b = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
-    start = modeling.load_classifier(tmp_path / "base", {"a": 0, "b": 1})[0].state_dict()
+    start = modeling.load_classifier(tiny_base_dir, {"a": 0, "b": 1})[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # gradients averaged: replicas identical
-    assert not torch.equal(a["bert.encoder.layer.0.output.dense.weight"],
-                           start["bert.encoder.layer.0.output.dense.weight"])
+    weight = "bert.encoder.layer.0.output.dense.weight"
+    assert not torch.equal(a[weight], start[weight])
 
 
 def _env():

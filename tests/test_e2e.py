@@ -9,11 +9,10 @@ import sys
 import mlflow
 import pandas as pd
 import pytest
-import yaml
 from mlflow import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 STAGES = ["prepare", "pretrain", "search", "finetune", "evaluate", "register"]
 
 
@@ -33,14 +32,7 @@ def ran(results: dict) -> list[str]:
     return [stage for stage, r in results.items() if not r["skipped"]]
 
 
-def set_params(section: str, **values) -> None:
-    params = yaml.safe_load(open("params.yaml"))
-    params[section].update(values)
-    with open("params.yaml", "w") as f:
-        yaml.safe_dump(params, f, sort_keys=False)
-
-
-def test_flow_dvc_registry_and_gate(tiny_project, prefect_api):
+def test_flow_dvc_registry_and_gate(tiny_project, prefect_api, set_params):
     from flows.training_pipeline import training_pipeline
 
     # 1. The whole flow runs every stage the first time.
@@ -94,7 +86,7 @@ def test_flow_dvc_registry_and_gate(tiny_project, prefect_api):
     assert all("val_macro_f1" in t.data.metrics for t in trials)
 
     # 6. A deliberately worse fine-tune: only finetune and what follows rerun, and it becomes challenger.
-    set_params("finetune", learning_rate=1e-7, epochs=1)
+    set_params(finetune={"learning_rate": 1e-7, "epochs": 1})
     assert set(json.loads(dvc("status", "--json"))) == {"finetune"}
     second = training_pipeline("params.yaml")
     assert ran(second) == ["finetune", "evaluate", "register"]
@@ -106,7 +98,7 @@ def test_flow_dvc_registry_and_gate(tiny_project, prefect_api):
     assert json.loads(dvc("status", "--json")) == {}
 
     # 7. `dvc repro` reruns exactly the changed stage and the stages downstream of it.
-    set_params("finetune", epochs=2)
+    set_params(finetune={"epochs": 2})
     out = dvc("repro")
     assert re.findall(r"Running stage '(\w+)'", out) == ["finetune", "evaluate", "register"]
     assert json.loads(dvc("status", "--json")) == {}

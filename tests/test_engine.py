@@ -2,30 +2,25 @@
 import pytest
 import torch
 
-from mlcore.config import PretrainConfig
 from mlcore.config.training import to_settings
 from mlcore.engine import checkpointing, layers
 from mlcore.engine.batching import encode
 from mlcore.models import modeling
 from mlcore.models.classifier import ClassifierLoss, balanced_class_weights, train_classifier
-from mlcore.models.wordpiece import train_wordpiece
 from tests.conftest import make_reviews
 
-TINY2 = PretrainConfig(vocab_size=200, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_length=32)
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return train_wordpiece(make_reviews(n=200)["text"], vocab_size=200, max_length=32)
+def tok(tiny_tokenizer):
+    return tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
-def base_dir(tok, tmp_path_factory):
-    path = tmp_path_factory.mktemp("base")
-    torch.manual_seed(0)
-    modeling.save(modeling.new_mlm_model(TINY2, len(tok), tok.pad_token_id), tok, path)
-    return path
+def base_dir(tiny_base_dir):
+    """conftest's seeded 2-layer TINY_BERT, saved once for the session."""
+    return tiny_base_dir
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +140,8 @@ def test_gradient_clipping_bounds_the_update(base_dir, tok, data):
     model, _ = train(base_dir, tok, (type(data[0])(data[0].input_ids[:16], data[0].labels[:16]), data[1]),
                      optimizer="sgd", learning_rate=1.0, max_grad_norm=1e-3, warmup=0, schedule="constant",
                      weight_decay=0.0)
-    delta = torch.sqrt(sum(((model.state_dict()[k] - v) ** 2).sum()
-                           for k, v in before.items() if v.is_floating_point()))
+    after = model.state_dict()
+    delta = torch.sqrt(sum(((after[k] - v) ** 2).sum() for k, v in before.items() if v.is_floating_point()))
     assert 0 < delta <= 1e-3 * 1.01
 
 
@@ -226,6 +221,7 @@ def test_bf16_autocast_on_cpu_trains(base_dir, tok, data):
     assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in result.history)
 
 
+@pytest.mark.slow  # compiling takes seconds
 def test_torch_compile_trains_the_same_model(base_dir, tok, data):
     plain, _ = train(base_dir, tok, data, dropout=0.0)
     compiled, result = train(base_dir, tok, data, dropout=0.0, compile=True)

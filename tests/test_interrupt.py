@@ -1,13 +1,19 @@
 """A stage stopped from outside (SIGTERM) closes its MLflow runs as FAILED, never leaves them RUNNING."""
+import os
 import signal
 import subprocess
 import sys
 import time
 
-import yaml
+import pytest
 from mlflow import MlflowClient
 
 from mlcore.config import load_config
+
+# Seeds the SIGKILL delay below, so that a failure reproduces: set TEST_SIGKILL_SEED to try another.
+SIGKILL_DELAY_SEED = int(os.environ.get("TEST_SIGKILL_SEED", "1"))
+
+pytestmark = pytest.mark.slow  # real stages in subprocesses, stopped from outside
 
 
 def sigterm_once_trials_run(cmd: list[str], run_name: str, n_running: int, timeout: float):
@@ -32,15 +38,13 @@ def sigterm_once_trials_run(cmd: list[str], run_name: str, n_running: int, timeo
     return proc, exp, client
 
 
-def test_sigterm_during_search_marks_runs_failed(tiny_project):
+def test_sigterm_during_search_marks_runs_failed(tiny_project, set_params):
     from tasks import prepare, pretrain
 
     cfg = load_config()
     prepare.run(cfg)
     pretrain.run(cfg)
-    params = yaml.safe_load(open("params.yaml"))
-    params["search"].update(n_trials=2, epochs=500)  # trial 0 alone runs for minutes
-    yaml.safe_dump(params, open("params.yaml", "w"))
+    set_params(search={"n_trials": 2, "epochs": 500})  # trial 0 alone runs for minutes
 
     proc, exp, client = sigterm_once_trials_run([sys.executable, "-m", "tasks.search"], "= 'trial-0'", 1, 180)
     assert proc.returncode == 128 + signal.SIGTERM
@@ -50,7 +54,7 @@ def test_sigterm_during_search_marks_runs_failed(tiny_project):
     assert "RUNNING" not in statuses.values(), statuses
 
 
-def test_finetune_killed_mid_run_resumes_from_its_last_checkpoint(tiny_project):
+def test_finetune_killed_mid_run_resumes_from_its_last_checkpoint(tiny_project, set_params):
     """kill -9 after an epoch's checkpoint: the rerun starts after that epoch, not from scratch."""
     import json
     from pathlib import Path
@@ -61,9 +65,7 @@ def test_finetune_killed_mid_run_resumes_from_its_last_checkpoint(tiny_project):
     prepare.run(cfg)
     pretrain.run(cfg)
     search.run(cfg)
-    params = yaml.safe_load(open("params.yaml"))
-    params["finetune"].update(epochs=3, patience=3, batch_size=2)  # a few seconds per epoch
-    yaml.safe_dump(params, open("params.yaml", "w"))
+    set_params(finetune={"epochs": 3, "patience": 3, "batch_size": 2})  # a few seconds per epoch
     state = Path(".checkpoints/finetune/state.json")
 
     proc = subprocess.Popen([sys.executable, "-m", "tasks.finetune"],
@@ -90,7 +92,7 @@ def test_finetune_killed_mid_run_resumes_from_its_last_checkpoint(tiny_project):
     assert not Path(".checkpoints/finetune").exists()  # cleared once the outputs are saved
 
 
-def test_search_killed_with_sigkill_finishes_its_budget_on_rerun(tiny_project):
+def test_search_killed_with_sigkill_finishes_its_budget_on_rerun(tiny_project, set_params):
     """kill -9 mid-trial: the rerun fails and retries the dead trial with its parameters,
     closes the dead process's MLflow runs, and ends with exactly n_trials finished."""
     import json
@@ -106,9 +108,7 @@ def test_search_killed_with_sigkill_finishes_its_budget_on_rerun(tiny_project):
     cfg = load_config()
     prepare.run(cfg)
     pretrain.run(cfg)
-    params = yaml.safe_load(open("params.yaml"))
-    params["search"].update(n_trials=3, epochs=6, batch_size=4)  # several seconds per trial
-    yaml.safe_dump(params, open("params.yaml", "w"))
+    set_params(search={"n_trials": 3, "epochs": 6, "batch_size": 4})  # several seconds per trial
     client = MlflowClient()
 
     proc = subprocess.Popen([sys.executable, "-m", "tasks.search"],
@@ -121,7 +121,9 @@ def test_search_killed_with_sigkill_finishes_its_budget_on_rerun(tiny_project):
                     [exp.experiment_id], "attributes.status = 'RUNNING' and attributes.run_name LIKE 'trial-%'"):
                 break
             time.sleep(0.2)
-        time.sleep(random.uniform(0.0, 2.0))  # somewhere inside the first trial
+        delay = random.Random(SIGKILL_DELAY_SEED).uniform(0.0, 2.0)  # somewhere inside the first trial
+        print(f"SIGKILL {delay:.3f} s after the first trial started (seed {SIGKILL_DELAY_SEED})")
+        time.sleep(delay)
         assert proc.poll() is None, proc.stderr.read()[-2000:]
         proc.kill()
         proc.wait(timeout=30)
@@ -163,7 +165,7 @@ pooled()
 """
 
 
-def test_sigterm_during_a_pooled_search_in_the_flow_fails_its_trials(tiny_project):
+def test_sigterm_during_a_pooled_search_in_the_flow_fails_its_trials(tiny_project, set_params):
     """Inside the flow with search.workers: 2, SIGTERM stops the pool at once (no waiting
     for running trials), and no trial or MLflow run is left RUNNING."""
     import optuna
@@ -176,9 +178,7 @@ def test_sigterm_during_a_pooled_search_in_the_flow_fails_its_trials(tiny_projec
     cfg = load_config()
     prepare.run(cfg)
     pretrain.run(cfg)
-    params = yaml.safe_load(open("params.yaml"))
-    params["search"].update(n_trials=4, workers=2, epochs=500)  # trials that run for minutes
-    yaml.safe_dump(params, open("params.yaml", "w"))
+    set_params(search={"n_trials": 4, "workers": 2, "epochs": 500})  # trials that run for minutes
 
     proc, exp, client = sigterm_once_trials_run([sys.executable, "-c", POOLED_SEARCH], "LIKE 'trial-%'", 2, 240)
     assert proc.returncode != 0

@@ -1,6 +1,7 @@
 """Two search workers on a real PostgreSQL server (Debian's postgresql package, started here
 on loopback): the finished trials equal the budget, with no duplicate and none lost."""
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -8,14 +9,31 @@ from pathlib import Path
 
 import pytest
 
-BIN = Path("/usr/lib/postgresql/15/bin")
-PG_CTL = shutil.which("pg_ctl") or str(BIN / "pg_ctl")
-INITDB = shutil.which("initdb") or str(BIN / "initdb")
 
-pytestmark = pytest.mark.skipif(
-    not Path(PG_CTL).exists() or not Path(INITDB).exists(),
+def _server_binaries() -> tuple[str | None, str | None]:
+    """(initdb, pg_ctl): from PATH, else from Debian's /usr/lib/postgresql/<version>/bin of the
+    highest version that has both; None where not installed."""
+    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    if initdb and pg_ctl:
+        return initdb, pg_ctl
+
+    def version(bin_dir: Path) -> tuple[int, ...]:
+        return tuple(int(n) for n in re.findall(r"\d+", bin_dir.parent.name))
+
+    dirs = [d for d in Path("/usr/lib/postgresql").glob("*/bin")
+            if (d / "initdb").is_file() and (d / "pg_ctl").is_file()]
+    if not dirs:
+        return None, None
+    best = max(dirs, key=version)
+    return str(best / "initdb"), str(best / "pg_ctl")
+
+
+INITDB, PG_CTL = _server_binaries()
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    INITDB is None or PG_CTL is None,
     reason="PostgreSQL server binaries not installed (apt-get install postgresql; .ci/run does it)",
-)
+)]
 
 
 def _as_postgres(cmd):

