@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -16,10 +17,20 @@ SIGKILL_DELAY_SEED = int(os.environ.get("TEST_SIGKILL_SEED", "1"))
 pytestmark = pytest.mark.slow  # real stages in subprocesses, stopped from outside
 
 
+def spawn(cmd: list[str]) -> subprocess.Popen:
+    """Start a stage with its stderr in a file, never a pipe: a pipe that nobody reads until
+    the end fills up (64 KB of logs), blocks the child's next write, and a SIGTERM'd child
+    that logs while it unwinds then hangs forever. `proc.errors()` reads what it wrote."""
+    log = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    proc.errors = lambda: (log.seek(0), log.read())[1][-2000:]
+    return proc
+
+
 def sigterm_once_trials_run(cmd: list[str], run_name: str, n_running: int, timeout: float):
     """Start `cmd`, wait until `n_running` MLflow trial runs whose name matches `run_name`
     are RUNNING, send SIGTERM and wait for the exit. Returns (process, experiment, client)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = spawn(cmd)
     client, exp = MlflowClient(), None
     try:
         deadline = time.monotonic() + timeout
@@ -29,7 +40,7 @@ def sigterm_once_trials_run(cmd: list[str], run_name: str, n_running: int, timeo
             if exp and len(client.search_runs([exp.experiment_id], running)) >= n_running:
                 break
             time.sleep(0.5)
-        assert proc.poll() is None, proc.stderr.read()
+        assert proc.poll() is None, proc.errors()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     finally:
@@ -68,13 +79,12 @@ def test_finetune_killed_mid_run_resumes_from_its_last_checkpoint(tiny_project, 
     set_params(finetune={"epochs": 3, "patience": 3, "batch_size": 2})  # a few seconds per epoch
     state = Path(".checkpoints/finetune/state.json")
 
-    proc = subprocess.Popen([sys.executable, "-m", "tasks.finetune"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = spawn([sys.executable, "-m", "tasks.finetune"])
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and proc.poll() is None and not state.is_file():
             time.sleep(0.05)
-        assert proc.poll() is None, "finetune ended before its first checkpoint: " + proc.stderr.read()[-2000:]
+        assert proc.poll() is None, "finetune ended before its first checkpoint: " + proc.errors()
         proc.kill()
         proc.wait(timeout=30)
     finally:
@@ -111,8 +121,7 @@ def test_search_killed_with_sigkill_finishes_its_budget_on_rerun(tiny_project, s
     set_params(search={"n_trials": 3, "epochs": 6, "batch_size": 4})  # several seconds per trial
     client = MlflowClient()
 
-    proc = subprocess.Popen([sys.executable, "-m", "tasks.search"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = spawn([sys.executable, "-m", "tasks.search"])
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and proc.poll() is None:
@@ -124,7 +133,7 @@ def test_search_killed_with_sigkill_finishes_its_budget_on_rerun(tiny_project, s
         delay = random.Random(SIGKILL_DELAY_SEED).uniform(0.0, 2.0)  # somewhere inside the first trial
         print(f"SIGKILL {delay:.3f} s after the first trial started (seed {SIGKILL_DELAY_SEED})")
         time.sleep(delay)
-        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert proc.poll() is None, proc.errors()
         proc.kill()
         proc.wait(timeout=30)
     finally:
