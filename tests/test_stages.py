@@ -188,3 +188,7 @@ def test_search_keeps_the_best_trial_model_and_finetune_can_reuse_it(tiny_projec
     batch = best.get("batch_size", params["finetune"]["batch_size"])
     history = pd.read_csv(P.FINETUNE_HISTORY)
     assert history["step"].iloc[-1] == epochs * math.ceil(rows / batch)  # the validation rows were trained on
+    from tasks import evaluate
+
+    assert len(evaluate._training_rows()) == rows  # and evaluate's TF-IDF baseline trains on the same rows
+
