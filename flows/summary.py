@@ -38,7 +38,11 @@ def summary(cfg: Config, results: dict) -> str:
                      f"({reg['metric']} {reg['value']:.4f}; previous champion: {reg['previous_champion_value']})")
         if reg.get("reason"):
             lines.append(f"why:        {reg['reason']}")
-        lines.append(f"load it:    mlflow.pyfunc.load_model('models:/{reg['model_name']}@champion')")
+        if reg["alias"] == "champion" or reg.get("previous_champion_version"):
+            lines.append(f"load it:    mlflow.pyfunc.load_model('models:/{reg['model_name']}@champion')")
+        else:
+            lines.append(f"load it:    no champion yet; this version is "
+                         f"mlflow.pyfunc.load_model('models:/{reg['model_name']}@{reg['alias']}')")
     lines += [
         f"MLflow UI:  make ui-mlflow   (or .venv/bin/mlflow ui --backend-store-uri {cfg.mlflow_uri()})",
         "Prefect UI: make ui-prefect  (then open http://127.0.0.1:4200)",

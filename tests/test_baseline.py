@@ -63,3 +63,4 @@ def test_summary_shows_the_baseline_on_the_test_line_and_the_gate_reason(tmp_pat
     test_line = next(line for line in lines if line.startswith("test:"))
     assert "TF-IDF baseline: accuracy 0.8000 (model -0.0500)  macro-F1 0.7800 (model -0.0800)" in test_line
     assert f"why:        {reason}" in lines
+    assert "load it:    no champion yet; this version is mlflow.pyfunc.load_model('models:/m@challenger')" in lines
