@@ -31,11 +31,18 @@ def summary(cfg: Config, results: dict) -> str:
         lines.append(
             f"test: accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
             f"macro-P {metrics['macro_precision']:.4f}  macro-R {metrics['macro_recall']:.4f}  (n={metrics['n']})"
+            + _baseline_text(metrics)
         )
     if reg:
         lines.append(f"registered: {reg['model_name']} version {reg['version']} -> alias @{reg['alias']}  "
                      f"({reg['metric']} {reg['value']:.4f}; previous champion: {reg['previous_champion_value']})")
-        lines.append(f"load it:    mlflow.pyfunc.load_model('models:/{reg['model_name']}@champion')")
+        if reg.get("reason"):
+            lines.append(f"why:        {reg['reason']}")
+        if reg["alias"] == "champion" or reg.get("previous_champion_version"):
+            lines.append(f"load it:    mlflow.pyfunc.load_model('models:/{reg['model_name']}@champion')")
+        else:
+            lines.append(f"load it:    no champion yet; this version is "
+                         f"mlflow.pyfunc.load_model('models:/{reg['model_name']}@{reg['alias']}')")
     lines += [
         f"MLflow UI:  make ui-mlflow   (or .venv/bin/mlflow ui --backend-store-uri {cfg.mlflow_uri()})",
         "Prefect UI: make ui-prefect  (then open http://127.0.0.1:4200)",
@@ -43,3 +50,12 @@ def summary(cfg: Config, results: dict) -> str:
         "=" * 64,
     ]
     return "\n".join(lines)
+
+
+def _baseline_text(metrics: dict) -> str:
+    """'  | TF-IDF baseline: accuracy 0.7850 (model -0.0360)  macro-F1 0.7770 (model -0.0330)', or ''."""
+    if "baseline_accuracy" not in metrics:
+        return ""
+    parts = [f"{name} {metrics[f'baseline_{key}']:.4f} (model {metrics[key] - metrics[f'baseline_{key}']:+.4f})"
+             for key, name in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"))]
+    return "  | TF-IDF baseline: " + "  ".join(parts)

@@ -1,6 +1,8 @@
-"""evaluate: score the classifier on the held-out test split."""
+"""evaluate: score the classifier on the held-out test split, next to the TF-IDF + logistic
+regression baseline trained on the rows the classifier trained on (train, or train + val)."""
 from __future__ import annotations
 
+import json
 import sys
 
 import pandas as pd
@@ -8,7 +10,7 @@ import pandas as pd
 from mlcore.config import Config
 from mlcore.engine.device import configure_threads, resolve_device
 from mlcore.metrics import classification_report
-from mlcore.models import modeling
+from mlcore.models import baseline, modeling
 from mlcore.models.classifier import encode_split, predict_logits
 from mlcore.plots import confusion_matrix_png
 from mlcore.tracking import runs
@@ -32,6 +34,9 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         preds = logits.argmax(1)
         report = classification_report(test.labels, preds, labels)
         confusion = report.pop("confusion_matrix")
+        train_df = _training_rows()
+        report |= baseline.headline(baseline.evaluate(
+            train_df["text"], train_df["label"].map(label2id), test_df["text"], test.labels, labels))
         _io.write_json(P.METRICS, report)
         _io.write_json(P.CONFUSION_JSON, confusion)
         confusion_matrix_png(confusion["matrix"], labels, P.CONFUSION_PNG)
@@ -42,7 +47,15 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
             runs.log_metrics({f"test_{label}_{k}": v for k, v in scores.items()})
         for path in (P.METRICS, P.CONFUSION_JSON, P.CONFUSION_PNG):
             runs.log_artifact(path)
-    return {"accuracy": round(report["accuracy"], 4), "macro_f1": round(report["macro_f1"], 4)}
+    return {k: round(report[k], 4) for k in ("accuracy", "macro_f1", "baseline_accuracy", "baseline_macro_f1")}
+
+
+def _training_rows() -> pd.DataFrame:
+    """The rows the classifier trained on, as finetune recorded them (train, or train + val)."""
+    info = P.CLASSIFIER / "pipeline_info.json"
+    trained_on = json.loads(info.read_text()).get("trained_on", "train") if info.exists() else "train"
+    splits = (P.TRAIN, P.VAL) if trained_on == "train+val" else (P.TRAIN,)
+    return pd.concat([_io.read_split(path) for path in splits], ignore_index=True)
 
 
 main = cli(STAGE, run, __doc__)

@@ -3,7 +3,7 @@ import pytest
 
 from mlcore.config import SearchConfig
 from mlcore.search import space, studies
-from mlcore.tracking.promotion import decide_alias
+from mlcore.tracking.promotion import decide, decide_alias
 
 
 def test_decide_alias():
@@ -12,6 +12,37 @@ def test_decide_alias():
     assert decide_alias(0.74, 0.7, 0.05) == "challenger"
     assert decide_alias(0.7, 0.7, 0.0) == "challenger"  # a tie does not displace the champion
     assert decide_alias(0.5, 0.7, 0.0) == "challenger"
+
+
+def test_decide_never_crowns_a_model_that_does_not_beat_the_baseline():
+    # below the baseline: challenger, even with no champion yet, and the reason says so
+    below = decide("macro_f1", 0.70, None, 0.0, baseline_value=0.78)
+    assert below.alias == "challenger"
+    assert below.reason == "below baseline: macro_f1 0.7000 < baseline 0.7800"
+    # ... and even when it beats the current champion
+    assert decide("macro_f1", 0.70, 0.60, 0.0, baseline_value=0.78).alias == "challenger"
+    # a tie with the baseline never promotes either
+    tie = decide("accuracy", 0.78, None, 0.0, baseline_value=0.78)
+    assert tie.alias == "challenger" and tie.reason.startswith("tied with baseline")
+    # above the baseline: the champion comparison decides, as before
+    first = decide("macro_f1", 0.80, None, 0.0, baseline_value=0.78)
+    assert first.alias == "champion" and "no champion yet" in first.reason and "baseline 0.7800" in first.reason
+    beats = decide("macro_f1", 0.85, 0.80, 0.02, baseline_value=0.78)
+    assert beats.alias == "champion" and beats.reason.startswith("beats the champion")
+    assert decide("macro_f1", 0.81, 0.80, 0.02, baseline_value=0.78).alias == "challenger"
+    assert decide("macro_f1", 0.80, 0.80, 0.0, baseline_value=0.78).alias == "challenger"  # a tie with the champion
+
+
+def test_decide_without_the_baseline_requirement_is_decide_alias():
+    cases = [(0.7, None, 0.0), (0.8, 0.7, 0.05), (0.74, 0.7, 0.05), (0.7, 0.7, 0.0), (0.5, 0.7, 0.0)]
+    for value, champion, delta in cases:
+        for baseline in (None, 0.9, 0.1):
+            off = decide("macro_f1", value, champion, delta, baseline_value=baseline, require_beat_baseline=False)
+            assert off.alias == decide_alias(value, champion, delta)
+    off = decide("macro_f1", 0.70, None, 0.0, baseline_value=0.78, require_beat_baseline=False)
+    assert off.alias == "champion" and off.reason.endswith("baseline 0.7800 (not required)")
+    # no baseline value at all (an old metrics.json): only the champion comparison
+    assert decide("macro_f1", 0.70, None, 0.0).alias == "champion"
 
 
 def test_study_identity_ignores_budget_but_not_space():

@@ -10,6 +10,7 @@ import pytest
 from safetensors import safe_open
 
 from mlcore.config import load_config
+from mlcore.errors import UserError
 from tasks import _paths as P
 
 
@@ -185,3 +186,70 @@ def test_search_keeps_the_best_trial_model_and_finetune_can_reuse_it(tiny_projec
     batch = best.get("batch_size", params["finetune"]["batch_size"])
     history = pd.read_csv(P.FINETUNE_HISTORY)
     assert history["step"].iloc[-1] == epochs * math.ceil(rows / batch)  # the validation rows were trained on
+    from tasks import evaluate
+
+    assert len(evaluate._training_rows()) == rows  # and evaluate's TF-IDF baseline trains on the same rows
+
+
+def _set_metrics(**values) -> dict:
+    metrics = json.loads(P.METRICS.read_text()) | values
+    P.METRICS.write_text(json.dumps(metrics))
+    return metrics
+
+
+def test_evaluate_scores_the_baseline_and_register_never_crowns_a_model_below_it(tiny_project):
+    """evaluate writes the TF-IDF baseline next to the model's numbers; register gives a model
+    that does not beat it `challenger` (even with no champion yet) and one that does `champion`."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score
+
+    from tasks import evaluate, finetune, prepare, pretrain, register, search
+
+    params = yaml.safe_load(open("params.yaml"))
+    params["search"].update(n_trials=1, epochs=1)  # the model's quality does not matter here: its metric is set
+    params["finetune"].update(epochs=1)
+    yaml.safe_dump(params, open("params.yaml", "w"))
+    cfg = load_config()
+    assert cfg.register.require_beat_baseline  # the default
+    for stage in (prepare, pretrain, search, finetune):
+        stage.run(cfg)
+    out = evaluate.run(cfg)
+    metrics = json.loads(P.METRICS.read_text())
+    keys = ("accuracy", "macro_f1", "baseline_accuracy", "baseline_macro_f1")
+    assert all(0 <= metrics[k] <= 1 for k in keys) and out == {k: round(metrics[k], 4) for k in keys}
+    # the baseline trained on the train split only, as the classifier did (an independent fit agrees)
+    train, test = pd.read_parquet(P.TRAIN), pd.read_parquet(P.TEST)
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    clf = LogisticRegression(C=4.0, max_iter=2000).fit(vec.fit_transform(train["text"]), train["label"])
+    assert metrics["baseline_accuracy"] == accuracy_score(test["label"], clf.predict(vec.transform(test["text"])))
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("tests")
+    logged = client.search_runs([exp.experiment_id], "attributes.run_name = 'evaluate'")[0].data.metrics
+    assert logged["test_baseline_macro_f1"] == metrics["baseline_macro_f1"]
+
+    # 1. A model below the baseline: challenger, with no champion at all, and the reason everywhere.
+    base = metrics["baseline_macro_f1"]
+    _set_metrics(macro_f1=base - 0.1)
+    assert register.run(cfg) == {"version": "1", "alias": "challenger"}
+    reason = f"below baseline: macro_f1 {base - 0.1:.4f} < baseline {base:.4f}"
+    assert client.get_model_version("tiny-sentiment", "1").tags["gate.reason"] == reason
+    assert str(client.get_model_version_by_alias("tiny-sentiment", "challenger").version) == "1"
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias("tiny-sentiment", "champion")
+    registration = json.loads(P.REGISTRATION.read_text())
+    assert registration["baseline_value"] == base and registration["reason"] == reason
+
+    # 2. A model above the baseline (its number set below the model's): the first champion.
+    _set_metrics(macro_f1=0.9, baseline_macro_f1=0.8)
+    assert register.run(cfg) == {"version": "2", "alias": "champion"}
+    assert client.get_model_version("tiny-sentiment", "2").tags["gate.reason"].startswith("no champion yet")
+    assert str(client.get_model_version_by_alias("tiny-sentiment", "champion").version) == "2"
+    assert json.loads(P.REGISTRATION.read_text())["baseline_value"] == 0.8
+
+    # 3. Without the baseline number the gate cannot run: a user error naming the file, key and the fix.
+    P.METRICS.write_text(json.dumps({k: v for k, v in metrics.items() if not k.startswith("baseline_")}))
+    with pytest.raises(UserError, match="baseline_macro_f1.*require_beat_baseline: false"):
+        register.run(cfg)

@@ -83,8 +83,11 @@ class EvaluateConfig(Section):
 
 
 class RegisterConfig(Section):
-    """Register the model in MLflow and move the `champion` alias when it beats the current one."""
+    """Register the model in MLflow and move the `champion` alias when it beats the current one (and the baseline)."""
     model_name: str = Field("rotten-tomatoes-sentiment", min_length=1, description="the registered model's name")
     metric: Literal["accuracy", "macro_f1"] = Field(
         "macro_f1", description="the test metric that decides promotion to `champion`")
     min_delta: float = Field(0.0, ge=0, description="how much the new model must beat the champion by")
+    require_beat_baseline: bool = Field(
+        True, description="never `champion` unless the metric beats the TF-IDF baseline's (baseline_<metric> in "
+                          "reports/metrics.json; a tie does not); false: only the champion comparison counts")

@@ -1,4 +1,4 @@
-"""Logging the classifier as a pyfunc model and gating the `champion` alias on a metric."""
+"""Logging the classifier as a pyfunc model and gating the `champion` alias on a metric (and the baseline)."""
 from __future__ import annotations
 
 import warnings
@@ -11,10 +11,12 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
-from mlcore.tracking.promotion import decide_alias
+from mlcore.tracking.promotion import decide
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 METRIC_TAG = "test_{metric}"
+BASELINE_TAG = "test_baseline_{metric}"
+REASON_TAG = "gate.reason"
 
 
 def log_classifier(model_dir: Path, example_texts: list[str], labels: list[str], registered_name: str):
@@ -52,19 +54,27 @@ def champion_value(client: MlflowClient, name: str, metric: str) -> tuple[str | 
     return mv.version, (float(value) if value is not None else None)
 
 
-def promote(name: str, version_: str, metric: str, value: float, min_delta: float) -> dict:
-    """Tag the version with its metric and point `champion` or `challenger` at it."""
+def promote(name: str, version_: str, metric: str, value: float, min_delta: float,
+            baseline_value: float | None = None, require_beat_baseline: bool = True) -> dict:
+    """Tag the version with its metric (and the baseline's), point `champion` or `challenger` at it
+    as `promotion.decide` says, and tag it with the reason (`gate.reason`)."""
     client = MlflowClient()
     client.set_model_version_tag(name, version_, METRIC_TAG.format(metric=metric), str(value))
+    if baseline_value is not None:
+        client.set_model_version_tag(name, version_, BASELINE_TAG.format(metric=metric), str(baseline_value))
     previous_version, previous_value = champion_value(client, name, metric)
-    alias = decide_alias(value, previous_value, min_delta)
+    alias, reason = decide(metric, value, previous_value, min_delta, baseline_value, require_beat_baseline)
+    client.set_model_version_tag(name, version_, REASON_TAG, reason)
     client.set_registered_model_alias(name, alias, version_)
     return {
         "model_name": name,
         "version": str(version_),
         "alias": alias,
+        "reason": reason,
         "metric": metric,
         "value": value,
+        "baseline_value": baseline_value,
+        "require_beat_baseline": require_beat_baseline,
         "previous_champion_version": previous_version,
         "previous_champion_value": previous_value,
         "min_delta": min_delta,
