@@ -39,7 +39,7 @@ def test_flow_dvc_registry_and_gate(tiny_project, prefect_api, set_params):
     # a tie never promotes: with the baseline gate on, no model could ever become champion here.
     # This test is about the champion/challenger gate between versions; the baseline gate has its
     # own stage test (test_stages.py::test_evaluate_scores_the_baseline_and_register_never_crowns...).
-    set_params("register", require_beat_baseline=False)
+    set_params(register={"require_beat_baseline": False})
 
     # 1. The whole flow runs every stage the first time.
     first = training_pipeline("params.yaml")

@@ -197,7 +197,8 @@ def _set_metrics(**values) -> dict:
     return metrics
 
 
-def test_evaluate_scores_the_baseline_and_register_never_crowns_a_model_below_it(tiny_project):
+@pytest.mark.slow
+def test_evaluate_scores_the_baseline_and_register_never_crowns_a_model_below_it(tiny_project, set_params):
     """evaluate writes the TF-IDF baseline next to the model's numbers; register gives a model
     that does not beat it `challenger` (even with no champion yet) and one that does `champion`."""
     from mlflow import MlflowClient
@@ -208,10 +209,8 @@ def test_evaluate_scores_the_baseline_and_register_never_crowns_a_model_below_it
 
     from tasks import evaluate, finetune, prepare, pretrain, register, search
 
-    params = yaml.safe_load(open("params.yaml"))
-    params["search"].update(n_trials=1, epochs=1)  # the model's quality does not matter here: its metric is set
-    params["finetune"].update(epochs=1)
-    yaml.safe_dump(params, open("params.yaml", "w"))
+    # the model's quality does not matter here: its metric is set
+    set_params(search={"n_trials": 1, "epochs": 1}, finetune={"epochs": 1})
     cfg = load_config()
     assert cfg.register.require_beat_baseline  # the default
     for stage in (prepare, pretrain, search, finetune):
