@@ -15,10 +15,9 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from itertools import pairwise
-from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PREFIX = "##"  # marks a piece that continues a word (masking reads word boundaries from it)
@@ -145,19 +144,6 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, max_length: int) -> P
     """A BERT-style uncased WordPiece tokenizer trained on `texts`, reproducibly."""
     counts = word_counts(texts, normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer())
     return build_tokenizer(learn_vocab(counts, vocab_size), max_length)
-
-
-def train_or_reuse(texts: list[str], vocab_size: int, max_length: int, cache: Path) -> PreTrainedTokenizerFast:
-    """Train the tokenizer, or reuse the one an interrupted run of these settings trained
-    (kept in `cache`): the trainer is not reproducible across processes, and a resumed
-    model needs the vocabulary it was trained with."""
-    key = hashlib.md5(json.dumps([texts, vocab_size, max_length]).encode()).hexdigest()
-    if (cache / "key.txt").is_file() and (cache / "key.txt").read_text() == key:
-        return AutoTokenizer.from_pretrained(cache)
-    tokenizer = train_wordpiece(texts, vocab_size, max_length)
-    tokenizer.save_pretrained(cache)
-    (cache / "key.txt").write_text(key)
-    return tokenizer
 
 
 def vocab_digest(tokenizer) -> str:
