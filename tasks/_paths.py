@@ -19,7 +19,6 @@ CLASSIFIER = Path("models/classifier")
 # Resumable training state, one directory per stage (not a DVC output: DVC deletes
 # outputs before a stage runs, and these must survive a crash to be resumed from).
 CHECKPOINTS = Path(".checkpoints")
-TOKENIZER_CACHE = CHECKPOINTS / "pretrain-tokenizer"  # a from-scratch vocabulary kept for a resumed run
 
 REPORTS = Path("reports")
 DATA_REPORT = REPORTS / "data_report.json"

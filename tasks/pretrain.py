@@ -33,11 +33,11 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     val_texts = _io.read_split(P.VAL)["text"].tolist()
     with runs.stage_run(cfg, STAGE, parent_run_id):
         runs.log_params(p.model_dump() | {"device": str(device)})
-        model, tokenizer = mlm.starting_point(p, train_texts, P.TOKENIZER_CACHE)
+        model, tokenizer = mlm.starting_point(p, train_texts)
         train, val = encode(tokenizer, train_texts, p.max_length), encode(tokenizer, val_texts, p.max_length)
         if p.packing:
             train = mlm.pack(train, tokenizer, p.max_length)
-        # Resume only onto the same data and vocabulary (a from-scratch tokenizer can differ per run).
+        # Resume only onto the same data and vocabulary.
         fingerprint = (f"{files_digest([P.TRAIN, P.UNLABELLED, P.VAL])}-{wordpiece.vocab_digest(tokenizer)}"
                        f"-{p.init_from}")
         result = mlm.pretrain_mlm(
@@ -53,7 +53,6 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         _io.write_csv(P.PRETRAIN_HISTORY, result.history, HISTORY_COLUMNS)
         runs.log_metrics({k: v for k, v in report.items() if k != "init_from"})
         _io.clear_checkpoint(P.CHECKPOINTS / STAGE)
-        _io.clear_checkpoint(P.TOKENIZER_CACHE)
     return {"val_mlm_loss": round(report["val_mlm_loss"], 4), "val_perplexity": round(report["val_perplexity"], 2)}
 
 

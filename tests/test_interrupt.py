@@ -198,3 +198,42 @@ def test_sigterm_during_a_pooled_search_in_the_flow_fails_its_trials(tiny_projec
     name = studies.study_name(load_config().search, inputs_digest())
     study = optuna.load_study(study_name=name, storage=studies.make_storage(None, P.OPTUNA_DIR, cfg.search.study_name))
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+
+
+def test_from_scratch_pretrain_killed_mid_run_resumes_onto_the_same_vocabulary(tiny_project):
+    """kill -9 after an epoch's checkpoint; the rerun, in a process with another hash seed,
+    learns the same WordPiece vocabulary again (no cached copy), so the checkpoint's
+    fingerprint matches and it resumes after that epoch."""
+    import json
+    import os
+    from pathlib import Path
+
+    from tasks import prepare
+
+    prepare.run(load_config())
+    params = yaml.safe_load(open("params.yaml"))
+    params["pretrain"].update(epochs=2, batch_size=4)  # a few seconds per epoch
+    yaml.safe_dump(params, open("params.yaml", "w"))
+    state = Path(".checkpoints/pretrain/state.json")
+
+    proc = subprocess.Popen([sys.executable, "-m", "tasks.pretrain"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONHASHSEED": "1"})
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None and not state.is_file():
+            time.sleep(0.05)
+        assert proc.poll() is None, "pretrain ended before its first checkpoint: " + proc.stderr.read()[-2000:]
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    saved_epoch = json.loads(state.read_text())["train"]["epoch"]
+    assert saved_epoch == 1
+
+    done = subprocess.run([sys.executable, "-m", "tasks.pretrain"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONHASHSEED": "2"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(Path("reports/pretrain.json").read_text())["resumed_from_epoch"] == saved_epoch
+    assert "resuming from the checkpoint" in done.stdout
+    assert not Path(".checkpoints").exists() or not any(Path(".checkpoints").iterdir())

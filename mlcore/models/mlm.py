@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from mlcore.config import PretrainConfig
-from mlcore.engine import distributed, precision
+from mlcore.engine import precision
 from mlcore.engine.batching import Encoded, batches, epoch_order
 from mlcore.engine.loop import FitResult, Job, fit
 from mlcore.engine.settings import TrainSettings
@@ -110,13 +110,13 @@ def pretrain_mlm(
                fingerprint=fingerprint)
 
 
-def starting_point(p: PretrainConfig, texts: list[str], tokenizer_cache: Path):
+def starting_point(p: PretrainConfig, texts: list[str]):
     """(model, tokenizer): the checkpoint of `init_from` with its own tokenizer, or a new
-    small BERT with a WordPiece vocabulary trained on `texts`."""
+    small BERT with a WordPiece vocabulary trained on `texts` (deterministic: every rank, and
+    a resumed run, learns the same vocabulary from the same texts)."""
     if p.init_from:
         return modeling.load_mlm_model(p.init_from)
-    with distributed.main_first():  # every rank must share rank 0's vocabulary
-        tokenizer = wordpiece.train_or_reuse(texts, p.vocab_size, p.max_length, tokenizer_cache)
+    tokenizer = wordpiece.train_wordpiece(texts, p.vocab_size, p.max_length)
     return modeling.new_mlm_model(p, len(tokenizer), tokenizer.pad_token_id), tokenizer
 
 
