@@ -17,12 +17,12 @@ SIGKILL_DELAY_SEED = int(os.environ.get("TEST_SIGKILL_SEED", "1"))
 pytestmark = pytest.mark.slow  # real stages in subprocesses, stopped from outside
 
 
-def spawn(cmd: list[str]) -> subprocess.Popen:
+def spawn(cmd: list[str], env: dict | None = None) -> subprocess.Popen:
     """Start a stage with its stderr in a file, never a pipe: a pipe that nobody reads until
     the end fills up (64 KB of logs), blocks the child's next write, and a SIGTERM'd child
     that logs while it unwinds then hangs forever. `proc.errors()` reads what it wrote."""
     log = tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True, env=env)
     proc.errors = lambda: (log.seek(0), log.read())[1][-2000:]
     return proc
 
@@ -200,7 +200,7 @@ def test_sigterm_during_a_pooled_search_in_the_flow_fails_its_trials(tiny_projec
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
 
 
-def test_from_scratch_pretrain_killed_mid_run_resumes_onto_the_same_vocabulary(tiny_project):
+def test_from_scratch_pretrain_killed_mid_run_resumes_onto_the_same_vocabulary(tiny_project, set_params):
     """kill -9 after an epoch's checkpoint; the rerun, in a process with another hash seed,
     learns the same WordPiece vocabulary again (no cached copy), so the checkpoint's
     fingerprint matches and it resumes after that epoch."""
@@ -211,18 +211,15 @@ def test_from_scratch_pretrain_killed_mid_run_resumes_onto_the_same_vocabulary(t
     from tasks import prepare
 
     prepare.run(load_config())
-    params = yaml.safe_load(open("params.yaml"))
-    params["pretrain"].update(epochs=2, batch_size=4)  # a few seconds per epoch
-    yaml.safe_dump(params, open("params.yaml", "w"))
+    set_params(pretrain={"epochs": 2, "batch_size": 4})  # a few seconds per epoch
     state = Path(".checkpoints/pretrain/state.json")
 
-    proc = subprocess.Popen([sys.executable, "-m", "tasks.pretrain"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONHASHSEED": "1"})
+    proc = spawn([sys.executable, "-m", "tasks.pretrain"], env={**os.environ, "PYTHONHASHSEED": "1"})
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and proc.poll() is None and not state.is_file():
             time.sleep(0.05)
-        assert proc.poll() is None, "pretrain ended before its first checkpoint: " + proc.stderr.read()[-2000:]
+        assert proc.poll() is None, "pretrain ended before its first checkpoint: " + proc.errors()
         proc.kill()
         proc.wait(timeout=30)
     finally:
