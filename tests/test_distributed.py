@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -15,13 +16,16 @@ from tests.conftest import make_reviews
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_two_processes_split_the_batches_and_agree(tmp_path):
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_two_processes_split_the_batches_and_agree(tmp_path, pooling):
+    """With mean pooling too: the unused BERT pooler is dropped, so DDP waits for no gradient."""
     tok = train_wordpiece(make_reviews(n=100)["text"].tolist() + ["text number word"], vocab_size=200, max_length=32)
-    cfg = PretrainConfig(vocab_size=200, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, max_length=32)
+    cfg = PretrainConfig(init_from=None, vocab_size=200, hidden_size=16, num_layers=1, num_heads=2,
+                         intermediate_size=32, max_length=32)
     torch.manual_seed(0)
     modeling.save(modeling.new_mlm_model(cfg, len(tok), tok.pad_token_id), tok, tmp_path / "base")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path / "base"), str(tmp_path)]
+           str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path / "base"), str(tmp_path), pooling]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", **_env()})
     assert done.returncode == 0, done.stderr[-3000:]
     first, second = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
@@ -29,6 +33,7 @@ def test_two_processes_split_the_batches_and_agree(tmp_path):
     a, b = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
     start = modeling.load_classifier(tmp_path / "base", {"a": 0, "b": 1})[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # gradients averaged: replicas identical
+    assert any(k.startswith("bert.pooler.") for k in a) == (pooling == "cls")
     assert not torch.equal(a["bert.encoder.layer.0.output.dense.weight"],
                            start["bert.encoder.layer.0.output.dense.weight"])
 
@@ -36,4 +41,6 @@ def test_two_processes_split_the_batches_and_agree(tmp_path):
 def _env():
     import os
 
-    return {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    # The worker runs as a script (sys.path[0] is tests/): import this checkout's mlcore, not the installed one.
+    return env | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))}

@@ -11,7 +11,8 @@ from mlcore.models.classifier import ClassifierLoss, balanced_class_weights, tra
 from mlcore.models.wordpiece import train_wordpiece
 from tests.conftest import make_reviews
 
-TINY2 = PretrainConfig(vocab_size=200, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_length=32)
+TINY2 = PretrainConfig(init_from=None, vocab_size=200, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                       max_length=32)
 CPU = torch.device("cpu")
 
 

@@ -13,7 +13,8 @@ from mlcore.models.mlm import MlmBatcher, pack, pretrain_mlm
 from mlcore.models.wordpiece import train_wordpiece
 from tests.conftest import make_reviews
 
-TINY = PretrainConfig(vocab_size=200, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_length=32)
+TINY = PretrainConfig(init_from=None, vocab_size=200, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                      max_length=32)
 CPU = torch.device("cpu")
 
 

@@ -112,12 +112,19 @@ def pretrain_mlm(
 
 def starting_point(p: PretrainConfig, texts: list[str], tokenizer_cache: Path):
     """(model, tokenizer): the checkpoint of `init_from` with its own tokenizer, or a new
-    small BERT with a WordPiece vocabulary trained on `texts`."""
+    small BERT with a WordPiece vocabulary trained on `texts`. The model's config carries
+    the classifier pooling (`pretrain.pooling`, auto resolved here) to every later stage."""
     if p.init_from:
-        return modeling.load_mlm_model(p.init_from)
-    with distributed.main_first():  # every rank must share rank 0's vocabulary
-        tokenizer = wordpiece.train_or_reuse(texts, p.vocab_size, p.max_length, tokenizer_cache)
-    return modeling.new_mlm_model(p, len(tokenizer), tokenizer.pad_token_id), tokenizer
+        source = modeling.resolve_checkpoint(p.init_from, "pretrain.init_from")
+        model, tokenizer = modeling.load_mlm_model(source)
+        pooling = modeling.source_pooling(source) if p.pooling == "auto" else p.pooling
+    else:
+        with distributed.main_first():  # every rank must share rank 0's vocabulary
+            tokenizer = wordpiece.train_or_reuse(texts, p.vocab_size, p.max_length, tokenizer_cache)
+        model = modeling.new_mlm_model(p, len(tokenizer), tokenizer.pad_token_id)
+        pooling = "cls" if p.pooling == "auto" else p.pooling
+    model.config.classifier_pooling = pooling
+    return model, tokenizer
 
 
 def report(model, tokenizer, result: FitResult, val: Encoded, s: TrainSettings, p: PretrainConfig,
@@ -137,6 +144,7 @@ def report(model, tokenizer, result: FitResult, val: Encoded, s: TrainSettings, 
         "train_texts": train_texts,
         "train_sequences": train_sequences,
         "init_from": p.init_from,
+        "classifier_pooling": model.config.classifier_pooling,
         "resumed_from_epoch": result.resumed_from_epoch,
         "tracking_overhead_pct": 100 * result.tracking_seconds / max(result.train_seconds, 1e-9),
     }
