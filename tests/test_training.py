@@ -12,7 +12,8 @@ from mlcore.models.classifier import train_classifier
 from mlcore.models.mlm import MlmBatcher, pack, pretrain_mlm
 from tests.conftest import make_reviews
 
-TINY = PretrainConfig(vocab_size=200, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_length=32)
+TINY = PretrainConfig(init_from=None, vocab_size=200, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                      max_length=32)
 CPU = torch.device("cpu")
 
 

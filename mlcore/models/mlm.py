@@ -113,11 +113,18 @@ def pretrain_mlm(
 def starting_point(p: PretrainConfig, texts: list[str]):
     """(model, tokenizer): the checkpoint of `init_from` with its own tokenizer, or a new
     small BERT with a WordPiece vocabulary trained on `texts` (deterministic: every rank, and
-    a resumed run, learns the same vocabulary from the same texts)."""
+    a resumed run, learns the same vocabulary from the same texts). The model's config carries
+    the classifier pooling (`pretrain.pooling`, auto resolved here) to every later stage."""
     if p.init_from:
-        return modeling.load_mlm_model(p.init_from)
-    tokenizer = wordpiece.train_wordpiece(texts, p.vocab_size, p.max_length)
-    return modeling.new_mlm_model(p, len(tokenizer), tokenizer.pad_token_id), tokenizer
+        source = modeling.resolve_checkpoint(p.init_from, "pretrain.init_from")
+        model, tokenizer = modeling.load_mlm_model(source)
+        pooling = modeling.source_pooling(source) if p.pooling == "auto" else p.pooling
+    else:
+        tokenizer = wordpiece.train_wordpiece(texts, p.vocab_size, p.max_length)
+        model = modeling.new_mlm_model(p, len(tokenizer), tokenizer.pad_token_id)
+        pooling = "cls" if p.pooling == "auto" else p.pooling
+    model.config.classifier_pooling = pooling
+    return model, tokenizer
 
 
 def report(model, tokenizer, result: FitResult, val: Encoded, s: TrainSettings, p: PretrainConfig,
@@ -137,6 +144,7 @@ def report(model, tokenizer, result: FitResult, val: Encoded, s: TrainSettings, 
         "train_texts": train_texts,
         "train_sequences": train_sequences,
         "init_from": p.init_from,
+        "classifier_pooling": model.config.classifier_pooling,
         "resumed_from_epoch": result.resumed_from_epoch,
         "tracking_overhead_pct": 100 * result.tracking_seconds / max(result.train_seconds, 1e-9),
     }

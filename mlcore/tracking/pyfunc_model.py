@@ -1,8 +1,10 @@
 """MLflow "model from code" for the text classifier.
 
 MLflow copies this file into the logged model and runs it at load time, so no
-pickle is ever written or read. It imports only torch, transformers and pandas:
-consumers need nothing of this project.
+pickle is ever written or read. It imports only torch, transformers and pandas, and
+`classifier_pooling` (torch only), which registry.py ships beside it (`code_paths`):
+consumers need nothing of this project. The classifier's pooling (cls or mean, in its
+config.json) is applied by that module, the same code that trained and evaluated it.
 
     model = mlflow.pyfunc.load_model("models:/<name>@champion")
     model.predict(pd.DataFrame({"text": ["a gripping, funny film"]}))  # -> labels
@@ -14,16 +16,27 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+import transformers
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+try:  # in a logged model: the copy MLflow ships with it (code_paths), on sys.path at load time
+    import classifier_pooling
+except ImportError:  # in the project, where MLflow runs this file once while logging it
+    from mlcore.models import classifier_pooling
 
 
 class TextClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         path = context.artifacts["model_dir"]
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            path, use_safetensors=True, trust_remote_code=False
-        ).eval()
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()  # a mean-pooled model has no pooler weights: expected
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, use_safetensors=True, trust_remote_code=False)
+        finally:
+            transformers.logging.set_verbosity(verbosity)
+        self.model = classifier_pooling.prepare(model).eval()
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
 
     def _texts(self, model_input) -> list[str]:
@@ -41,7 +54,8 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
         for start in range(0, len(texts), 64):
             enc = self.tokenizer(texts[start : start + 64], truncation=True, padding=True, return_tensors="pt",
                                  max_length=min(self.tokenizer.model_max_length, 512))
-            probs.append(torch.softmax(self.model(**enc).logits.float(), dim=-1).numpy())
+            logits = classifier_pooling.logits(self.model, enc["input_ids"], enc["attention_mask"])
+            probs.append(torch.softmax(logits.float(), dim=-1).numpy())
         probs = np.concatenate(probs) if probs else np.zeros((0, len(self.labels)))
         labels = [self.labels[i] for i in probs.argmax(1)] if len(texts) else []
         if (params or {}).get("return_scores"):

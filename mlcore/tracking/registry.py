@@ -14,6 +14,8 @@ from mlflow.models import infer_signature
 from mlcore.tracking.promotion import decide
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+# Shipped with the model (MLflow code_paths): the classifier's pooling, which pyfunc_model imports.
+POOLING_CODE = Path(__file__).parents[1] / "models" / "classifier_pooling.py"
 METRIC_TAG = "test_{metric}"
 BASELINE_TAG = "test_baseline_{metric}"
 REASON_TAG = "gate.reason"
@@ -38,6 +40,7 @@ def _log(model_dir, example, signature, reqs, registered_name):
         name="model",
         python_model=str(PYFUNC_CODE),
         artifacts={"model_dir": str(model_dir)},
+        code_paths=[str(POOLING_CODE)],
         signature=signature,
         input_example=example,
         pip_requirements=reqs,
