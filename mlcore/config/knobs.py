@@ -66,7 +66,8 @@ class TrainingKnobs(Section):
     grad_accumulation: int = Field(1, ge=1, description="micro-batches per optimizer step")
     length_grouping: bool = Field(True, description="batches of texts of similar length: less padding")
     precision: Precision = Field(
-        "auto", description="auto: bf16 autocast on CUDA (fp16 + scaler without bf16), fp32 on CPU")
+        "auto", description="auto: bf16 autocast on CUDA (fp16 + scaler without bf16), and on a CPU with native bf16 "
+                            "(AVX512-BF16 or AMX flags); fp32 on other CPUs")
     compile: bool = Field(False, description="torch.compile the model (pays off on long GPU runs)")
     num_workers: int = Field(0, ge=0, description="DataLoader workers for batching; 0: in the main process")
     resume: bool = Field(True, description="a checkpoint each epoch; a rerun after a crash resumes from the last one")
