@@ -188,3 +188,42 @@ def test_search_keeps_the_best_trial_model_and_finetune_can_reuse_it(tiny_projec
     batch = best.get("batch_size", params["finetune"]["batch_size"])
     history = pd.read_csv(P.FINETUNE_HISTORY)
     assert history["step"].iloc[-1] == epochs * math.ceil(rows / batch)  # the validation rows were trained on
+
+
+def test_search_data_budget_and_auto_max_length_reach_the_reports(tiny_project):
+    """search.max_train_rows: trials train on a stratified sample, finetune on all of train;
+    max_length auto: each stage picks it over its training texts and reports what it cuts."""
+    from mlflow import MlflowClient
+
+    from tasks import finetune, prepare, pretrain, search
+
+    params = yaml.safe_load(open("params.yaml"))
+    for stage in ("pretrain", "search", "finetune"):
+        params[stage]["max_length"] = "auto"
+    params["search"]["max_train_rows"] = 40
+    params["finetune"]["epochs"] = 1
+    yaml.safe_dump(params, open("params.yaml", "w"))
+    cfg = load_config()
+    prepare.run(cfg)
+    pretrain.run(cfg)  # from scratch: the new model's positions come from the chosen length
+    pretrained = json.loads(P.PRETRAIN_REPORT.read_text())
+    saved = json.loads((P.PRETRAINED / "config.json").read_text())
+    assert 8 <= pretrained["max_length"] <= saved["max_position_embeddings"]
+    assert pretrained["max_length_setting"] == "auto" and 0 <= pretrained["truncated_pct"] < 2
+    search.run(cfg)
+    finetune.run(cfg)
+    report = json.loads(P.FINETUNE_REPORT.read_text())
+    assert report["max_length_setting"] == "auto" and 8 <= report["max_length"] <= pretrained["max_length"]
+    assert 0 <= report["truncated_pct"] < 2  # p99: about 1% of the texts
+    train_rows = len(pd.read_parquet(P.TRAIN))
+    history = pd.read_csv(P.FINETUNE_HISTORY)
+    assert history["step"].iloc[-1] == math.ceil(train_rows / params["finetune"]["batch_size"])  # all of train
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("tests")
+    logged = client.search_runs([exp.experiment_id], "attributes.run_name = 'search'")[0].data.params
+    assert logged["train_rows_used"] == "40" and logged["train_rows"] == str(train_rows) and train_rows > 40
+    assert logged["max_length"] == str(report["max_length"]) and logged["max_length_setting"] == "auto"
+    assert float(logged["truncated_pct"]) == report["truncated_pct"]  # search and finetune: the same train texts
+    tokenizer_config = json.loads((P.CLASSIFIER / "tokenizer_config.json").read_text())
+    assert tokenizer_config["model_max_length"] == report["max_length"]  # consumers truncate as training did

@@ -11,7 +11,7 @@ import torch
 
 from mlcore.config import PretrainConfig
 from mlcore.engine import distributed, precision
-from mlcore.engine.batching import Encoded, batches, epoch_order
+from mlcore.engine.batching import Encoded, batches, choose_max_length, epoch_order
 from mlcore.engine.loop import FitResult, Job, fit
 from mlcore.engine.settings import TrainSettings
 from mlcore.models import modeling, wordpiece
@@ -115,8 +115,12 @@ def starting_point(p: PretrainConfig, texts: list[str], tokenizer_cache: Path):
     small BERT with a WordPiece vocabulary trained on `texts`."""
     if p.init_from:
         return modeling.load_mlm_model(p.init_from)
+    auto = p.max_length == "auto"
     with distributed.main_first():  # every rank must share rank 0's vocabulary
-        tokenizer = wordpiece.train_or_reuse(texts, p.vocab_size, p.max_length, tokenizer_cache)
+        tokenizer = wordpiece.train_or_reuse(texts, p.vocab_size, 512 if auto else p.max_length, tokenizer_cache)
+    if auto:  # the new model's positions: the length chosen over `texts`
+        tokenizer.model_max_length = choose_max_length("auto", tokenizer, texts).max_length
+        p = p.model_copy(update={"max_length": tokenizer.model_max_length})
     return modeling.new_mlm_model(p, len(tokenizer), tokenizer.pad_token_id), tokenizer
 
 
