@@ -104,7 +104,10 @@ def search_config(args) -> SearchConfig:
     return SearchConfig(
         n_trials=args.trials, epochs=args.epochs, lr_min=args.lr_min, lr_max=args.lr_max, optimizers=OPTIMIZERS,
         batch_size=args.batch_size, max_length=args.max_length, seed=SEED,
-        eval_every_steps=args.eval_every_steps or max(1, steps // 2), **extra)
+        eval_every_steps=args.eval_every_steps or max(1, steps // 2), **extra,
+        # HF's Trainer here trains in fp32 on a CPU and bf16 on CUDA: the same for ours
+        # (auto would pick bf16 on a CPU with native bf16)
+        precision="auto" if torch.cuda.is_available() else "fp32")
 
 
 def load_data(args):

@@ -92,6 +92,9 @@ def settings(args, batch_size: int | None = None, seed: int = SEED) -> TrainSett
     return to_settings(
         epochs=args.epochs, batch_size=batch_size or args.batch_size, learning_rate=args.lr, optimizer="adamw",
         weight_decay=args.weight_decay, seed=seed, warmup=0.0, schedule="linear",
+        # the precision HF's Trainer gets here: fp32 on a CPU (auto would pick bf16 on one
+        # with native bf16), bf16 on CUDA
+        precision="auto" if torch.cuda.is_available() else "fp32",
     )
 
 

@@ -12,7 +12,7 @@ from mlcore.config import Config
 from mlcore.data.hashing import files_digest
 from mlcore.engine import distributed
 from mlcore.engine.device import configure_threads, resolve_device
-from mlcore.models import final, modeling
+from mlcore.models import final, lengths, modeling
 from mlcore.models.classifier import encode_split, load_tokenizer
 from mlcore.tracking import runs
 from tasks import _io
@@ -29,13 +29,16 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     label2id, best = _io.label_map(), _io.read_json(P.BEST_PARAMS, "search")
     settings = final.settings_for(f, best, P.BEST_PARAMS)
     tokenizer = load_tokenizer(_io.require(P.PRETRAINED, "pretrain"))
-    train, val = (encode_split(tokenizer, _io.read_split(path), label2id, f.max_length) for path in (P.TRAIN, P.VAL))
+    train_df, val_df = _io.read_split(P.TRAIN), _io.read_split(P.VAL)
+    length = lengths.choose_for(f.max_length, P.PRETRAINED, tokenizer, train_df["text"])
+    train, val = (encode_split(tokenizer, df, label2id, length.max_length) for df in (train_df, val_df))
     with runs.stage_run(cfg, STAGE, parent_run_id):
-        runs.log_params(f.model_dump() | {"used.learning_rate": settings.learning_rate,
-                                          "used.optimizer": settings.optimizer,
-                                          "used.epochs": settings.epochs, "device": str(device)})
+        runs.log_params(f.model_dump() | length.report() | {
+            "used.learning_rate": settings.learning_rate, "used.optimizer": settings.optimizer,
+            "used.epochs": settings.epochs, "device": str(device)})
         if f.reuse_best_trial:
-            model, result = final.reuse(P.BEST_TRIAL_MODEL, val, device, tokenizer.pad_token_id, best)
+            model, result = final.reuse(P.BEST_TRIAL_MODEL, val, device, tokenizer.pad_token_id, best,
+                                         settings.precision)
         else:
             inputs = files_digest([P.TRAIN, P.VAL, P.LABEL_MAP, *sorted(P.PRETRAINED.glob("*"))])
             model, result = final.train(P.PRETRAINED, label2id, train, val, settings, device, f.retrain_on_train_val,
@@ -43,8 +46,8 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
                                         P.CHECKPOINTS / STAGE, inputs)
         if not distributed.is_main():
             return {"rank": distributed.rank()}  # rank 0 writes the outputs
-        tokenizer.model_max_length = f.max_length  # consumers truncate as training did
-        summary = final.summary(result, settings, f)
+        tokenizer.model_max_length = length.max_length  # consumers truncate as training did
+        summary = final.summary(result, settings, f) | length.report()
         _io.fresh_dir(P.CLASSIFIER)
         modeling.save(model.cpu(), tokenizer, P.CLASSIFIER, extra={"stage": STAGE, **summary})
         _io.write_json(P.FINETUNE_REPORT, summary)

@@ -12,7 +12,7 @@ from mlcore.config import Config
 from mlcore.config.training import to_settings
 from mlcore.data.hashing import files_digest
 from mlcore.engine import distributed
-from mlcore.engine.batching import encode
+from mlcore.engine.batching import choose_max_length, encode
 from mlcore.engine.device import configure_threads, resolve_device, seed_everything
 from mlcore.models import mlm, modeling, wordpiece
 from mlcore.tracking import runs
@@ -36,9 +36,9 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     with runs.stage_run(cfg, STAGE, parent_run_id):
         runs.log_params(p.model_dump() | {"device": str(device)})
         model, tokenizer = mlm.starting_point(p, train_texts)
-        train, val = encode(tokenizer, train_texts, p.max_length), encode(tokenizer, val_texts, p.max_length)
-        if p.packing:
-            train = mlm.pack(train, tokenizer, p.max_length)
+        length = choose_max_length(p.max_length, tokenizer, train_texts, model.config)
+        train, val = (encode(tokenizer, texts, length.max_length) for texts in (train_texts, val_texts))
+        train = mlm.pack(train, tokenizer, length.max_length) if p.packing else train
         # Resume only onto the same data and vocabulary.
         fingerprint = (f"{files_digest([P.TRAIN, P.UNLABELLED, P.VAL])}-{wordpiece.vocab_digest(tokenizer)}"
                        f"-{p.init_from}")
@@ -48,12 +48,13 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
             checkpoint_dir=P.CHECKPOINTS / STAGE, fingerprint=fingerprint)
         if not distributed.is_main():
             return {"rank": distributed.rank()}  # rank 0 writes the outputs
-        report = mlm.report(model, tokenizer, result, val, settings, p, device, len(train_texts), len(train))
+        report = mlm.report(model, tokenizer, result, val, settings, p, device, len(train_texts), len(train)) \
+            | length.report()
         _io.fresh_dir(P.PRETRAINED)
         modeling.save(model.cpu(), tokenizer, P.PRETRAINED, extra={"stage": STAGE, **report})
         _io.write_json(P.PRETRAIN_REPORT, report)
         _io.write_csv(P.PRETRAIN_HISTORY, result.history, HISTORY_COLUMNS)
-        runs.log_metrics({k: v for k, v in report.items() if k != "init_from"})
+        runs.log_metrics({k: v for k, v in report.items() if k not in ("init_from", "max_length_setting")})
         _io.clear_checkpoint(P.CHECKPOINTS / STAGE)
     return {"val_mlm_loss": round(report["val_mlm_loss"], 4), "val_perplexity": round(report["val_perplexity"], 2)}
 

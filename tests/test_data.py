@@ -94,3 +94,21 @@ def test_read_table_errors_name_the_file_and_column(tmp_path):
     with pytest.raises(UserError) as err:
         require_columns(df, path, {"prepare.text_column": "text"})
     assert "prepare.text_column" in str(err.value) and "'text'" in str(err.value) and "review" in str(err.value)
+
+
+def test_stratified_subsample_is_seeded_and_keeps_label_shares():
+    import numpy as np
+
+    from mlcore.data.sampling import stratified_subsample
+
+    labels = np.array(["fresh"] * 740 + ["rotten"] * 540 + ["rare"] * 3)
+    rows = stratified_subsample(labels, 200, seed=42)
+    assert len(rows) == 200 and len(set(rows)) == 200 and list(rows) == sorted(rows)
+    counts = {k: int((labels[rows] == k).sum()) for k in ("fresh", "rotten", "rare")}
+    assert counts == {"fresh": 115, "rotten": 84, "rare": 1}  # 115.3, 84.2, 0.5: each label kept
+    assert list(stratified_subsample(labels, 200, seed=42)) == list(rows)  # deterministic
+    assert list(stratified_subsample(labels, 200, seed=43)) != list(rows)
+    assert list(stratified_subsample(list(labels), 200, seed=42)) == list(rows)  # any sequence of labels
+    assert list(stratified_subsample(labels, None, seed=1)) == list(range(len(labels)))
+    assert list(stratified_subsample(labels, 5000, seed=1)) == list(range(len(labels)))
+    assert len(stratified_subsample(labels, 2, seed=1)) == 2

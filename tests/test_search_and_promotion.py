@@ -50,6 +50,8 @@ def test_study_identity_ignores_budget_but_not_space():
     assert studies.study_name(base, "d") == studies.study_name(base.model_copy(update={"n_trials": 40}), "d")
     assert studies.study_name(base, "d") != studies.study_name(base.model_copy(update={"lr_max": 0.1}), "d")
     assert studies.study_name(base, "d") != studies.study_name(base, "other-inputs")
+    for data_budget in ({"max_train_rows": 500}, {"max_train_rows": None}, {"max_length": 64}):
+        assert studies.study_name(base, "d") != studies.study_name(base.model_copy(update=data_budget), "d")
 
 
 def test_budget_is_total_across_reruns(tmp_path):

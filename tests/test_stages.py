@@ -287,3 +287,39 @@ def test_evaluate_scores_the_baseline_and_register_never_crowns_a_model_below_it
     P.METRICS.write_text(json.dumps({k: v for k, v in metrics.items() if not k.startswith("baseline_")}))
     with pytest.raises(UserError, match="baseline_macro_f1.*require_beat_baseline: false"):
         register.run(cfg)
+
+
+@pytest.mark.slow
+def test_search_data_budget_and_auto_max_length_reach_the_reports(tiny_project, set_params):
+    """search.max_train_rows: trials train on a stratified sample, finetune on all of train;
+    max_length auto: each stage picks it over its training texts and reports what it cuts."""
+    from mlflow import MlflowClient
+
+    from tasks import finetune, prepare, pretrain, search
+
+    params = set_params(pretrain={"max_length": "auto"}, search={"max_length": "auto", "max_train_rows": 40},
+                        finetune={"max_length": "auto", "epochs": 1})
+    cfg = load_config()
+    prepare.run(cfg)
+    pretrain.run(cfg)  # from scratch: the new model's positions come from the chosen length
+    pretrained = json.loads(P.PRETRAIN_REPORT.read_text())
+    saved = json.loads((P.PRETRAINED / "config.json").read_text())
+    assert 8 <= pretrained["max_length"] <= saved["max_position_embeddings"]
+    assert pretrained["max_length_setting"] == "auto" and 0 <= pretrained["truncated_pct"] < 2
+    search.run(cfg)
+    finetune.run(cfg)
+    report = json.loads(P.FINETUNE_REPORT.read_text())
+    assert report["max_length_setting"] == "auto" and 8 <= report["max_length"] <= pretrained["max_length"]
+    assert 0 <= report["truncated_pct"] < 2  # p99: about 1% of the texts
+    train_rows = len(pd.read_parquet(P.TRAIN))
+    history = pd.read_csv(P.FINETUNE_HISTORY)
+    assert history["step"].iloc[-1] == math.ceil(train_rows / params["finetune"]["batch_size"])  # all of train
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("tests")
+    logged = client.search_runs([exp.experiment_id], "attributes.run_name = 'search'")[0].data.params
+    assert logged["train_rows_used"] == "40" and logged["train_rows"] == str(train_rows) and train_rows > 40
+    assert logged["max_length"] == str(report["max_length"]) and logged["max_length_setting"] == "auto"
+    assert float(logged["truncated_pct"]) == report["truncated_pct"]  # search and finetune: the same train texts
+    tokenizer_config = json.loads((P.CLASSIFIER / "tokenizer_config.json").read_text())
+    assert tokenizer_config["model_max_length"] == report["max_length"]  # consumers truncate as training did

@@ -120,3 +120,35 @@ def test_length_order_sorts_by_length(tokenizer):
     enc = encode(tokenizer, ["a b c d e", "a", "a b"], 32)
     assert list(by_length(enc)) == [1, 2, 0]
     assert np.all(np.diff([len(enc.input_ids[i]) for i in by_length(enc)]) >= 0)
+
+
+def test_max_length_auto_is_a_capped_percentile_and_an_integer_is_kept():
+    from mlcore.engine.batching import resolve_max_length
+
+    lengths = list(range(1, 101))  # 1..100 tokens
+    auto = resolve_max_length("auto", lengths, limit=512, percentile=99)
+    assert auto.max_length == 100 and auto.truncated_pct == 0  # ceil(99.01)
+    assert resolve_max_length("auto", lengths, limit=512, percentile=90).max_length == 91
+    capped = resolve_max_length("auto", lengths, limit=64)
+    assert capped.max_length == 64 and capped.truncated_pct == pytest.approx(36.0)
+    assert resolve_max_length("auto", [3, 4, 5], limit=None).max_length == 8  # never below 8
+    fixed = resolve_max_length(32, lengths, limit=16)  # an integer is kept as it is, even above the limit
+    assert fixed.max_length == 32 and fixed.truncated_pct == pytest.approx(68.0)
+    assert fixed.report() == {"max_length": 32, "max_length_setting": 32, "truncated_pct": 68.0}
+    with pytest.raises(ValueError):
+        resolve_max_length("longest", lengths, limit=None)
+
+
+def test_max_length_limit_and_lengths_come_from_the_tokenizer_and_config(tokenizer):
+    from types import SimpleNamespace
+
+    from mlcore.engine.batching import choose_max_length, length_limit, token_lengths
+
+    assert length_limit(tokenizer) == 32  # trained with model_max_length=32
+    assert length_limit(tokenizer, SimpleNamespace(max_position_embeddings=24)) == 24
+    assert length_limit(SimpleNamespace(model_max_length=int(1e30))) is None  # HF's "no limit" sentinel
+    texts = ["the film was great", "a long " + "very " * 60 + "long review"]
+    lengths = token_lengths(tokenizer, texts)
+    assert lengths[0] == len(tokenizer(texts[0])["input_ids"]) and lengths[1] > 60  # untruncated
+    choice = choose_max_length("auto", tokenizer, texts)
+    assert choice.max_length == 32 and choice.truncated_pct == 50.0 and choice.limit == 32

@@ -6,15 +6,34 @@ Every key's default and its one-line help live here and in the section modules, 
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 Optimizer = Literal["sgd", "sgd_momentum", "sgd_nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 ALL_OPTIMIZERS: tuple[str, ...] = ("sgd", "sgd_momentum", "sgd_nesterov", "adagrad", "rmsprop", "adam", "adamw")
 Schedule = Literal["constant", "linear", "cosine", "exponential", "step"]
 Strategy = Literal["full", "freeze_embeddings", "freeze_bottom", "head_only", "gradual_unfreeze"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+def _max_length(value):
+    """One message for any bad value (a plain union would report one error per branch)."""
+    if value == "auto":
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 8 <= value <= 4096:
+        raise ValueError("must be auto or an integer from 8 to 4096")
+    return value
+
+
+# Tokens per text: "auto" (a high percentile of the training texts' token lengths, capped
+# by the model's limit: mlcore.engine.batching.resolve_max_length) or a fixed integer.
+MaxLength = Annotated[Literal["auto"] | int, BeforeValidator(_max_length)]
+MAX_LENGTH_HELP = ("tokens per text; longer texts are truncated. auto: the 99th percentile of the training texts' "
+                   "token lengths, capped by the model's limit (reported as max_length and truncated_pct); "
+                   "an integer fixes it")
 
 
 class Section(BaseModel):
@@ -66,7 +85,8 @@ class TrainingKnobs(Section):
     grad_accumulation: int = Field(1, ge=1, description="micro-batches per optimizer step")
     length_grouping: bool = Field(True, description="batches of texts of similar length: less padding")
     precision: Precision = Field(
-        "auto", description="auto: bf16 autocast on CUDA (fp16 + scaler without bf16), fp32 on CPU")
+        "auto", description="auto: bf16 autocast on CUDA (fp16 + scaler without bf16), and on a CPU with native bf16 "
+                            "(AVX512-BF16 or AMX flags); fp32 on other CPUs")
     compile: bool = Field(False, description="torch.compile the model (pays off on long GPU runs)")
     num_workers: int = Field(0, ge=0, description="DataLoader workers for batching; 0: in the main process")
     resume: bool = Field(True, description="a checkpoint each epoch; a rerun after a crash resumes from the last one")

@@ -5,7 +5,16 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from mlcore.config.knobs import ALL_OPTIMIZERS, Optimizer, Schedule, Section, TrainingKnobs, stage_key
+from mlcore.config.knobs import (
+    ALL_OPTIMIZERS,
+    MAX_LENGTH_HELP,
+    MaxLength,
+    Optimizer,
+    Schedule,
+    Section,
+    TrainingKnobs,
+    stage_key,
+)
 
 
 class SearchSpace(Section):
@@ -59,7 +68,12 @@ class SearchConfig(TrainingKnobs):
         30.0, "the SGD family searches [lr_min, lr_max] x this (SGD needs larger steps)", gt=0)
     optimizers: list[Optimizer] = stage_key(list(ALL_OPTIMIZERS), "the optimizers to search")
     batch_size: int = Field(32, ge=1, description="texts per batch")
-    max_length: int = stage_key(128, "tokens per text; longer texts are truncated", ge=8, le=4096)
+    max_length: MaxLength = stage_key("auto", MAX_LENGTH_HELP)
+    # 2,000 rows (63 steps of 32 per epoch): enough to tell a good optimizer and learning rate
+    # from a bad one, at a fifth of the cost of the sample data's ~10k train rows per epoch.
+    max_train_rows: int | None = stage_key(
+        2000, "trials train on a seeded, stratified sample of this many train rows (the same for every trial); "
+              "finetune uses all of train, validation stays whole; null: all rows", ge=10)
     sampler: Literal["tpe", "random", "grid"] = stage_key(
         "tpe", "tpe: multivariate TPE (seeded); random; grid: every combination of `grid`")
     # successive_halving: on ag_news it trained 1/3 of a full grid's epochs where the

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from mlcore.config.knobs import Optimizer, Section, TrainingKnobs, stage_key
+from mlcore.config.knobs import MAX_LENGTH_HELP, MaxLength, Optimizer, Section, TrainingKnobs, stage_key
 
 
 class PrepareConfig(Section):
@@ -41,7 +41,7 @@ class PretrainConfig(TrainingKnobs):
     num_layers: int = stage_key(2, "encoder layers (from scratch)", ge=1, le=48)
     num_heads: int = stage_key(2, "attention heads; must divide hidden_size (from scratch)", ge=1)
     intermediate_size: int = stage_key(512, "feed-forward size (from scratch)", ge=8)
-    max_length: int = stage_key(128, "tokens per text; longer texts are truncated", ge=8, le=4096)
+    max_length: MaxLength = stage_key("auto", MAX_LENGTH_HELP)
     epochs: int = Field(3, ge=0, description="MLM epochs")
     batch_size: int = Field(32, ge=1, description="texts per batch")
     learning_rate: float = Field(5e-4, gt=0, lt=1, description="peak learning rate")
@@ -68,7 +68,7 @@ class FinetuneConfig(TrainingKnobs):
     patience: int = Field(2, ge=1, description="evaluations without improvement before stopping")
     min_delta: float = Field(0.0, ge=0, description="smallest validation macro-F1 gain that counts as an improvement")
     batch_size: int = Field(32, ge=1, description="texts per batch")
-    max_length: int = stage_key(128, "tokens per text; longer texts are truncated", ge=8, le=4096)
+    max_length: MaxLength = stage_key("auto", MAX_LENGTH_HELP)
     learning_rate: float | None = Field(None, gt=0, lt=10, description="null: the search's best; a number overrides it")
     optimizer: Optimizer | None = Field(None, description="null: the search's best; a name overrides it")
     reuse_best_trial: bool = stage_key(

@@ -2,17 +2,48 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+from pathlib import Path
 
 import torch
 
+# CPU flags (Linux /proc/cpuinfo names) of native bf16 matrix instructions: with them,
+# bf16 autocast trains ~1.7x faster than fp32; without them, bf16 is emulated and slower.
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
-def resolve(precision: str, device: torch.device) -> str:
-    """auto: bf16 on CUDA GPUs that have it, fp16 (with a grad scaler) on older ones,
-    fp32 on the CPU (bf16 autocast there is opt-in: it needs AMX/AVX512-BF16 to pay off)."""
+
+def cpu_bf16_flags(flags: str) -> list[str]:
+    """Which native-bf16 flags a CPU flags string (whitespace-separated, as /proc/cpuinfo's
+    `flags` line) holds; empty: no native bf16."""
+    present = set(flags.split())
+    return [flag for flag in NATIVE_BF16_FLAGS if flag in present]
+
+
+@functools.cache
+def read_cpu_flags(path: str = "/proc/cpuinfo") -> str:
+    """The first `flags` line of /proc/cpuinfo; "" where there is none (macOS, Windows,
+    ARM's `Features`): such CPUs then train in fp32."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return value
+    return ""
+
+
+def resolve(precision: str, device: torch.device, cpu_flags: str | None = None) -> str:
+    """auto: bf16 on CUDA GPUs that have it, fp16 (with a grad scaler) on older ones; on the
+    CPU bf16 where it has native bf16 (AVX512-BF16 or AMX), else fp32. `cpu_flags`: the CPU's
+    flags string (default: read from /proc/cpuinfo)."""
     if precision != "auto":
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu":
+        return "bf16" if cpu_bf16_flags(read_cpu_flags() if cpu_flags is None else cpu_flags) else "fp32"
     return "fp32"
 
 

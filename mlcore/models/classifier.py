@@ -61,8 +61,9 @@ def balanced_class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
 
 @torch.inference_mode()
 def predict_logits(model, data: Encoded, device: torch.device, batch_size: int = 256, pad_id: int = 0,
-                   precision_name: str = "auto") -> np.ndarray:
-    """Logits in the original row order; batches are length-sorted to minimise padding."""
+                   precision_name: str = "fp32") -> np.ndarray:
+    """Logits in the original row order; batches are length-sorted to minimise padding.
+    fp32 unless asked: evaluate's numbers are then the ones the MLflow model (fp32) serves."""
     model.eval()
     mode = precision.resolve(precision_name, device)
     out = np.zeros((len(data), model.config.num_labels), dtype=np.float32)

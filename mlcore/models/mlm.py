@@ -11,7 +11,7 @@ import torch
 
 from mlcore.config import PretrainConfig
 from mlcore.engine import precision
-from mlcore.engine.batching import Encoded, batches, epoch_order
+from mlcore.engine.batching import Encoded, batches, choose_max_length, epoch_order
 from mlcore.engine.loop import FitResult, Job, fit
 from mlcore.engine.settings import TrainSettings
 from mlcore.models import modeling, wordpiece
@@ -120,7 +120,11 @@ def starting_point(p: PretrainConfig, texts: list[str]):
         model, tokenizer = modeling.load_mlm_model(source)
         pooling = modeling.source_pooling(source) if p.pooling == "auto" else p.pooling
     else:
-        tokenizer = wordpiece.train_wordpiece(texts, p.vocab_size, p.max_length)
+        auto = p.max_length == "auto"
+        tokenizer = wordpiece.train_wordpiece(texts, p.vocab_size, 512 if auto else p.max_length)
+        if auto:  # the new model's positions: the length chosen over `texts`
+            tokenizer.model_max_length = choose_max_length("auto", tokenizer, texts).max_length
+            p = p.model_copy(update={"max_length": tokenizer.model_max_length})
         model = modeling.new_mlm_model(p, len(tokenizer), tokenizer.pad_token_id)
         pooling = "cls" if p.pooling == "auto" else p.pooling
     model.config.classifier_pooling = pooling

@@ -18,21 +18,22 @@ def run_budget(cfg: Config, stage_run_id: str | None, orphans: list[str]) -> opt
     # Extra workers start first: they need seconds to import and load the data.
     helpers = [] if pooled else workers.start(cfg, s.workers - 1, stage_run_id)
     try:
-        device, label2id, train, val, study, name = trials.open_study(
-            cfg, trials.worker_threads(cfg) if s.workers > 1 else None, trains=not pooled)
+        o = trials.open_study(cfg, trials.worker_threads(cfg) if s.workers > 1 else None, trains=not pooled)
+        study, name = o.study, o.name
         stale = studies.reap_stale_trials(study)
         if stale or orphans:
             print(f"search: trials {stale} of a process that died were failed and queued again; "
                   f"MLflow runs closed as FAILED: {orphans}")
         todo = studies.remaining_budget(study, s.n_trials)
-        runs.log_params(s.model_dump() | {"storage": redact(s.storage), "study": name, "device": str(device),
-                                          "trials_to_run": todo})
+        runs.log_params(s.model_dump() | o.report() | {"storage": redact(s.storage), "study": name,
+                                                       "device": str(o.device), "trials_to_run": todo})
         print(f"search: study {name}: {studies.finished_trials(study)} trials done, {todo} to run, "
-              f"{s.workers} worker(s)")
+              f"{s.workers} worker(s); {o.train_rows} train rows, trials use {len(o.train)}; "
+              f"max_length {o.length.max_length} (truncates {o.length.truncated_pct:.2f}% of train)")
         if pooled:
             pool.run_pooled(cfg, study, trials.claim_lock(name), stage_run_id)
         else:
-            objective = trials.tracked_objective(cfg, label2id, train, val, device, name)
+            objective = trials.tracked_objective(cfg, o.label2id, o.train, o.val, o.device, name)
             claims.run_trials(study, pool.as_prefect_tasks(objective), s.n_trials, trials.claim_lock(name))
     except BaseException:
         workers.stop(helpers)  # SIGTERM or a failure here: the workers end their trials as FAIL

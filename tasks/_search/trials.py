@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 
 import optuna
+import torch
 
-from mlcore.config import Config
+from mlcore.config import Config, SearchConfig
 from mlcore.data.hashing import files_digest
+from mlcore.data.sampling import stratified_subsample
+from mlcore.engine.batching import Encoded, LengthChoice
 from mlcore.engine.device import configure_threads, one_gpu_per_worker, resolve_device
+from mlcore.models import lengths
 from mlcore.models.classifier import encode_split, load_tokenizer
 from mlcore.search import objective as O
 from mlcore.search import studies
@@ -26,7 +31,36 @@ def claim_lock(name: str):
     return P.OPTUNA_DIR / f"{name}.lock"
 
 
-def open_study(cfg: Config, threads: int | None = None, worker: int = 0, trains: bool = True):
+@dataclass
+class Opened:
+    """What a search process works on: the device, the data, the study and its name."""
+    device: torch.device
+    label2id: dict[str, int]
+    train: Encoded  # search.max_train_rows of train (stratified, seeded), or all of it
+    val: Encoded
+    study: optuna.Study
+    name: str
+    length: LengthChoice  # max_length, chosen over all of train
+    train_rows: int  # rows of the whole train split
+
+    def report(self) -> dict:
+        """What the search run logs about its data."""
+        return self.length.report() | {"train_rows_used": len(self.train), "train_rows": self.train_rows}
+
+
+def search_data(s: SearchConfig, label2id: dict[str, int]) -> tuple[Encoded, Encoded, LengthChoice, int]:
+    """Train (its search.max_train_rows subsample, the same for every trial: from search.seed)
+    and val encoded with the max_length chosen over all of train; and train's row count."""
+    tokenizer = load_tokenizer(_io.require(P.PRETRAINED, "pretrain"))
+    train_df = _io.read_split(P.TRAIN)
+    length = lengths.choose_for(s.max_length, P.PRETRAINED, tokenizer, train_df["text"])
+    sample = train_df.iloc[stratified_subsample(train_df["label"], s.max_train_rows, s.seed)]
+    train = encode_split(tokenizer, sample, label2id, length.max_length)
+    val = encode_split(tokenizer, _io.read_split(P.VAL), label2id, length.max_length)
+    return train, val, length, len(train_df)
+
+
+def open_study(cfg: Config, threads: int | None = None, worker: int = 0, trains: bool = True) -> Opened:
     """Device, label map, encoded train/val, the study and its name. `trains`: this process
     runs trials itself (a pool's dispatcher does not, and takes no GPU)."""
     s = cfg.search
@@ -35,9 +69,7 @@ def open_study(cfg: Config, threads: int | None = None, worker: int = 0, trains:
     if s.workers > 1 and trains:
         device = one_gpu_per_worker(device, P.OPTUNA_DIR / "gpu-slots")
     label2id = _io.label_map()
-    tokenizer = load_tokenizer(_io.require(P.PRETRAINED, "pretrain"))
-    train = encode_split(tokenizer, _io.read_split(P.TRAIN), label2id, s.max_length)
-    val = encode_split(tokenizer, _io.read_split(P.VAL), label2id, s.max_length)
+    train, val, length, train_rows = search_data(s, label2id)
     name = studies.study_name(s, inputs_digest())
     storage = cfg.optuna_storage()
     study = optuna.create_study(
@@ -45,7 +77,7 @@ def open_study(cfg: Config, threads: int | None = None, worker: int = 0, trains:
         direction="maximize", sampler=studies.make_sampler(s, worker), pruner=studies.make_pruner(s),
         load_if_exists=True,
     )
-    return device, label2id, train, val, study, name
+    return Opened(device, label2id, train, val, study, name, length, train_rows)
 
 
 def tracked_objective(cfg: Config, label2id, train, val, device, name: str, parent_run_id: str | None = None):
@@ -76,6 +108,6 @@ def worker_threads(cfg: Config) -> int:
 def start_worker(cfg: Config, worker: int, parent_run_id: str | None):
     """A worker process's start-up (plain worker or pool process): its share of the cores,
     the data and study once, MLflow pointed at the run's store; returns (study, objective)."""
-    device, label2id, train, val, study, name = open_study(cfg, worker_threads(cfg), worker)
+    o = open_study(cfg, worker_threads(cfg), worker)
     runs.configure(cfg)
-    return study, tracked_objective(cfg, label2id, train, val, device, name, parent_run_id)
+    return o.study, tracked_objective(cfg, o.label2id, o.train, o.val, o.device, o.name, parent_run_id)
