@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import json
 
-from mlcore.config import Config
+from mlcore.config import Config, profiles
 from mlcore.data.tables import read_input
+from mlcore.engine.device import resolve_device
 from mlcore.models import modeling
 from tasks import _paths as P
 
@@ -27,6 +28,11 @@ def summary(cfg: Config, results: dict) -> str:
         f"stages run: {', '.join(ran) or 'none'}"
         + (f"   up to date (skipped): {', '.join(skipped)}" if skipped else ""),
     ]
+    lines.append(f"profile:    {profiles.effective(cfg, resolve_device(cfg.device()).type).describe()}")
+    fine = json.loads(P.FINETUNE_REPORT.read_text()) if P.FINETUNE_REPORT.exists() else {}
+    if "max_length" in fine:
+        lines.append(f"max_length: {fine['max_length']} ({fine['max_length_setting']}): truncates "
+                     f"{fine['truncated_pct']:.2f}% of the training texts")
     if metrics:
         lines.append(
             f"test: accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "

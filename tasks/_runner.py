@@ -35,6 +35,18 @@ for _name in ("prefect.task_runs", "prefect.flow_runs"):
 StageFn = Callable[[Config, str | None], dict]
 
 
+def effective(cfg: Config) -> Config:
+    """The config with runtime.profile applied for this machine's device (gpu-full raises
+    budgets on CUDA; mlcore/config/profiles.py); what it changed is printed."""
+    from mlcore.config import profiles
+    from mlcore.engine.device import resolve_device
+
+    resolved = profiles.effective(cfg, resolve_device(cfg.device()).type)
+    if resolved.changes:
+        print(f"runtime.profile {resolved.describe()}")
+    return resolved.config
+
+
 def cli(stage: str, run: StageFn, doc: str | None = None) -> Callable[[list[str] | None], int]:
     """`python -m tasks.<stage>`: the command dvc.yaml runs. No Prefect involved."""
 
@@ -45,7 +57,7 @@ def cli(stage: str, run: StageFn, doc: str | None = None) -> Callable[[list[str]
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         exit_on_sigterm()
         try:
-            result = run(load_config(args.params), None)
+            result = run(effective(load_config(args.params)), None)
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             return err.exit_code
@@ -69,7 +81,7 @@ def as_task(stage: str, run: StageFn):
             runs.tag_run(parent_run_id, f"stage.{stage}", "skipped (up to date)")
             return {"stage": stage, "skipped": True}
         logger.info("%s runs: %s", stage, "forced" if not changed else _describe(changed))
-        result = run(cfg, parent_run_id)
+        result = run(effective(cfg), parent_run_id)
         _dvc_state.commit(stage)
         runs.tag_run(parent_run_id, f"stage.{stage}", "ran")
         return {"stage": stage, "skipped": False, **result}

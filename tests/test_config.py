@@ -44,6 +44,12 @@ def test_wrong_type_is_named():
         ("pretrain", {"layerwise_lr_decay": 1.5}, "pretrain.layerwise_lr_decay"),
         ("search", {"eval_every_steps": 0}, "search.eval_every_steps"),
         ("finetune", {"reuse_best_trial": True, "retrain_on_train_val": True}, "finetune"),
+        ("finetune", {"max_length": 7}, "finetune.max_length"),
+        ("search", {"max_length": "longest"}, "search.max_length"),
+        ("search", {"max_train_rows": 0}, "search.max_train_rows"),
+        ("runtime", {"profile": "turbo"}, "runtime.profile"),
+        ("runtime", {"gpu_full": {"search.lr_max": 0.1}}, "runtime.gpu_full"),
+        ("runtime", {"gpu_full": {"search.n_trials": None}}, "runtime.gpu_full"),
     ],
 )
 def test_impossible_values_are_named(section, values, key):
@@ -93,3 +99,32 @@ def test_training_keys_are_shared_by_the_three_training_sections():
     for section in (cfg.pretrain, cfg.search, cfg.finetune):
         s = to_settings(section, learning_rate=1e-3, optimizer="adam")
         assert (s.schedule, s.strategy, s.freeze_layers) == ("cosine", "freeze_bottom", 1)
+
+
+def test_max_length_is_auto_by_default_and_an_integer_still_fixes_it():
+    cfg = parse_config({"finetune": {"max_length": 64}, "search": {"max_length": "96"}})
+    assert cfg.finetune.max_length == 64 and cfg.search.max_length == 96 and cfg.pretrain.max_length == "auto"
+
+
+def test_run_profile_raises_budgets_on_a_gpu_and_leaves_the_cpu_config_alone():
+    from mlcore.config import profiles
+    from mlcore.search import studies
+
+    cfg = parse_config({"search": {"n_trials": 6, "epochs": 2, "max_train_rows": 2000},
+                        "finetune": {"epochs": 8}})
+    cpu = profiles.effective(cfg, "cpu")
+    assert cpu.profile == "cpu-quick" and not cpu.changes
+    assert all(getattr(cpu.config, s) == getattr(cfg, s) for s in STAGES)  # every stage as params.yaml says
+    assert cpu.describe() == "cpu-quick (auto on cpu): params.yaml as written"
+
+    gpu = profiles.effective(cfg, "cuda")
+    assert gpu.profile == "gpu-full" and gpu.config.runtime.profile == "gpu-full"
+    assert gpu.changes == {"search.n_trials": (6, 20), "search.epochs": (2, 3), "search.max_train_rows": (2000, None)}
+    assert gpu.config.finetune.epochs == 8  # raised to at least 6, never lowered
+    assert "search.max_train_rows 2000 -> null" in gpu.describe()
+    assert profiles.effective(gpu.config, "cuda").config == gpu.config  # resolving again changes nothing
+    assert studies.study_name(gpu.config.search, "d") != studies.study_name(cfg.search, "d")  # a fresh study
+
+    named = parse_config({"runtime": {"profile": "cpu-quick"}})
+    assert profiles.effective(named, "cuda").profile == "cpu-quick"  # a named profile holds on any device
+    assert profiles.effective(parse_config({"runtime": {"profile": "gpu-full"}}), "cpu").changes

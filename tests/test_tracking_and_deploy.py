@@ -70,3 +70,17 @@ def test_deployment_has_nightly_cron_schedule():
         "training-pipeline", TIMEOUT_S, RETRIES, 300)
     assert nightly_retraining(timeout=600).served_flow().timeout_seconds == 600
     assert served.on_failure_hooks and served.on_crashed_hooks  # the failure notification
+
+
+def test_summary_shows_the_profile_and_the_truncated_share(cfg, monkeypatch):
+    import json
+
+    from flows.summary import summary
+    from tasks import _paths as P
+
+    monkeypatch.delenv("PIPELINE_DEVICE", raising=False)
+    P.FINETUNE_REPORT.parent.mkdir(parents=True)
+    P.FINETUNE_REPORT.write_text(json.dumps({"max_length": 55, "max_length_setting": "auto", "truncated_pct": 0.96}))
+    text = summary(parse_config({"runtime": {"device": "cpu"}}), {"finetune": {"skipped": False}})
+    assert "profile:    cpu-quick (auto on cpu): params.yaml as written" in text
+    assert "max_length: 55 (auto): truncates 0.96% of the training texts" in text

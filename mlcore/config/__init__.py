@@ -1,9 +1,10 @@
 """Typed, validated configuration loaded once from params.yaml.
 
 One section per pipeline stage (the same name as the dvc.yaml stage and the tasks/
-module) plus two shared sections, `runtime` and `tracking`, that do not change results
-and so are not DVC params of any stage. Every key's default and help live once, in the
-models here; `python -m mlcore.config --defaults` prints them as a commented params.yaml.
+module) plus two shared sections, `runtime` and `tracking`, that are not DVC params of any
+stage: where the stages run and record (runtime.profile may raise the budgets on a GPU;
+see profiles). Every key's default and help live once, in the models here;
+`python -m mlcore.config --defaults` prints them as a commented params.yaml.
 
     knobs        value types, the section base, the shared training keys (TrainingKnobs)
     stages       prepare, pretrain, finetune, evaluate, register
@@ -14,6 +15,7 @@ models here; `python -m mlcore.config --defaults` prints them as a commented par
     training     to_settings: a training section -> the engine's TrainSettings (imported from
                  mlcore.config.training, so that `import mlcore.config` stays free of the engine)
     defaults     every key with its default and help, as a commented params.yaml
+    profiles     runtime.profile: the effective config on this device (gpu-full raises budgets on CUDA)
     overrides    the rule: a params.yaml value other than its default says `# override: <why>`
     __main__     python -m mlcore.config --defaults | --check [PARAMS]
 """

@@ -5,7 +5,7 @@ import warnings
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from mlcore.config.knobs import Section
 from mlcore.config.search import SearchConfig
@@ -15,11 +15,34 @@ STAGES = ("prepare", "pretrain", "search", "finetune", "evaluate", "register")
 SHARED_SECTIONS = ("runtime", "tracking")
 
 
+# The budgets a run profile may raise (a larger value, or null for no limit, is more work).
+BUDGET_KEYS = ("pretrain.epochs", "search.n_trials", "search.epochs", "search.max_train_rows", "finetune.epochs")
+UNLIMITED_OK = ("search.max_train_rows",)
+
+
 class RuntimeConfig(Section):
-    """Where the stages run; does not change results (not a DVC param of any stage)."""
+    """Where the stages run (not a DVC param of any stage), and the run profile: gpu-full
+    raises budgets on a GPU, so the same params.yaml does more work there."""
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDA when present, else CPU; PIPELINE_DEVICE overrides it")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; null: torch's default")
+    profile: Literal["auto", "cpu-quick", "gpu-full"] = Field(
+        "auto", description="auto: gpu-full on CUDA, else cpu-quick; cpu-quick: params.yaml as written; "
+                            "gpu-full: raises the budgets of gpu_full (the summary lists what changed)")
+    gpu_full: dict[str, int | None] = Field(
+        {"search.n_trials": 20, "search.epochs": 3, "search.max_train_rows": None, "finetune.epochs": 6},
+        description=f"gpu-full's budgets: each key is raised to at least its value (null: no limit), never "
+                    f"lowered; keys from {', '.join(BUDGET_KEYS)}")
+
+    @field_validator("gpu_full")
+    @classmethod
+    def _budget_keys(cls, budgets: dict[str, int | None]) -> dict[str, int | None]:
+        for key, value in budgets.items():
+            if key not in BUDGET_KEYS:
+                raise ValueError(f"{key!r} is not a budget a profile may raise; use {', '.join(BUDGET_KEYS)}")
+            if value is None and key not in UNLIMITED_OK or value is not None and value < 1:
+                raise ValueError(f"{key}: must be a number of at least 1" + (" or null" if key in UNLIMITED_OK else ""))
+        return budgets
 
 
 class TrackingConfig(Section):
@@ -37,7 +60,8 @@ warnings.filterwarnings("ignore", message='Field name "register"', category=User
 class Config(Section):
     """Typed, validated params.yaml. One section per pipeline stage (the same name as the
     dvc.yaml stage and the tasks/ module) plus two shared sections, `runtime` and
-    `tracking`, that do not change results and so are not DVC params of any stage."""
+    `tracking`, that are not DVC params of any stage (runtime.profile may raise the budgets
+    on a GPU: mlcore.config.profiles)."""
     prepare: PrepareConfig = Field(PrepareConfig(), description=PrepareConfig.__doc__)
     pretrain: PretrainConfig = Field(PretrainConfig(), description=PretrainConfig.__doc__)
     search: SearchConfig = Field(SearchConfig(), description=SearchConfig.__doc__)

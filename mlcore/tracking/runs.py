@@ -121,7 +121,8 @@ def stage_run(cfg: Config, stage: str, parent_run_id: str | None = None) -> Iter
         yield None
         return
     configure(cfg)
-    tags = {**lineage_tags(cfg), **owner_tags(), "pipeline.role": "stage", "pipeline.stage": stage}
+    tags = {**lineage_tags(cfg), **owner_tags(), "pipeline.role": "stage", "pipeline.stage": stage,
+            "runtime.profile": cfg.runtime.profile}
     with mlflow.start_run(run_name=stage, parent_run_id=parent_run_id, tags=tags) as run:
         yield run
 
