@@ -54,7 +54,8 @@ def tiny_params(data_path: str) -> dict:
                     "val_fraction": 0.15, "test_fraction": 0.15},
         # init_from None: a tiny BERT from scratch (the model default continues all-MiniLM-L6-v2)
         "pretrain": {"init_from": None, "vocab_size": 200, "hidden_size": 32, "num_layers": 1, "num_heads": 2,
-                     "intermediate_size": 64, "max_length": 32, "epochs": 1, "batch_size": 16},
+                     "intermediate_size": 64, "max_length": 32, "epochs": 1, "batch_size": 16,
+                     "learning_rate": 5e-4},
         "search": {"n_trials": 2, "epochs": 2, "lr_min": 0.002, "lr_max": 0.01, "optimizers": ["adam", "adamw"],
                    "batch_size": 16, "max_length": 32},
         "finetune": {"epochs": 5, "patience": 2, "batch_size": 16, "max_length": 32},

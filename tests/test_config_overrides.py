@@ -34,21 +34,21 @@ def test_trailing_comments_follow_the_key_paths():
 
 
 def test_every_undocumented_override_is_named_by_its_key_path(tmp_path):
-    path = _write(tmp_path, "search:\n  n_trials: 6\n  space:\n    warmup: [0.0, 0.2]\n  seed: 42\n"
+    path = _write(tmp_path, "search:\n  n_trials: 10\n  space:\n    warmup: [0.0, 0.2]\n  seed: 42\n"
                             "finetune:\n  epochs: 4   # a comment, not a reason\n  patience: 2\n")
     problems = undocumented_overrides(path)
     assert [p.split(":")[0] for p in problems] == ["search.n_trials", "search.space.warmup", "finetune.epochs"]
-    assert "search.n_trials: 6 differs from the default 8" in problems[0]
+    assert "search.n_trials: 10 differs from the default 6" in problems[0]
 
 
 def test_a_reason_documents_an_override_and_a_stale_marker_is_reported(tmp_path):
-    path = _write(tmp_path, "search:\n  n_trials: 6  # override: the demo's budget\n"
-                            "  epochs: 3  # override: same as the default\n"
+    path = _write(tmp_path, "search:\n  n_trials: 10  # override: the demo's budget\n"
+                            "  epochs: 2  # override: same as the default\n"
                             "  lr_max: 0.004  # override:\n"
-                            "  sgd_lr_scale: 30  # 30 == 30.0: no override\n")
+                            "  sgd_lr_scale: 50  # 50 == 50.0: no override\n")
     assert undocumented_overrides(path) == [
-        "search.epochs: `# override:` but the value is the default (3); drop the marker",
-        "search.lr_max: 0.004 differs from the default 0.003; "
+        "search.epochs: `# override:` but the value is the default (2); drop the marker",
+        "search.lr_max: 0.004 differs from the default 0.0002; "
         "say why on its line: `# override: <why>`, or drop the key",
     ]
 

@@ -42,9 +42,13 @@ class PretrainConfig(TrainingKnobs):
     num_heads: int = stage_key(2, "attention heads; must divide hidden_size (from scratch)", ge=1)
     intermediate_size: int = stage_key(512, "feed-forward size (from scratch)", ge=8)
     max_length: MaxLength = stage_key("auto", MAX_LENGTH_HELP)
-    epochs: int = Field(3, ge=0, description="MLM epochs")
+    # One pass over the task's own text adapts a pretrained checkpoint (task-adaptive pretraining);
+    # a model from scratch needs several (the tests' tiny one learns in 1-3).
+    epochs: int = Field(1, ge=0, description="MLM epochs; 0 adopts init_from as it is")
     batch_size: int = Field(32, ge=1, description="texts per batch")
-    learning_rate: float = Field(5e-4, gt=0, lt=1, description="peak learning rate")
+    learning_rate: float = Field(
+        5e-5, gt=0, lt=1, description="peak learning rate (5e-5 continues a pretrained checkpoint; a small BERT "
+                                      "from scratch wants about 1e-3)")
     optimizer: Optimizer = Field("adamw", description="the optimizer")
     mlm_probability: float = stage_key(0.15, "share of tokens masked (80% [MASK], 10% random, 10% kept)", gt=0, lt=1)
     whole_word_masking: bool = stage_key(False, "mask every piece of a chosen word together")
@@ -64,7 +68,9 @@ class PretrainConfig(TrainingKnobs):
 
 class FinetuneConfig(TrainingKnobs):
     """Train the final classifier with the search's best settings, early-stopping on validation macro-F1."""
-    epochs: int = Field(6, ge=1, description="most epochs (early stopping may end sooner)")
+    # 3 epochs of all of train: what a pretrained encoder needs on a 2-core CPU in minutes
+    # (runtime.profile gpu-full raises it on a GPU).
+    epochs: int = Field(3, ge=1, description="most epochs (early stopping may end sooner)")
     patience: int = Field(2, ge=1, description="evaluations without improvement before stopping")
     min_delta: float = Field(0.0, ge=0, description="smallest validation macro-F1 gain that counts as an improvement")
     batch_size: int = Field(32, ge=1, description="texts per batch")
