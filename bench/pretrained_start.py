@@ -167,6 +167,8 @@ def warmup_part(adopted: Path, tmp: Path, args) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if not SAMPLE.is_file():
+        sys.exit(f"{SAMPLE.relative_to(ROOT)} is missing: run `make data` first (it fetches the sample data).")
     torch.set_num_threads(args.threads)
     result = {"setup": vars(args) | {"checkpoint": CHECKPOINT}, "torch": torch.__version__,
               "precision_auto": precision.resolve("auto", CPU)}
