@@ -19,9 +19,22 @@ class PrepareConfig(Section):
         "movie_name", description="rows of one group never straddle splits; null: no grouping")
     unlabelled_labels: list[str] = Field(
         ["plot"], description="label values that mark unlabelled text (used for pretraining only)")
-    val_fraction: float = Field(0.1, gt=0, lt=0.5, description="share of the labelled rows for validation")
+    val_fraction: float = Field(
+        0.1, gt=0, lt=0.5, description="share of the labelled rows for validation (with predefined splits and "
+                                       "no val rows: the share of train carved off for it)")
     test_fraction: float = Field(0.1, gt=0, lt=0.5, description="share of the labelled rows for the test split")
+    split_column: str | None = Field(
+        None, description="a column naming each row's split (train, val / validation / dev, test); "
+                          "null: a random split by val_fraction and test_fraction")
+    test_input: str | None = Field(
+        None, description="a separate table of test rows (the same columns; not a DVC dependency: after "
+                          "changing it in place run `dvc repro -f prepare`); input then gives train and val")
     seed: int = Field(42, description="random seed of the split")
+
+    @property
+    def predefined(self) -> bool:
+        """True when the user fixed the splits (split_column or test_input)."""
+        return self.split_column is not None or self.test_input is not None
 
 
 class PretrainConfig(TrainingKnobs):

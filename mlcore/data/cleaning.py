@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
+from mlcore.config import PrepareConfig
+from mlcore.data import predefined
 from mlcore.errors import UserError
 
 _WS = re.compile(r"\s+")
@@ -33,7 +35,7 @@ def normalise_text(text: object) -> str:
 
 @dataclass
 class CleanResult:
-    labelled: pd.DataFrame  # columns: text, label, group
+    labelled: pd.DataFrame  # columns: text, label, group (+ split, when the user's splits are predefined)
     unlabelled: pd.DataFrame  # columns: text
     stats: dict = field(default_factory=dict)
 
@@ -44,8 +46,10 @@ def clean(
     label_col: str,
     group_col: str | None,
     unlabelled_labels: list[str],
+    split_col: str | None = None,
 ) -> CleanResult:
-    """Normalise whitespace, drop empties, drop exact duplicates and conflicting labels."""
+    """Normalise whitespace, drop empties, drop exact duplicates and conflicting labels.
+    With `split_col` (split names), a duplicate keeps its test copy over val and train ones."""
     out = pd.DataFrame(
         {
             "text": df[text_col].map(normalise_text),
@@ -53,12 +57,18 @@ def clean(
             "group": df[group_col].astype(str) if group_col else pd.Series(range(len(df)), index=df.index).astype(str),
         }
     )
+    if split_col:
+        out[predefined.SPLIT_COLUMN] = df[split_col]
     stats: dict = {"rows_in": int(len(out))}
     empty = out["text"] == ""
     stats["empty_text_dropped"] = int(empty.sum())
     out = out[~empty]
 
     is_unlabelled = out["label"].isin(unlabelled_labels) | (out["label"] == "")
+    if split_col:  # unlabelled text of the val and test splits never reaches pretraining
+        held_out = is_unlabelled & (out[predefined.SPLIT_COLUMN] != "train")
+        stats["unlabelled_held_out_rows_dropped"] = int(held_out.sum())
+        out, is_unlabelled = out[~held_out], is_unlabelled[~held_out]
     unlabelled = out.loc[is_unlabelled, ["text"]].drop_duplicates("text").reset_index(drop=True)
     labelled = out[~is_unlabelled]
 
@@ -67,8 +77,11 @@ def clean(
     stats["conflicting_label_texts_dropped"] = int(len(conflicting))
     stats["conflicting_examples"] = [str(t)[:120] for t in list(conflicting)[:5]]
     labelled = labelled[~labelled["text"].isin(conflicting)]
+    if split_col:
+        stats["texts_in_several_splits"] = predefined.texts_in_several_splits(labelled)
+        labelled = predefined.keep_first_by_split(labelled)
     before = len(labelled)
-    labelled = labelled.drop_duplicates("text").reset_index(drop=True)
+    labelled = labelled.drop_duplicates("text").sort_index().reset_index(drop=True)
     stats["duplicates_dropped"] = int(before - len(labelled))
     stats["labelled_rows"] = int(len(labelled))
     stats["unlabelled_rows"] = int(len(unlabelled))
@@ -104,6 +117,19 @@ def split(
     rest, test = _holdout(df, test_fraction, seed, grouped)
     train, val = _holdout(rest, val_fraction / (1 - test_fraction), seed + 1, grouped)
     return {name: part.reset_index(drop=True) for name, part in (("train", train), ("val", val), ("test", test))}
+
+
+def split_for(labelled: pd.DataFrame, p: PrepareConfig) -> dict[str, pd.DataFrame]:
+    """train / val / test: the user's predefined splits (prepare.split_column, prepare.test_input),
+    or a seeded, stratified (and grouped) random split by val_fraction and test_fraction."""
+    grouped = p.group_column is not None
+    if p.predefined:
+        return predefined.split(labelled, p.val_fraction, p.seed,
+                                lambda df, fraction, seed: _holdout(df, fraction, seed, grouped), p.input)
+    try:
+        return split(labelled, p.val_fraction, p.test_fraction, p.seed, grouped=grouped)
+    except UserError as err:  # name the file and column the problem is in
+        raise UserError(f"{p.input} (label column {p.label_column!r}): {err}") from None
 
 
 def label_map(labels: pd.Series) -> dict[str, int]:

@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlcore.config import PrepareConfig
+from mlcore.data import predefined
 from mlcore.errors import UserError
 
 _COMPRESSION_SUFFIXES = {".bz2", ".gz", ".xz", ".zip", ".zst"}
@@ -54,8 +55,23 @@ def require_columns(df: pd.DataFrame, path: str | Path, columns: dict[str, str |
 
 
 def read_input(p: PrepareConfig) -> pd.DataFrame:
-    """The labelled input of `prepare`, with its configured columns checked."""
+    """The labelled input of `prepare`, with its configured columns checked. With predefined
+    splits, the rows of `prepare.test_input` are appended and every row's split is in the
+    column predefined.RAW_COLUMN."""
+    columns = {"prepare.text_column": p.text_column, "prepare.label_column": p.label_column,
+               "prepare.group_column": p.group_column}
     df = read_table(p.input, p.format)
-    require_columns(df, p.input, {"prepare.text_column": p.text_column, "prepare.label_column": p.label_column,
-                                  "prepare.group_column": p.group_column})
-    return df
+    require_columns(df, p.input, columns | {"prepare.split_column": p.split_column})
+    if not p.predefined:
+        return df
+    names = predefined.split_names(df[p.split_column], p.input, p.split_column) if p.split_column else "train"
+    df = df.assign(**{predefined.RAW_COLUMN: names})
+    if p.test_input is None:
+        return df
+    if (df[predefined.RAW_COLUMN] == "test").any():
+        raise UserError(f"{p.input}: column {p.split_column!r} names test rows, and prepare.test_input "
+                        f"({p.test_input}) gives test rows too. Keep one: set prepare.test_input: null, or "
+                        f"name only train and val rows in the split column.")
+    test = read_table(p.test_input, p.format)
+    require_columns(test, p.test_input, columns)
+    return pd.concat([df, test.assign(**{predefined.RAW_COLUMN: "test"})], ignore_index=True)
