@@ -14,7 +14,7 @@ cls). The model after the last epoch is scored, on val and, where the dataset ha
 - sst2, ag_news_subset: 2,000 train rows sampled from `train.csv` (seeded), the first 1,000 of
   the rest (or of validation.csv) as val, and `test.csv` as test. Skipped when ../shared is absent.
 
-warmup: continued MLM on the sample data's text (the 2,000 train texts plus 2,000 unlabelled
+warmup: continued MLM on the sample data's text (the 2,000 train texts plus the 1,097 unlabelled
 `plot` rows; val MLM loss on the 1,000 val texts), 1 epoch, AdamW 5e-5, batch 32, 15% masking,
 with and without a first head-only epoch over 1,000 of those texts (lr 1e-3: only the new
 MLM transform and bias train; the decoder is tied to the frozen word embeddings). Each
@@ -73,7 +73,8 @@ def sample_splits(args, with_unlabelled: bool = False) -> dict[str, pd.DataFrame
     labelled = labelled.sample(n=args.n_train + args.n_val, random_state=args.seed)
     out = {"train": labelled.iloc[: args.n_train], "val": labelled.iloc[args.n_train:]}
     if with_unlabelled:
-        out["unlabelled"] = df[df["category"] == "plot"].sample(n=args.n_train, random_state=args.seed)
+        plots = df[df["category"] == "plot"]
+        out["unlabelled"] = plots.sample(n=min(args.n_train, len(plots)), random_state=args.seed)
     return out
 
 
