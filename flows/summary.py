@@ -17,8 +17,15 @@ def check_inputs(cfg: Config) -> None:
         modeling.resolve_checkpoint(cfg.pretrain.init_from, "pretrain.init_from")
 
 
+def duration(seconds: float) -> str:
+    """12 s, 3 min 08 s."""
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
+
+
 def summary(cfg: Config, results: dict) -> str:
-    ran = [s for s, r in results.items() if not r.get("skipped")]
+    ran = [s + (f" ({duration(r['seconds'])})" if "seconds" in r else "") for s, r in results.items()
+           if not r.get("skipped")]
     skipped = [s for s, r in results.items() if r.get("skipped")]
     metrics = json.loads(P.METRICS.read_text()) if P.METRICS.exists() else {}
     reg = json.loads(P.REGISTRATION.read_text()) if P.REGISTRATION.exists() else {}

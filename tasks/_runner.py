@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Callable
 
 from prefect import get_run_logger, task
@@ -81,10 +82,12 @@ def as_task(stage: str, run: StageFn):
             runs.tag_run(parent_run_id, f"stage.{stage}", "skipped (up to date)")
             return {"stage": stage, "skipped": True}
         logger.info("%s runs: %s", stage, "forced" if not changed else _describe(changed))
+        start = time.perf_counter()
         result = run(effective(cfg), parent_run_id)
+        seconds = time.perf_counter() - start
         _dvc_state.commit(stage)
         runs.tag_run(parent_run_id, f"stage.{stage}", "ran")
-        return {"stage": stage, "skipped": False, **result}
+        return {"stage": stage, "skipped": False, "seconds": round(seconds, 1), **result}
 
     return stage_task
 
