@@ -5,6 +5,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -27,9 +28,31 @@ def spawn(cmd: list[str], env: dict | None = None) -> subprocess.Popen:
     return proc
 
 
-def sigterm_once_trials_run(cmd: list[str], run_name: str, n_running: int, timeout: float):
+def children(pid: int, marker: str) -> list[int]:
+    """The live child processes of `pid` whose command line contains `marker` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue  # ended while being read
+        if ppid == pid and marker in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def sigterm_once_trials_run(cmd: list[str], run_name: str, n_running: int, timeout: float, servers: list | None = None):
     """Start `cmd`, wait until `n_running` MLflow trial runs whose name matches `run_name`
-    are RUNNING, send SIGTERM and wait for the exit. Returns (process, experiment, client)."""
+    are RUNNING, send SIGTERM and wait for the exit. Returns (process, experiment, client).
+    `servers`, when given, receives the pids of the run's ephemeral Prefect API servers."""
     proc = spawn(cmd)
     client, exp = MlflowClient(), None
     try:
@@ -41,6 +64,8 @@ def sigterm_once_trials_run(cmd: list[str], run_name: str, n_running: int, timeo
                 break
             time.sleep(0.5)
         assert proc.poll() is None, proc.errors()
+        if servers is not None:
+            servers += children(proc.pid, "prefect.server.api.server")
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     finally:
@@ -165,6 +190,9 @@ POOLED_SEARCH = """
 from prefect import flow
 from mlcore.config import load_config
 from tasks import search
+from tasks._process import exit_on_sigterm
+
+exit_on_sigterm()  # as flows.training_pipeline does: SIGTERM unwinds, so the ephemeral server stops at exit
 
 @flow(name="pooled-search")
 def pooled():
@@ -176,7 +204,8 @@ pooled()
 
 def test_sigterm_during_a_pooled_search_in_the_flow_fails_its_trials(tiny_project, set_params):
     """Inside the flow with search.workers: 2, SIGTERM stops the pool at once (no waiting
-    for running trials), and no trial or MLflow run is left RUNNING."""
+    for running trials), no trial or MLflow run is left RUNNING, and the flow's ephemeral
+    Prefect API server goes down with it (it used to be orphaned)."""
     import optuna
 
     from mlcore.search import studies
@@ -189,8 +218,18 @@ def test_sigterm_during_a_pooled_search_in_the_flow_fails_its_trials(tiny_projec
     pretrain.run(cfg)
     set_params(search={"n_trials": 4, "workers": 2, "epochs": 500})  # trials that run for minutes
 
-    proc, exp, client = sigterm_once_trials_run([sys.executable, "-c", POOLED_SEARCH], "LIKE 'trial-%'", 2, 240)
+    servers: list[int] = []
+    proc, exp, client = sigterm_once_trials_run([sys.executable, "-c", POOLED_SEARCH], "LIKE 'trial-%'", 2, 240,
+                                                servers)
     assert proc.returncode != 0
+    assert servers, "the flow's ephemeral API server was not found among the run's children"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(alive(pid) for pid in servers):
+        time.sleep(0.2)
+    leftover = [pid for pid in servers if alive(pid)]
+    for pid in leftover:
+        os.kill(pid, signal.SIGKILL)  # never leave it behind, even when the assertion fails
+    assert not leftover, f"the ephemeral Prefect API server {leftover} outlived its SIGTERM'd run"
 
     statuses = {r.info.run_name: r.info.status for r in client.search_runs([exp.experiment_id])}
     assert statuses["trial-0"] == statuses["trial-1"] == "FAILED", statuses

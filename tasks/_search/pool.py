@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 import optuna
@@ -131,18 +132,31 @@ def run_pooled(cfg: Config, study, lock: Path, parent_run_id: str | None) -> int
             for t in threads:
                 t.join()
         except BaseException:
-            _stop_pool(runner)  # SIGTERM or Ctrl-C: do not wait for the running trials
+            _stop_pool(runner, threads)  # SIGTERM or Ctrl-C: do not wait for the running trials
             raise
     if failures:
         raise failures[0]
     return len(ran)
 
 
-def _stop_pool(runner) -> None:
-    """SIGTERM to the pool's processes (their trials end as FAIL); leaving the runner
-    would otherwise wait for every running trial to finish. Prefect has no public call
-    for this, so the executor's process table is read directly."""
+STOP_GRACE_S = 30  # how long a SIGTERM'd pool process may take to fail its trial
+
+
+def _stop_pool(runner, slots: list[threading.Thread]) -> None:
+    """SIGTERM to the pool's processes: their running trials end as FAIL, which resolves
+    each slot's task future and ends the slot. Then SIGKILL the processes, which the
+    executor would otherwise keep (it catches the SystemExit of a task and waits for the
+    next one) and join at interpreter exit, holding the flow, and its ephemeral API server,
+    alive. Prefect has no public call for this, so the executor's process table is read
+    directly."""
     processes = getattr(getattr(runner, "_executor", None), "_processes", None) or {}
-    for process in list(processes.values()):
+    alive = [p for p in list(processes.values()) if p.is_alive()]
+    for process in alive:
+        process.terminate()
+    deadline = time.monotonic() + STOP_GRACE_S
+    for slot in slots:
+        slot.join(max(0.0, deadline - time.monotonic()))
+    for process in alive:
         if process.is_alive():
-            process.terminate()
+            process.kill()
+            process.join(5)
