@@ -41,7 +41,7 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         train = mlm.pack(train, tokenizer, length.max_length) if p.packing else train
         # Resume only onto the same data and vocabulary.
         fingerprint = (f"{files_digest([P.TRAIN, P.UNLABELLED, P.VAL])}-{wordpiece.vocab_digest(tokenizer)}"
-                       f"-{p.init_from}")
+                       f"-{p.init_from}-{getattr(model.config, 'init_weights_sha256', None)}")
         result = mlm.pretrain_mlm(
             model, tokenizer, train, val, settings, probability=p.mlm_probability, device=device,
             whole_word=p.whole_word_masking, on_epoch=lambda e: runs.log_metrics(e, step=e["evaluation"]),
@@ -54,7 +54,9 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         modeling.save(model.cpu(), tokenizer, P.PRETRAINED, extra={"stage": STAGE, **report})
         _io.write_json(P.PRETRAIN_REPORT, report)
         _io.write_csv(P.PRETRAIN_HISTORY, result.history, HISTORY_COLUMNS)
-        runs.log_metrics({k: v for k, v in report.items() if k not in ("init_from", "max_length_setting")})
+        runs.log_metrics({k: v for k, v in report.items()
+                          if k not in ("init_from", "init_weights_sha256", "max_length_setting")})
+        runs.log_params({"init_weights_sha256": report["init_weights_sha256"]})
         _io.clear_checkpoint(P.CHECKPOINTS / STAGE)
     return {"val_mlm_loss": round(report["val_mlm_loss"], 4), "val_perplexity": round(report["val_perplexity"], 2)}
 

@@ -1,6 +1,7 @@
 """Stage tests: each shell on tiny generated data, run the way `dvc repro` runs it (no Prefect)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -76,6 +77,8 @@ def test_pretrain_epochs_0_adopts_the_checkpoint_and_its_pooling_reaches_the_cla
     result = pretrain.run(cfg)
     report = json.loads(P.PRETRAIN_REPORT.read_text())
     assert report["classifier_pooling"] == "mean" and 0 < report["val_mlm_loss"] < 20
+    weights = hashlib.sha256((source / "model.safetensors").read_bytes()).hexdigest()
+    assert report["init_weights_sha256"] == weights  # the starting weights, identified beyond their path
     assert result["val_perplexity"] == pytest.approx(math.exp(report["val_mlm_loss"]), rel=1e-2)
     assert pd.read_csv(P.PRETRAIN_HISTORY).empty
     with (safe_open(str(P.PRETRAINED / "model.safetensors"), "pt") as f,
@@ -87,7 +90,9 @@ def test_pretrain_epochs_0_adopts_the_checkpoint_and_its_pooling_reaches_the_cla
 
     search.run(cfg)
     finetune.run(cfg)
-    assert json.loads((P.CLASSIFIER / "config.json").read_text())["classifier_pooling"] == "mean"
+    classifier_config = json.loads((P.CLASSIFIER / "config.json").read_text())
+    assert classifier_config["classifier_pooling"] == "mean"
+    assert classifier_config["init_weights_sha256"] == weights  # lineage travels with the model
     model, _ = modeling.load_classifier(P.CLASSIFIER)
     assert model.bert.pooler is None
     assert 0 <= evaluate.run(cfg)["accuracy"] <= 1

@@ -119,6 +119,8 @@ def starting_point(p: PretrainConfig, texts: list[str]):
         source = modeling.resolve_checkpoint(p.init_from, "pretrain.init_from")
         model, tokenizer = modeling.load_mlm_model(source)
         pooling = modeling.source_pooling(source) if p.pooling == "auto" else p.pooling
+        # The starting weights' hash travels in config.json to every later model (lineage).
+        model.config.init_weights_sha256 = modeling.weights_digest(source)
     else:
         auto = p.max_length == "auto"
         tokenizer = wordpiece.train_wordpiece(texts, p.vocab_size, 512 if auto else p.max_length)
@@ -148,6 +150,7 @@ def report(model, tokenizer, result: FitResult, val: Encoded, s: TrainSettings, 
         "train_texts": train_texts,
         "train_sequences": train_sequences,
         "init_from": p.init_from,
+        "init_weights_sha256": getattr(model.config, "init_weights_sha256", None),
         "classifier_pooling": model.config.classifier_pooling,
         "resumed_from_epoch": result.resumed_from_epoch,
         "tracking_overhead_pct": 100 * result.tracking_seconds / max(result.train_seconds, 1e-9),

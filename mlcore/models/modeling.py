@@ -3,6 +3,7 @@ is torch SDPA, which picks flash or memory-efficient kernels on CUDA."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -116,6 +117,20 @@ def _hub_errors(source: Path | str, key: str):
             raise
         raise UserError(f"{key}: {source!r} is not a local checkpoint directory, and loading it from the Hugging "
                         f"Face hub failed ({str(error).splitlines()[0]}). " + _FIX) from None
+
+
+def weights_digest(source: Path | str) -> str | None:
+    """sha256 of a local checkpoint's weight files (safetensors, else .bin), in name order: what
+    identifies the starting point beyond its reference. None for a hub id (not local here)."""
+    if not isinstance(source, Path):
+        return None
+    files = sorted(source.glob("*.safetensors")) or sorted(source.glob("*.bin"))
+    digest = hashlib.sha256()
+    for file in files:
+        with file.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest() if files else None
 
 
 def source_pooling(source: Path | str) -> str:
