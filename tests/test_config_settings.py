@@ -74,7 +74,7 @@ def test_fingerprints_are_pinned():
     values (pinned at the refactor; pretrain and finetune re-pinned when the pretrained-encoder
     defaults changed their epochs, learning rate and warmup)."""
     cfg = load_config(ROOT / "params.yaml")
-    assert to_settings(cfg.pretrain).fingerprint() == "f03034f15b3aeb85"
+    assert to_settings(cfg.pretrain).fingerprint() == "daf5b56eedd766a7"
     trial = {"learning_rate": 0.002, "optimizer": "sgd_momentum", "strategy": "freeze_bottom", "freeze_layers": 1}
     assert to_settings(cfg.search, **trial).fingerprint() == "168b22e22fbf1b37"
     assert to_settings(cfg.finetune, learning_rate=0.001, optimizer="adam").fingerprint() == "65caa9b1c93f4cc1"
