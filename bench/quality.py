@@ -91,15 +91,15 @@ def config(name: str, train: Path, tmp: Path) -> Config:
     }, environ={})
 
 
-def pipeline_samples() -> dict:
+def pipeline_samples(cfg: Config) -> dict:
     """Training samples each stage of (a) went through, from its reports."""
     from tasks import _paths as P
 
     pretrain = json.loads(P.PRETRAIN_REPORT.read_text())
     trials = pd.read_csv(P.SEARCH_TRIALS)
-    rows_used = min(len(pd.read_parquet(P.TRAIN)), Config().search.max_train_rows or 10**12)
+    rows_used = min(len(pd.read_parquet(P.TRAIN)), cfg.search.max_train_rows or 10**12)
     finetune = json.loads(P.FINETUNE_REPORT.read_text())
-    epochs = Config().pretrain.epochs
+    epochs = cfg.pretrain.epochs
     return {"pretrain": pretrain["train_sequences"] * epochs,
             "search": int(trials["epochs_trained"].sum() * rows_used),
             "finetune": finetune["epochs_run"] * len(pd.read_parquet(P.TRAIN))}
@@ -120,11 +120,11 @@ def run_pipeline(cfg: Config) -> dict:
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
             "baseline": {"accuracy": metrics["baseline_accuracy"], "macro_f1": metrics["baseline_macro_f1"]},
             "seconds": times, "rows": {k: v["rows"] for k, v in data["splits"].items()},
-            "best": json.loads(P.BEST_PARAMS.read_text()), "samples": pipeline_samples(),
+            "best": json.loads(P.BEST_PARAMS.read_text()), "samples": pipeline_samples(cfg),
             "max_length": json.loads(P.FINETUNE_REPORT.read_text())["max_length"]}
 
 
-def run_hf(epochs: int, seed: int) -> dict:
+def run_hf(cfg: Config, epochs: int, seed: int) -> dict:
     """(c): HF Trainer's default recipe on the pipeline's own train split, scored on its test split."""
     from transformers import (
         AutoModelForSequenceClassification,
@@ -138,7 +138,7 @@ def run_hf(epochs: int, seed: int) -> dict:
 
     train, test = pd.read_parquet(P.TRAIN), pd.read_parquet(P.TEST)
     label2id = json.loads(P.LABEL_MAP.read_text())
-    checkpoint = str(modeling.resolve_checkpoint(Config().pretrain.init_from, "pretrain.init_from"))
+    checkpoint = str(modeling.resolve_checkpoint(cfg.pretrain.init_from, "pretrain.init_from"))
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     tok = tokenizer(train["text"].tolist(), truncation=True, max_length=128)
     rows = [{k: tok[k][i] for k in tok.keys()} | {"labels": label2id[y]} for i, y in enumerate(train["label"])]
@@ -173,9 +173,9 @@ def one_dataset(name: str, args) -> dict:
         out = {"pipeline": {k: v for k, v in a.items() if k != "baseline"}, "tfidf_lr": a["baseline"]}
         if not args.no_hf:
             total = sum(a["samples"].values())
-            epochs = max(Config().finetune.epochs, math.ceil(total / a["rows"]["train"]))
+            epochs = max(cfg.finetune.epochs, math.ceil(total / a["rows"]["train"]))
             log(f"{name}: (c) HF Trainer, {epochs} epochs ({epochs * a['rows']['train']} samples; ours {total})")
-            out["hf_trainer"] = run_hf(epochs, args.seed)
+            out["hf_trainer"] = run_hf(cfg, epochs, args.seed)
     out["pipeline_minus_tfidf_points"] = round(100 * (out["pipeline"]["accuracy"] - out["tfidf_lr"]["accuracy"]), 2)
     if "hf_trainer" in out:
         out["pipeline_minus_hf_points"] = round(100 * (out["pipeline"]["accuracy"] - out["hf_trainer"]["accuracy"]), 2)
