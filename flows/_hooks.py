@@ -74,6 +74,8 @@ def is_transient(exc: BaseException) -> bool:
         sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DisconnectionError,
     )
     chain = list(_chain(exc))
+    if any(getattr(e, "transient", False) for e in chain):  # e.g. tasks._workspace.WorkspaceBusy
+        return True
     if any(isinstance(e, never) for e in chain):
         return False
     return any(

@@ -1,7 +1,102 @@
-"""User-facing errors: printed as one paragraph, no traceback, non-zero exit."""
+"""User-facing errors: printed as one paragraph, no traceback, non-zero exit.
+
+Two boundaries, so that errors are not caught case by case:
+- `reading(path, what, fix)` wraps every read of a user's file (data, params, checkpoint): any
+  decoder, decompressor, parser or OS failure inside becomes a UserError naming the file;
+- `entry_point` wraps every command's main(): a UserError is printed as its one paragraph with
+  exit code 2; anything else is a bug, shown with its traceback, one line saying so, and a copy
+  in logs/errors.log.
+"""
+from __future__ import annotations
+
+import datetime
+import functools
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+BUG_LOG = Path("logs/errors.log")
 
 
 class UserError(Exception):
     """Bad input that the user can fix: a file, key, column or row is wrong."""
 
     exit_code = 2
+
+
+def _decode_errors() -> tuple[type[BaseException], ...]:
+    """Everything a reader of a damaged, truncated, mis-encoded or mis-named file raises.
+    Imported lazily: the optional decoders may be absent, and this module stays import-light."""
+    import lzma
+    import zipfile
+    import zlib
+
+    found: list[type[BaseException]] = [
+        OSError,  # unreadable, a directory, bad gzip (BadGzipFile), a truncated read
+        EOFError,  # bz2/lzma/gzip streams cut short
+        ValueError,  # UnicodeDecodeError, JSON, pandas' ParserError/EmptyDataError, ArrowInvalid
+        zlib.error, lzma.LZMAError, zipfile.BadZipFile,
+    ]
+    for module, name in [("yaml", "YAMLError"), ("pyarrow", "ArrowException"),
+                         ("zstandard", "ZstdError"), ("safetensors", "SafetensorError")]:
+        try:
+            found.append(getattr(__import__(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
+
+
+def _short(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, UnicodeDecodeError):
+        text = (f"it is not {err.encoding} text (byte {err.object[err.start:err.start + 1]!r} at "
+                f"offset {err.start})")
+    elif isinstance(err, EOFError):
+        text = f"the compressed stream ends early, so the file is truncated ({text})"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+@contextmanager
+def reading(path: str | Path, what: str, fix: str) -> Iterator[None]:
+    """Any failure to read or decode `path` inside the block becomes one UserError:
+    '<path>: could not be read as <what>: <cause>. <fix>'. A UserError raised inside passes as it is."""
+    try:
+        yield
+    except UserError:
+        raise
+    except _decode_errors() as err:
+        raise UserError(f"{path}: could not be read as {what}: {_short(err)}. {fix}") from None
+
+
+def entry_point(main: Callable[..., int]) -> Callable[..., int]:
+    """The one boundary between a command and its user (stage CLIs, the flow, data and deploy CLIs)."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return err.exit_code
+        except Exception as err:  # noqa: BLE001 - the boundary: everything else is a bug
+            log = _log_bug(err)
+            traceback.print_exc()
+            print(f"error: this is a bug in the pipeline, not a problem with your data or params "
+                  f"({type(err).__name__}). The traceback is above{f' and in {log}' if log else ''}; "
+                  f"please report it with that file and your params.yaml.", file=sys.stderr)
+            return 1
+
+    return wrapper
+
+
+def _log_bug(err: Exception) -> Path | None:
+    try:
+        BUG_LOG.parent.mkdir(parents=True, exist_ok=True)
+        with BUG_LOG.open("a", encoding="utf-8") as log:
+            log.write(f"--- {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')} "
+                      f"{' '.join(sys.argv)}\n{''.join(traceback.format_exception(err))}")
+        return BUG_LOG
+    except OSError:
+        return None

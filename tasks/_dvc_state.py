@@ -2,21 +2,96 @@
 
 The flow asks DVC whether a stage changed (code, params, deps or outs versus
 dvc.lock) before running it, and records the run in dvc.lock afterwards, exactly
-as `dvc repro` would.
+as `dvc repro` would. It holds DVC's repository lock for its whole run
+(tasks.workspace), so these calls must not take it again.
 """
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from dvc.lock import LockError, LockNoop
 from dvc.repo import Repo
+
+_held: Repo | None = None  # the Repo whose lock this process holds, while it holds it
+
+
+def _repo() -> Repo:
+    repo = Repo(".")
+    if _held is not None:
+        # DVC's lock is a flock: a second descriptor in this same process would be refused.
+        repo.lock = LockNoop()
+    return repo
 
 
 def changes(stage: str) -> list:
     """What DVC sees changed for `stage`; empty when it is up to date."""
-    with Repo(".") as repo:
+    with _repo() as repo:
         status = repo.status(targets=[stage])
     return [change for entries in status.values() for change in entries]
 
 
 def commit(stage: str) -> None:
     """Record the stage's deps, params and outs in dvc.lock and cache the outs."""
-    with Repo(".") as repo:
+    with _repo() as repo:
         repo.commit(stage, force=True)
+
+
+def try_hold() -> Repo | str:
+    """A Repo holding DVC's repository lock, or, when another DVC command has the workspace,
+    who that is. `dvc repro` lets go of the repository lock while a stage's command runs and
+    keeps only its per-path locks (.dvc/tmp/rwlock), so those count as held too."""
+    repo = Repo(".")
+    try:
+        repo.lock.lock()  # DVC retries for about 3 s first
+    except LockError:
+        repo.close()
+        return "another DVC command (dvc repro, dvc exp run, dvc add ...), which holds DVC's lock .dvc/tmp/lock"
+    busy = _path_lock_holders(Path(repo.tmp_dir) / "rwlock")
+    if busy:
+        release(repo)
+        return f"a DVC command running a stage: {busy}"
+    return repo
+
+
+def _path_lock_holders(rwlock: Path) -> str:
+    """The live processes in DVC's per-path lock file, as 'pid 12 (dvc repro)'; '' when none."""
+    try:
+        entries = json.loads(rwlock.read_text())
+    except (OSError, ValueError):
+        return ""
+    infos = list(entries.get("write", {}).values())
+    infos += [info for readers in entries.get("read", {}).values() for info in readers]
+    alive = {(info["pid"], info["cmd"]) for info in infos
+             if isinstance(info, dict) and info.get("pid") != os.getpid() and _alive(info.get("pid"))}
+    return ", ".join(f"pid {pid} ({cmd})" for pid, cmd in sorted(alive))
+
+
+def _alive(pid) -> bool:
+    """DVC leaves a killed command's entries behind and drops them when it next looks."""
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError, TypeError):
+        return False
+    return True
+
+
+def release(repo: Repo | None) -> None:
+    if repo is not None:
+        repo.lock.unlock()
+        repo.close()
+
+
+@contextmanager
+def holding(repo: Repo | None) -> Iterator[None]:
+    """Keep the lock `try_hold` took (if any) until the block ends, then release it."""
+    global _held
+    _held = repo
+    try:
+        yield
+    finally:
+        _held = None
+        release(repo)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from mlcore.errors import UserError
 from mlcore.tracking import runs
 from tasks import _dvc_state
 from tasks._process import exit_on_sigterm
+from tasks._workspace import workspace_lock
 
 # DVC logs "Updating lock file" at INFO through its own handler as well as Prefect's.
 logging.getLogger("dvc").setLevel(logging.WARNING)
@@ -54,11 +56,17 @@ def cli(stage: str, run: StageFn, doc: str | None = None) -> Callable[[list[str]
     def main(argv: list[str] | None = None) -> int:
         parser = argparse.ArgumentParser(prog=f"python -m tasks.{stage}", description=doc)
         parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        parser.add_argument("--wait", action="store_true",
+                            help="if another run holds this workspace, wait for it instead of exiting")
         args = parser.parse_args(argv)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         exit_on_sigterm()
         try:
-            result = run(effective(load_config(args.params)), None)
+            cfg = effective(load_config(args.params))
+            # Under `dvc repro` (DVC_STAGE set) DVC already holds its own lock; run by hand,
+            # the stage holds it too, so no `dvc repro` deletes its outputs under it.
+            with workspace_lock(f"stage {stage}", wait=args.wait, hold_dvc="DVC_STAGE" not in os.environ):
+                result = run(cfg, None)
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             return err.exit_code

@@ -40,8 +40,8 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-# Orchestration, tracking and error-message code does not change what a stage computes.
-IGNORED = {"tasks/_runner.py", "tasks/_process.py", "tasks/_dvc_state.py", "mlcore/errors.py",
+# Orchestration, locking, tracking and error-message code does not change what a stage computes.
+IGNORED = {"tasks/_runner.py", "tasks/_process.py", "tasks/_dvc_state.py", "tasks/_workspace.py", "mlcore/errors.py",
            "mlcore/tracking/runs.py", "mlcore/data/hashing.py"}
 
 
