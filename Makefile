@@ -22,9 +22,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) -e ".[dev]"
 	touch $@
 
+# params.yaml is checked first: DVC reads it too, and its own failure says little under --quiet,
+# so a failing `dvc add` is run again without it to show DVC's message.
 data: $(STAMP)
+	$(BIN)/python -m mlcore.config --validate params.yaml
+	$(BIN)/python -m tasks._workspace
 	$(BIN)/python -m mlcore.data.sample $(RAW)
-	$(BIN)/dvc add --quiet $(RAW)
+	$(BIN)/dvc add --quiet $(RAW) || { $(BIN)/dvc add $(RAW); exit 1; }
 
 run: data
 	$(BIN)/python -m flows.training_pipeline

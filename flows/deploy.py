@@ -23,6 +23,7 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 from prefect.exceptions import TerminationSignal
 
 from flows.training_pipeline import training_pipeline
+from mlcore.errors import entry_point
 
 NIGHTLY = "0 2 * * *"
 DEPLOYMENT_NAME = "nightly-retraining"
@@ -117,6 +118,7 @@ def serve_all(*scheduled: Scheduled) -> None:
         print("stopped serving; the schedules are paused", flush=True)
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cron", default=NIGHTLY, help=f"cron schedule, UTC (default: {NIGHTLY!r}, nightly)")

@@ -4,17 +4,18 @@ from __future__ import annotations
 import json
 
 from mlcore.config import Config, profiles
-from mlcore.data.tables import read_input
+from mlcore.data import cleaning
 from mlcore.engine.device import resolve_device
 from mlcore.models import modeling
 from tasks import _paths as P
 
 
 def check_inputs(cfg: Config) -> None:
-    """Fail on a missing data file, column or checkpoint before any stage starts."""
-    read_input(cfg.prepare)
+    """Fail on bad data (unreadable, wrong columns, too small to split) or a bad checkpoint
+    before any stage starts, and so before Prefect starts its server."""
+    cleaning.prepare_splits(cfg.prepare)
     if cfg.pretrain.init_from:
-        modeling.resolve_checkpoint(cfg.pretrain.init_from, "pretrain.init_from")
+        modeling.check_masked_lm_checkpoint(cfg.pretrain.init_from, "pretrain.init_from")
 
 
 def duration(seconds: float) -> str:

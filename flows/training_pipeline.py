@@ -18,7 +18,7 @@ from prefect import flow
 from flows._hooks import notify_failure, retry_only_transient
 from flows.summary import check_inputs, summary
 from mlcore.config import load_config
-from mlcore.errors import UserError
+from mlcore.errors import entry_point
 from mlcore.tracking.runs import pipeline_run
 from tasks import evaluate, finetune, prepare, pretrain, register, search
 from tasks._process import exit_on_sigterm
@@ -39,6 +39,7 @@ def training_pipeline(params: str = "params.yaml", force: bool = False, wait: bo
     return results
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -47,16 +48,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="if another run holds this workspace, wait for it instead of exiting")
     args = parser.parse_args(argv)
     exit_on_sigterm()
-    try:
-        cfg = load_config(args.params)  # typed and validated once, before any work
-        check_inputs(cfg)
-        # Taken here too, before Prefect starts its server, so a refused run costs seconds and
-        # leaves no flow run behind; the flow takes it again (a no-op here) for deployments.
-        with workspace_lock(FLOW_HOLDER, wait=args.wait, hold_dvc=True):
-            results = training_pipeline(args.params, args.force, args.wait)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
+    cfg = load_config(args.params)  # typed and validated once, before any work
+    check_inputs(cfg)
+    # Taken here too, before Prefect starts its server, so a refused run costs seconds and
+    # leaves no flow run behind; the flow takes it again (a no-op here) for deployments.
+    with workspace_lock(FLOW_HOLDER, wait=args.wait, hold_dvc=True):
+        results = training_pipeline(args.params, args.force, args.wait)
     print(summary(cfg, results))
     return 0
 

@@ -38,6 +38,7 @@ def _decode_errors() -> tuple[type[BaseException], ...]:
         EOFError,  # bz2/lzma/gzip streams cut short
         ValueError,  # UnicodeDecodeError, JSON, pandas' ParserError/EmptyDataError, ArrowInvalid
         zlib.error, lzma.LZMAError, zipfile.BadZipFile,
+        ImportError,  # pandas: "Missing optional dependency 'zstandard'" for a .zst file
     ]
     for module, name in [("yaml", "YAMLError"), ("pyarrow", "ArrowException"),
                          ("zstandard", "ZstdError"), ("safetensors", "SafetensorError")]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 
@@ -12,7 +11,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from mlcore.config import Config, load_config
-from mlcore.errors import UserError
+from mlcore.errors import UserError, entry_point
 from mlcore.tracking import runs
 from tasks import _dvc_state
 from tasks._process import exit_on_sigterm
@@ -53,6 +52,7 @@ def effective(cfg: Config) -> Config:
 def cli(stage: str, run: StageFn, doc: str | None = None) -> Callable[[list[str] | None], int]:
     """`python -m tasks.<stage>`: the command dvc.yaml runs. No Prefect involved."""
 
+    @entry_point
     def main(argv: list[str] | None = None) -> int:
         parser = argparse.ArgumentParser(prog=f"python -m tasks.{stage}", description=doc)
         parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -61,15 +61,11 @@ def cli(stage: str, run: StageFn, doc: str | None = None) -> Callable[[list[str]
         args = parser.parse_args(argv)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         exit_on_sigterm()
-        try:
-            cfg = effective(load_config(args.params))
-            # Under `dvc repro` (DVC_STAGE set) DVC already holds its own lock; run by hand,
-            # the stage holds it too, so no `dvc repro` deletes its outputs under it.
-            with workspace_lock(f"stage {stage}", wait=args.wait, hold_dvc="DVC_STAGE" not in os.environ):
-                result = run(cfg, None)
-        except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return err.exit_code
+        cfg = effective(load_config(args.params))
+        # Under `dvc repro` (DVC_STAGE set) DVC already holds its own lock; run by hand,
+        # the stage holds it too, so no `dvc repro` deletes its outputs under it.
+        with workspace_lock(f"stage {stage}", wait=args.wait, hold_dvc="DVC_STAGE" not in os.environ):
+            result = run(cfg, None)
         print(f"{stage}: done {result}")
         return 0
 

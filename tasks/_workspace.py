@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mlcore.errors import UserError
+from mlcore.errors import UserError, entry_point
 
 LOCK_FILE = Path(".pipeline.lock")  # relative to the project root, which every entry point runs in
 WAIT_POLL_S = 2.0
@@ -131,6 +131,7 @@ def workspace_lock(what: str, *, wait: bool = False, hold_dvc: bool = False,
             os.close(fd)  # closing the descriptor releases the flock
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tasks._workspace", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

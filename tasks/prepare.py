@@ -4,8 +4,7 @@ from __future__ import annotations
 import sys
 
 from mlcore.config import Config
-from mlcore.data import cleaning, predefined
-from mlcore.data.tables import read_input
+from mlcore.data import cleaning
 from mlcore.tracking import runs
 from tasks import _io
 from tasks import _paths as P
@@ -18,9 +17,7 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     p = cfg.prepare
     with runs.stage_run(cfg, STAGE, parent_run_id):
         runs.log_params(p.model_dump())
-        cleaned = cleaning.clean(read_input(p), p.text_column, p.label_column, p.group_column, p.unlabelled_labels,
-                                 split_col=predefined.RAW_COLUMN if p.predefined else None)
-        splits = cleaning.split_for(cleaned.labelled, p)
+        cleaned, splits = cleaning.prepare_splits(p)
         _io.fresh_dir(P.SPLITS)
         for name, path in (("train", P.TRAIN), ("val", P.VAL), ("test", P.TEST)):
             splits[name].to_parquet(path, index=False)

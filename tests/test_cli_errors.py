@@ -1,9 +1,12 @@
 """User errors: one paragraph naming the file/key/column, non-zero exit, no traceback."""
+import shutil
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
+
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow  # each test starts Python subprocesses that import the pipeline
 
@@ -59,3 +62,16 @@ def test_help_works():
     for module in ("flows.training_pipeline", "tasks.search", "flows.deploy", "mlcore.data.sample"):
         proc = run(module, "--help")
         assert proc.returncode == 0 and "usage" in proc.stdout.lower()
+
+
+def test_make_run_with_broken_params_shows_the_yaml_error(tiny_project):
+    """make run starts with make data, whose DVC step used to fail first with only 'Error 1'."""
+    for name in ("Makefile", "constraints.txt", "pyproject.toml"):  # the venv's stamp stays newer
+        shutil.copy2(ROOT / name, tiny_project / name)
+    (tiny_project / ".venv").symlink_to(ROOT / ".venv")
+    with open("params.yaml", "a") as params:
+        params.write("search: [unclosed\n")
+    proc = subprocess.run(["make", "run"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "params.yaml: not valid YAML" in proc.stderr and "line" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tiny_project / "data" / "processed").exists()

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from mlcore.config.environment import resolve_environment
 from mlcore.config.root import STAGES, Config
-from mlcore.errors import UserError
+from mlcore.errors import UserError, reading
 
 
 class ConfigError(UserError):
@@ -47,15 +47,20 @@ def parse_config(
 
 def load_config(path: str | Path = "params.yaml") -> Config:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory. Pass the params file itself (e.g. --params params.yaml).")
     if not path.is_file():
         raise ConfigError(
             f"{path}: no such file. Run from the project root, which holds params.yaml, "
             f"or pass the path of your params file."
         )
+    with reading(path, "UTF-8 text", "Save it as UTF-8; `python -m mlcore.config --defaults` prints a "
+                 "valid params file with every key."):
+        text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {str(err).replace('<unicode string>', str(path))}") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections ({', '.join(STAGES)}).")
     return parse_config(data, path)

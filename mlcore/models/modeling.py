@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import transformers
+from safetensors import safe_open
 from transformers import (
     AutoConfig,
     AutoModelForMaskedLM,
@@ -23,7 +24,7 @@ from transformers import (
 )
 
 from mlcore.config import PretrainConfig
-from mlcore.errors import UserError
+from mlcore.errors import UserError, reading
 from mlcore.models import classifier_pooling
 
 # "Some weights were not initialised" is expected when a head is added; keep logs readable.
@@ -53,9 +54,18 @@ def check_checkpoint(path: str | Path, key: str) -> Path:
             "Point it at a local directory saved with save_pretrained "
             "(config.json, model.safetensors, tokenizer files)."
         )
-    if not any(path.glob("*.safetensors")):
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
         raise UserError(f"{path}: has no .safetensors weights ({key}). "
                         "Only safetensors checkpoints are loaded, never pickles.")
+    fix = f"Save the checkpoint again (save_pretrained), or point {key} in params.yaml at another one."
+    with reading(path / "config.json", "a model config (JSON)", fix):
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise UserError(f"{path / 'config.json'}: not a transformers model config (no model_type). {fix}")
+    for file in weights:  # reads each header only: a damaged or truncated file fails here, in seconds
+        with reading(file, "safetensors weights", fix), safe_open(file, framework="pt") as handle:
+            handle.keys()
     return path
 
 
@@ -83,6 +93,21 @@ def resolve_checkpoint(ref: str | Path, key: str) -> Path | str:
                         f"cannot be downloaded: the hub is switched off here (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE). "
                         + _FIX)
     return text
+
+
+def check_masked_lm_checkpoint(ref: str | Path, key: str) -> None:
+    """What load_mlm_model will load, checked without loading it: the reference resolves, and a
+    local checkpoint's model type has a masked-language-model class in transformers."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    source = resolve_checkpoint(ref, key)
+    if not isinstance(source, Path):
+        return
+    model_type = json.loads((source / "config.json").read_text(encoding="utf-8"))["model_type"]
+    if model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        raise UserError(f"{source}: a {model_type!r} checkpoint ({key}) has no masked-language-model form in "
+                        f"transformers, so pretrain cannot start from it. Use an encoder (bert, roberta, "
+                        f"distilbert, deberta-v2, ...). " + _FIX)
 
 
 def _hub_offline() -> bool:
@@ -160,7 +185,9 @@ def load_mlm_model(ref: str | Path, key: str = "pretrain.init_from"):
     """(model, tokenizer) from a local directory, a `package:` or a hub id (see resolve_checkpoint).
     A checkpoint without an MLM head (a `BertModel`, as all-MiniLM-L6-v2) gets a new one."""
     source = resolve_checkpoint(ref, key)
-    with _hub_errors(source, key):
+    fix = f"Point {key} in params.yaml at a BERT-family checkpoint with its tokenizer files."
+    local = reading(source, "a masked-language-model checkpoint", fix) if isinstance(source, Path) else None
+    with _hub_errors(source, key), local or contextlib.nullcontext():
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
         model, info = AutoModelForMaskedLM.from_pretrained(
             source, use_safetensors=True, trust_remote_code=False, attn_implementation="sdpa",

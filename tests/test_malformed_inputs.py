@@ -1,0 +1,274 @@
+"""Every malformed input a user can give (data files, params, checkpoints) ends as one clear
+error: exit code 2, no traceback, the culprit named, and nothing saved is touched: not the
+registry, not dvc.lock, not one byte of the stage outputs. Each case runs through both
+drivers: the flow (`make run`) and the stage command that `dvc repro` runs.
+
+The project is run once, for real, before the cases, so that there is something to lose.
+Every case calls the two commands' main() in this process (a second each); one case of each
+kind (AS_PROCESSES) also runs them as real processes (about 12 s a case), as a user would."""
+from __future__ import annotations
+
+import bz2
+import hashlib
+import importlib
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import copy_project, make_reviews, tiny_params
+
+pytestmark = pytest.mark.slow
+
+BAD = Path("bad")  # where the cases put their files, inside the project
+NOISE = random.Random(0).randbytes(4000)
+OUTPUTS = ["dvc.lock", "data/processed", "models", "reports"]
+
+
+@dataclass
+class Case:
+    name: str
+    setup: Callable[[Path], dict]  # writes the case's files; returns the params changes
+    needles: list[str]
+    stage: str = "prepare"  # the stage command that meets the problem under `dvc repro`
+
+
+def csv_text(df: pd.DataFrame | None = None) -> str:
+    return (make_reviews() if df is None else df).to_csv(index=False)
+
+
+def data_file(name: str, content: bytes | str | Callable[[], bytes | str], **prepare) -> Callable[[Path], dict]:
+    def setup(project: Path) -> dict:
+        body = content() if callable(content) else content
+        path = project / BAD / name
+        path.write_bytes(body.encode() if isinstance(body, str) else body)
+        return {"prepare": {"input": str(BAD / name), **prepare}}
+    return setup
+
+
+def reviews(**changes) -> Callable[[], str]:
+    def make() -> str:
+        df = make_reviews()
+        for column, value in changes.items():
+            df[column] = value(df) if callable(value) else value
+        return csv_text(df)
+    return make
+
+
+def params_text(text: bytes | str) -> Callable[[Path], dict]:
+    def setup(project: Path) -> dict:
+        path = project / "params.yaml"
+        path.write_bytes(text.encode() if isinstance(text, str) else text)
+        return {}
+    return setup
+
+
+def params_change(**sections) -> Callable[[Path], dict]:
+    return lambda project: sections
+
+
+def checkpoint(files: dict[str, bytes | str | Callable[[Path], None]] | None) -> Callable[[Path], dict]:
+    def setup(project: Path) -> dict:
+        ckpt = project / BAD / "ckpt"
+        ckpt.mkdir()
+        for name, body in (files or {}).items():
+            if callable(body):
+                body(ckpt / name)
+            else:
+                (ckpt / name).write_bytes(body.encode() if isinstance(body, str) else body)
+        return {"pretrain": {"init_from": str(BAD / "ckpt")}}
+    return setup
+
+
+def truncated_safetensors(path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"weight": torch.zeros(4096)}, str(path))
+    path.write_bytes(path.read_bytes()[:6000])
+
+
+def gpt2_checkpoint(path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"weight": torch.zeros(8)}, str(path))
+
+
+BERT_CONFIG = json.dumps({"model_type": "bert", "vocab_size": 100, "hidden_size": 8, "num_hidden_layers": 1,
+                          "num_attention_heads": 1, "intermediate_size": 8})
+CASES = [
+    # data files: compression, encodings, formats
+    Case("truncated_bz2", data_file("r.csv.bz2", lambda: bz2.compress(csv_text().encode())[:3000]),
+         ["bad/r.csv.bz2", "truncated"]),
+    Case("gzip_garbage", data_file("r.csv.gz", b"\x1f\x8b" + NOISE), ["bad/r.csv.gz"]),
+    Case("xz_not_compressed", data_file("r.csv.xz", csv_text), ["bad/r.csv.xz"]),
+    Case("zip_corrupt", data_file("r.csv.zip", b"PK\x03\x04" + NOISE), ["bad/r.csv.zip"]),
+    Case("zstd_garbage", data_file("r.csv.zst", NOISE), ["bad/r.csv.zst"]),
+    Case("latin1_encoding", data_file("r.csv", lambda: csv_text().replace("film", "café").encode("latin-1")),
+         ["bad/r.csv", "utf-8", "offset"]),
+    Case("utf16_encoding", data_file("r.csv", lambda: csv_text().encode("utf-16")), ["bad/r.csv"]),
+    Case("binary_noise", data_file("r.csv", NOISE), ["bad/r.csv"]),
+    Case("parquet_not_parquet", data_file("r.parquet", csv_text), ["bad/r.parquet"]),
+    Case("jsonl_broken_line", data_file("r.jsonl", lambda: make_reviews().to_json(orient="records", lines=True)
+                                        + '{"text": oops\n'), ["bad/r.jsonl"]),
+    Case("unknown_extension", data_file("r.txt", csv_text), ["bad/r.txt", "prepare.format"]),
+    # empty, tiny and ragged files
+    Case("empty_file", data_file("r.csv", b""), ["bad/r.csv"]),
+    Case("header_only", data_file("r.csv", "text,category,movie_name\n"), ["bad/r.csv", "no data rows"]),
+    Case("too_small_to_split", data_file("r.csv", lambda: csv_text(make_reviews().head(8))),
+         ["bad/r.csv", "too few to split"]),
+    Case("ragged_rows", data_file("r.csv", lambda: csv_text() + "a,b,c,d,e\n"), ["bad/r.csv", "fields"]),
+    # wrong columns and column types
+    Case("missing_column", data_file("r.csv", csv_text, label_column="sentiment"),
+         ["'sentiment'", "prepare.label_column"]),
+    Case("numbers_as_text", data_file("r.csv", reviews(text=lambda df: [str(i) for i in range(len(df))])),
+         ["bad/r.csv", "only numbers"]),
+    Case("nested_text_jsonl", data_file("r.jsonl", lambda: make_reviews().assign(
+        text=lambda df: [{"body": t} for t in df["text"]]).to_json(orient="records", lines=True)),
+         ["bad/r.jsonl", "prepare.text_column", "dict"]),
+    Case("all_texts_empty", data_file("r.csv", reviews(text="   ")), ["bad/r.csv", "no labelled rows"]),
+    # labels: missing, single, rare
+    Case("labels_missing", data_file("r.csv", reviews(category="")), ["bad/r.csv", "label"]),
+    Case("single_label", data_file("r.csv", reviews(category="fresh")), ["bad/r.csv", "at least 2"]),
+    Case("rare_label", data_file("r.csv", reviews(category=lambda df: ["meh"] * 2 + list(df["category"][2:]))),
+         ["bad/r.csv", "'meh'", "fewer than 3"]),
+    # not a file
+    Case("input_is_a_directory", lambda project: (project / BAD / "dir.csv").mkdir()
+         or {"prepare": {"input": "bad/dir.csv"}}, ["bad/dir.csv", "is a directory"]),
+    Case("input_missing", params_change(prepare={"input": "bad/nope.csv"}), ["bad/nope.csv", "not found"]),
+    # params.yaml
+    Case("yaml_syntax_error", params_text("prepare:\n  input: [unclosed\n"), ["params.yaml", "not valid YAML"]),
+    Case("yaml_not_a_mapping", params_text("- prepare\n- search\n"), ["params.yaml", "mapping"]),
+    Case("params_not_utf8", params_text(b"prepare:\n  input: \xff\xfe\n"), ["params.yaml", "utf-8"]),
+    Case("params_is_a_directory", lambda project: (project / "params.yaml").unlink()
+         or (project / "params.yaml").mkdir() or {}, ["params.yaml", "is a directory"]),
+    Case("wrong_type", params_change(search={"n_trials": "many"}), ["search.n_trials", "integer"]),
+    Case("impossible_fraction", params_change(prepare={"val_fraction": 1.5}), ["prepare.val_fraction"]),
+    Case("lr_range_reversed", params_change(search={"lr_min": 0.1, "lr_max": 0.01}), ["search", "lr_min"]),
+    Case("negative_epochs", params_change(finetune={"epochs": -1}), ["finetune.epochs"]),
+    Case("unknown_key", params_change(finetune={"epoch": 3}), ["finetune.epoch", "unknown key"]),
+    # checkpoints (pretrain.init_from)
+    Case("checkpoint_missing", params_change(pretrain={"init_from": "bad/nope"}),
+         ["bad/nope", "pretrain.init_from"], stage="pretrain"),
+    Case("checkpoint_empty_dir", checkpoint(None), ["bad/ckpt", "no config.json"], stage="pretrain"),
+    Case("checkpoint_config_not_json", checkpoint({"config.json": "{oops", "model.safetensors": NOISE}),
+         ["bad/ckpt/config.json"], stage="pretrain"),
+    Case("checkpoint_weights_garbage", checkpoint({"config.json": BERT_CONFIG, "model.safetensors": NOISE}),
+         ["bad/ckpt/model.safetensors"], stage="pretrain"),
+    Case("checkpoint_weights_truncated", checkpoint({"config.json": BERT_CONFIG,
+                                                     "model.safetensors": truncated_safetensors}),
+         ["bad/ckpt/model.safetensors"], stage="pretrain"),
+    Case("checkpoint_not_a_masked_lm", checkpoint({"config.json": json.dumps({"model_type": "gpt2"}),
+                                                   "model.safetensors": gpt2_checkpoint}),
+         ["bad/ckpt", "masked-language-model"], stage="pretrain"),
+    Case("checkpoint_package_missing", params_change(pretrain={"init_from": "package:no_such_checkpoint_pkg"}),
+         ["pretrain.init_from", "no installed Python package"], stage="pretrain"),
+]
+
+AS_PROCESSES = {"truncated_bz2", "too_small_to_split", "nested_text_jsonl", "yaml_syntax_error",
+                "checkpoint_weights_truncated", "checkpoint_not_a_masked_lm"}
+
+
+def _tree_digest(project: Path) -> dict[str, str]:
+    digests = {}
+    for name in OUTPUTS:
+        root = project / name
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for file in files:
+            digests[str(file.relative_to(project))] = hashlib.sha256(file.read_bytes()).hexdigest()
+    return digests
+
+
+def _registry(project: Path) -> list:
+    with sqlite3.connect(project / "mlflow.db") as db:
+        versions = db.execute("SELECT name, version, current_stage FROM model_versions ORDER BY 1, 2").fetchall()
+        aliases = db.execute("SELECT name, alias, version FROM registered_model_aliases ORDER BY 1, 2").fetchall()
+    return versions + aliases
+
+
+@pytest.fixture(scope="module")
+def finished_project(tmp_path_factory):
+    """A tiny project after one complete run: outputs in dvc.lock and a registered version."""
+    project = copy_project(tmp_path_factory.mktemp("malformed") / "project")
+    (project / "data" / "raw").mkdir(parents=True)
+    make_reviews().to_csv(project / "data" / "raw" / "reviews.csv", index=False)
+    (project / "params.yaml").write_text(yaml.safe_dump(tiny_params("data/raw/reviews.csv"), sort_keys=False))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run([sys.executable, "-m", "flows.training_pipeline"], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _registry(project), "the run registered nothing"
+    return project, env
+
+
+def test_there_are_at_least_25_cases():
+    names = {c.name for c in CASES}
+    assert len(CASES) >= 25 and len(names) == len(CASES) and AS_PROCESSES <= names
+
+
+@contextmanager
+def malformed(project: Path, case: Case):
+    """The project with the case's bad input in place; afterwards as it was, and checked unchanged."""
+    params_file = project / "params.yaml"
+    pristine = params_file.read_text()
+    before = (_tree_digest(project), _registry(project))
+    (project / BAD).mkdir()
+    try:
+        changes = case.setup(project)
+        if changes:
+            params = yaml.safe_load(pristine)
+            for section, values in changes.items():
+                params[section].update(values)
+            params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+        yield
+    finally:
+        if params_file.is_dir():
+            params_file.rmdir()
+        params_file.write_text(pristine)
+        shutil.rmtree(project / BAD)
+    assert (_tree_digest(project), _registry(project)) == before, "a failed run changed saved outputs"
+
+
+def check(case: Case, driver: str, code: int, out: str, err: str) -> None:
+    shown = f"{driver} exited {code}:\n{err[-3000:]}"
+    assert code == 2, shown
+    assert "Traceback" not in out + err, shown
+    for needle in case.needles:
+        assert needle.lower() in err.lower(), f"{needle!r} not named. {shown}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_malformed_input_is_one_clear_error_and_changes_nothing(finished_project, case, monkeypatch, capsys):
+    project, env = finished_project
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # keep pytest's own SIGTERM handling
+    with malformed(project, case):
+        for driver in ("flows.training_pipeline", f"tasks.{case.stage}"):
+            code = importlib.import_module(driver).main([])
+            captured = capsys.readouterr()
+            check(case, driver, code, captured.out, captured.err)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.name in AS_PROCESSES], ids=lambda c: c.name)
+def test_as_processes_too(finished_project, case):
+    project, env = finished_project
+    with malformed(project, case):
+        for driver in ("flows.training_pipeline", f"tasks.{case.stage}"):
+            proc = subprocess.run([sys.executable, "-m", driver], cwd=project, env=env,
+                                  capture_output=True, text=True, timeout=300)
+            check(case, driver, proc.returncode, proc.stdout, proc.stderr)
