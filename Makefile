@@ -30,8 +30,12 @@ data: $(STAMP)
 	$(BIN)/python -m mlcore.data.sample $(RAW)
 	$(BIN)/dvc add --quiet $(RAW) || { $(BIN)/dvc add $(RAW); exit 1; }
 
+# After a successful run, the data and every stage output go to the DVC remote (by default
+# ../dvc-storage, beside the checkout; see the README), so another clone can `dvc pull` them.
+# A failed push warns: the run and its registered model stand.
 run: data
 	$(BIN)/python -m flows.training_pipeline
+	$(BIN)/dvc push --quiet || echo "warning: dvc push to the DVC remote failed; the run itself succeeded. Check 'dvc remote list' and run 'dvc push' again." >&2
 
 # ruff first: a style or import error fails in seconds, before minutes of tests.
 lint: $(STAMP)
