@@ -34,6 +34,12 @@ def changes(stage: str) -> list:
     return [change for entries in status.values() for change in entries]
 
 
+def out_of_date() -> list[str]:
+    """Every stage (and .dvc file) DVC sees changed, from one status of the whole pipeline."""
+    with _repo() as repo:
+        return sorted(repo.status())
+
+
 def commit(stage: str) -> None:
     """Record the stage's deps, params and outs in dvc.lock and cache the outs."""
     with _repo() as repo:
