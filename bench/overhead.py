@@ -34,7 +34,7 @@ PY = sys.executable
 FULL_RUN = """
 import json, sys, time
 t0 = time.perf_counter()
-from flows.training_pipeline import training_pipeline
+from flows.training_flow import training_pipeline
 from mlcore.config import load_config
 from flows.summary import check_inputs
 imported = time.perf_counter() - t0
@@ -74,11 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{project}: not up to date (dvc status); run the pipeline first (make run)", file=sys.stderr)
         return 2
     result: dict = {"project": project.name, "repeats": args.repeats, "goals": GOALS}
-    result["import_s"] = median_of([PY, "-c", "import flows.training_pipeline"], project, env, args.repeats)
+    result["import_s"] = median_of([PY, "-c", "import flows.training_flow"], project, env, args.repeats)
     result["noop_dvc_repro_s"] = median_of(["dvc", "repro"], project, env, args.repeats)
     result["noop_flow_s"] = median_of([PY, "-m", "flows.training_pipeline"], project, env, args.repeats)
     result["noop_flow_prefect_s"] = median_of(
-        [PY, "-c", "from flows.training_pipeline import training_pipeline; training_pipeline()"],
+        [PY, "-c", "from flows.training_flow import training_pipeline; training_pipeline()"],
         project, env, args.repeats)
     if (project / "Makefile").exists():
         result["noop_make_run_s"] = median_of(["make", "--no-print-directory", "run"], project, env, args.repeats)

@@ -22,7 +22,7 @@ from prefect import Flow
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.exceptions import TerminationSignal
 
-from flows.training_pipeline import training_pipeline
+from flows.training_flow import training_pipeline
 from mlcore.errors import entry_point
 
 NIGHTLY = "0 2 * * *"

@@ -4,15 +4,16 @@ from __future__ import annotations
 import json
 
 from mlcore.config import Config, profiles
-from mlcore.data import cleaning
 from mlcore.engine.device import resolve_device
-from mlcore.models import modeling
 from tasks import _paths as P
 
 
 def check_inputs(cfg: Config) -> None:
     """Fail on bad data (unreadable, wrong columns, too small to split) or a bad checkpoint
     before any stage starts, and so before Prefect starts its server."""
+    from mlcore.data import cleaning  # scikit-learn and transformers: imported only when a run will need them
+    from mlcore.models import modeling
+
     cleaning.prepare_splits(cfg.prepare)
     if cfg.pretrain.init_from:
         modeling.check_masked_lm_checkpoint(cfg.pretrain.init_from, "pretrain.init_from")

@@ -33,7 +33,7 @@ def ran(results: dict) -> list[str]:
 
 
 def test_flow_dvc_registry_and_gate(tiny_project, prefect_api, set_params):
-    from flows.training_pipeline import training_pipeline
+    from flows.training_flow import training_pipeline
 
     # The tiny reviews are separable word by word, so the TF-IDF baseline scores 1.0 on them and
     # a tie never promotes: with the baseline gate on, no model could ever become champion here.
@@ -124,7 +124,7 @@ def test_flow_dvc_registry_and_gate(tiny_project, prefect_api, set_params):
 
 
 def test_stage_failure_marks_runs_failed(tiny_project, prefect_api):
-    from flows.training_pipeline import training_pipeline
+    from flows.training_flow import training_pipeline
     from mlcore.errors import UserError
 
     one_class = pd.read_csv("data/raw/reviews.csv").assign(category="fresh")

@@ -20,7 +20,7 @@ def test_stages_sections_and_modules_correspond():
 
 
 def test_flow_chains_the_stage_tasks_in_order():
-    from flows.training_pipeline import STAGE_TASKS
+    from flows.training_flow import STAGE_TASKS
 
     assert [t.name for t in STAGE_TASKS] == list(STAGES)
 

@@ -1,0 +1,29 @@
+"""The training pipeline flow: prepare -> pretrain -> search -> finetune -> evaluate -> register.
+
+Each stage is a Prefect task that runs only when dvc.lock says it is out of date,
+so this flow and `dvc repro` always agree on what needs to run. Its command line is
+flows/training_pipeline.py, which imports this module only when something is to run.
+"""
+from __future__ import annotations
+
+from prefect import flow
+
+from flows._hooks import notify_failure, retry_only_transient
+from mlcore.config import load_config
+from mlcore.tracking.runs import pipeline_run
+from tasks import evaluate, finetune, prepare, pretrain, register, search
+from tasks._workspace import workspace_lock
+
+FLOW_HOLDER = "the training-pipeline flow"
+STAGE_TASKS = [prepare.task, pretrain.task, search.task, finetune.task, evaluate.task, register.task]
+
+
+@flow(name="training-pipeline", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
+@retry_only_transient
+def training_pipeline(params: str = "params.yaml", force: bool = False, wait: bool = False) -> dict:
+    cfg = load_config(params)
+    results = {}
+    with workspace_lock(FLOW_HOLDER, wait=wait, hold_dvc=True), pipeline_run(cfg) as run_id:
+        for stage_task in STAGE_TASKS:
+            results[stage_task.name] = stage_task(cfg, run_id, force)
+    return results
