@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows import _crashed
 from flows._hooks import notify_failure, retry_only_transient
 from mlcore.config import load_config
 from mlcore.tracking.runs import pipeline_run
@@ -23,7 +24,9 @@ STAGE_TASKS = [prepare.task, pretrain.task, search.task, finetune.task, evaluate
 def training_pipeline(params: str = "params.yaml", force: bool = False, wait: bool = False) -> dict:
     cfg = load_config(params)
     results = {}
-    with workspace_lock(FLOW_HOLDER, wait=wait, hold_dvc=True), pipeline_run(cfg) as run_id:
-        for stage_task in STAGE_TASKS:
-            results[stage_task.name] = stage_task(cfg, run_id, force)
+    with workspace_lock(FLOW_HOLDER, wait=wait, hold_dvc=True):
+        _crashed.recover(cfg)
+        with pipeline_run(cfg) as run_id:
+            for stage_task in STAGE_TASKS:
+                results[stage_task.name] = stage_task(cfg, run_id, force)
     return results

@@ -17,9 +17,29 @@ from dvc.lock import LockError, LockNoop
 from dvc.repo import Repo
 
 _held: Repo | None = None  # the Repo whose lock this process holds, while it holds it
+LOCKFILE = Path("dvc.lock")
+# DVC rewrites dvc.lock in place, so a kill during a commit can leave it empty or cut short.
+# A copy taken before each commit (renamed into place, so itself whole) is removed after it;
+# finding it means a commit was interrupted, and the copy is the last consistent state.
+BEFORE_COMMIT = Path(".dvc/tmp/dvc.lock.before-commit")
+
+
+def restore_interrupted_commit() -> bool:
+    """Put back dvc.lock as it was before an interrupted commit; True if it did. The stage
+    whose commit was cut short then shows as changed and reruns: extra work, never a wrong lock."""
+    if not BEFORE_COMMIT.exists():
+        return False
+    if BEFORE_COMMIT.stat().st_size:
+        os.replace(BEFORE_COMMIT, LOCKFILE)
+    else:  # there was no dvc.lock before that commit
+        LOCKFILE.unlink(missing_ok=True)
+        BEFORE_COMMIT.unlink()
+    print("dvc.lock: restored from before a commit that a killed run interrupted; that stage will rerun")
+    return True
 
 
 def _repo() -> Repo:
+    restore_interrupted_commit()
     repo = Repo(".")
     if _held is not None:
         # DVC's lock is a flock: a second descriptor in this same process would be refused.
@@ -43,7 +63,12 @@ def out_of_date() -> list[str]:
 def commit(stage: str) -> None:
     """Record the stage's deps, params and outs in dvc.lock and cache the outs."""
     with _repo() as repo:
+        BEFORE_COMMIT.parent.mkdir(parents=True, exist_ok=True)
+        partial = BEFORE_COMMIT.with_suffix(".partial")
+        partial.write_bytes(LOCKFILE.read_bytes() if LOCKFILE.exists() else b"")  # empty: there was none
+        os.replace(partial, BEFORE_COMMIT)
         repo.commit(stage, force=True)
+        BEFORE_COMMIT.unlink()
 
 
 def try_hold() -> Repo | str:

@@ -1,8 +1,16 @@
-"""Small file helpers shared by the stage shells."""
+"""Small file helpers shared by the stage shells.
+
+Every output is written whole or not at all: files go to a temporary name and are renamed
+into place, directories are built beside their final path and swapped in. A stage killed
+mid-write leaves the previous output as it was (and DVC, which sees the stage's deps or outs
+differ from dvc.lock, reruns it)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -11,9 +19,19 @@ from mlcore.errors import UserError
 from tasks import _paths as P
 
 
-def write_json(path: Path, obj) -> None:
+def _partial(path: Path) -> Path:
+    return path.with_name(f".{path.name}.partial")
+
+
+def write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    partial = _partial(path)
+    partial.write_text(text)
+    os.replace(partial, path)  # atomic on one filesystem
+
+
+def write_json(path: Path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def read_json(path: Path, produced_by: str):
@@ -36,12 +54,19 @@ def label_map() -> dict[str, int]:
     return read_json(P.LABEL_MAP, "prepare")
 
 
-def fresh_dir(path: Path) -> Path:
-    """Stage outputs are rewritten whole, so nothing stale from an earlier run survives."""
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A directory output rewritten whole (nothing stale from an earlier run survives), built in
+    a sibling folder and swapped in only when the block completes."""
+    partial, old = _partial(path), path.with_name(f".{path.name}.old")
+    for leftover in (partial, old):  # from a run killed in here
+        shutil.rmtree(leftover, ignore_errors=True)
+    partial.mkdir(parents=True)
+    yield partial
     if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    return path
+        path.rename(old)
+    partial.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def clear_checkpoint(path: Path) -> None:
@@ -51,6 +76,5 @@ def clear_checkpoint(path: Path) -> None:
 
 def write_csv(path: Path, table: pd.DataFrame | list[dict], columns: list[str] | None = None) -> None:
     """A table or a list of rows (learning curves: one row per evaluation) as CSV."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     frame = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table, columns=columns)
-    frame.to_csv(path, index=False)
+    write_text(path, frame.to_csv(index=False))

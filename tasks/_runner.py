@@ -65,6 +65,9 @@ def cli(stage: str, run: StageFn, doc: str | None = None) -> Callable[[list[str]
         # Under `dvc repro` (DVC_STAGE set) DVC already holds its own lock; run by hand,
         # the stage holds it too, so no `dvc repro` deletes its outputs under it.
         with workspace_lock(f"stage {stage}", wait=args.wait, hold_dvc="DVC_STAGE" not in os.environ):
+            closed = runs.close_orphans(cfg)  # MLflow runs a killed run of this workspace left RUNNING
+            if closed:
+                print(f"ended FAILED in MLflow, left RUNNING by a killed run: {', '.join(closed)}")
             result = run(cfg, None)
         print(f"{stage}: done {result}")
         return 0

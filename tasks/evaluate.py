@@ -41,7 +41,7 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         _io.write_json(P.CONFUSION_JSON, confusion)
         confusion_matrix_png(confusion["matrix"], labels, P.CONFUSION_PNG)
         predictions = {"text": test_df["text"], "actual": test_df["label"], "predicted": [labels[i] for i in preds]}
-        pd.DataFrame(predictions).to_csv(P.PREDICTIONS, index=False)
+        _io.write_csv(P.PREDICTIONS, pd.DataFrame(predictions))
         runs.log_metrics({f"test_{k}": v for k, v in report.items()})
         for label, scores in report["per_class"].items():
             runs.log_metrics({f"test_{label}_{k}": v for k, v in scores.items()})

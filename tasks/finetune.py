@@ -48,8 +48,8 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
             return {"rank": distributed.rank()}  # rank 0 writes the outputs
         tokenizer.model_max_length = length.max_length  # consumers truncate as training did
         summary = final.summary(result, settings, f) | length.report()
-        _io.fresh_dir(P.CLASSIFIER)
-        modeling.save(model.cpu(), tokenizer, P.CLASSIFIER, extra={"stage": STAGE, **summary})
+        with _io.replacing(P.CLASSIFIER) as out:
+            modeling.save(model.cpu(), tokenizer, out, extra={"stage": STAGE, **summary})
         _io.write_json(P.FINETUNE_REPORT, summary)
         _io.write_csv(P.FINETUNE_HISTORY, result.history)
         runs.log_metrics({"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_score})

@@ -18,11 +18,11 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     with runs.stage_run(cfg, STAGE, parent_run_id):
         runs.log_params(p.model_dump())
         cleaned, splits = cleaning.prepare_splits(p)
-        _io.fresh_dir(P.SPLITS)
-        for name, path in (("train", P.TRAIN), ("val", P.VAL), ("test", P.TEST)):
-            splits[name].to_parquet(path, index=False)
-        cleaned.unlabelled.to_parquet(P.UNLABELLED, index=False)
-        _io.write_json(P.LABEL_MAP, cleaning.label_map(cleaned.labelled["label"]))
+        with _io.replacing(P.SPLITS) as out:
+            for name, path in (("train", P.TRAIN), ("val", P.VAL), ("test", P.TEST)):
+                splits[name].to_parquet(out / path.name, index=False)
+            cleaned.unlabelled.to_parquet(out / P.UNLABELLED.name, index=False)
+            _io.write_json(out / P.LABEL_MAP.name, cleaning.label_map(cleaned.labelled["label"]))
         _io.write_json(P.DATA_REPORT, cleaning.report(splits, cleaned.unlabelled, cleaned.stats))
         if cleaned.stats["conflicting_label_texts_dropped"]:
             print(f"prepare: dropped {cleaned.stats['conflicting_label_texts_dropped']} texts with conflicting labels",

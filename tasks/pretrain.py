@@ -50,8 +50,8 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
             return {"rank": distributed.rank()}  # rank 0 writes the outputs
         report = mlm.report(model, tokenizer, result, val, settings, p, device, len(train_texts), len(train)) \
             | length.report()
-        _io.fresh_dir(P.PRETRAINED)
-        modeling.save(model.cpu(), tokenizer, P.PRETRAINED, extra={"stage": STAGE, **report})
+        with _io.replacing(P.PRETRAINED) as out:
+            modeling.save(model.cpu(), tokenizer, out, extra={"stage": STAGE, **report})
         _io.write_json(P.PRETRAIN_REPORT, report)
         _io.write_csv(P.PRETRAIN_HISTORY, result.history, HISTORY_COLUMNS)
         runs.log_metrics({k: v for k, v in report.items()

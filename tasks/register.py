@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 
 from mlcore.config import Config
+from mlcore.data.hashing import files_digest
 from mlcore.errors import UserError
 from mlcore.tracking import registry, runs
 from tasks import _io
@@ -26,8 +27,12 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         runs.log_params(r.model_dump())
         runs.log_metrics({f"test_{k}": v for k, v in metrics.items()})
         labels = sorted(label2id, key=label2id.get)
-        info = registry.log_classifier(_io.require(P.CLASSIFIER, "finetune"), examples, labels, r.model_name)
-        decision = registry.promote(r.model_name, info.registered_model_version, r.metric, metrics[r.metric],
+        classifier = _io.require(P.CLASSIFIER, "finetune")
+        digest = files_digest([*sorted(classifier.iterdir()), P.METRICS])
+        version_ = registry.find_version(r.model_name, digest)  # left by a killed register: reused
+        if version_ is None:
+            version_ = registry.log_classifier(classifier, examples, labels, r.model_name, digest).version
+        decision = registry.promote(r.model_name, version_, r.metric, metrics[r.metric],
                                     r.min_delta, baseline, r.require_beat_baseline)
         decision["run_id"] = active.info.run_id
         runs.set_tags({"registered.version": decision["version"], "registered.alias": decision["alias"],

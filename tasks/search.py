@@ -37,11 +37,11 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
             raise UserError(f"search: no trial of study {study.study_name} completed ({counts}). "
                             f"Widen search.lr_min/lr_max or add optimizers in params.yaml.")
         best = studies.best_params(study)
-        _io.fresh_dir(P.SEARCH)
-        _io.write_json(P.BEST_PARAMS, best)
         kept = P.TRIAL_MODELS / study.study_name
-        if (kept / "trial.json").is_file() and _io.read_json(kept / "trial.json", STAGE)["trial"] == best["trial"]:
-            shutil.copytree(kept, P.BEST_TRIAL_MODEL)
+        with _io.replacing(P.SEARCH) as out:
+            _io.write_json(out / P.BEST_PARAMS.name, best)
+            if (kept / "trial.json").is_file() and _io.read_json(kept / "trial.json", STAGE)["trial"] == best["trial"]:
+                shutil.copytree(kept, out / P.BEST_TRIAL_MODEL.name)
         params = study.best_trial.params
         runs.log_metrics({"best_val_macro_f1": study.best_value,
                           **{f"trials_{k.lower()}": v for k, v in counts.items()}})

@@ -173,12 +173,14 @@ def test_the_mlflow_model_scores_a_mean_pooled_classifier_as_predict_logits(mean
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("pooled")  # not the experiment an earlier test made active in its own store
     texts = ["a great and moving film", "boring , tedious and dull", "the cast is superb but the plot a mess"]
     with mlflow.start_run():
-        info = registry.log_classifier(mean_classifier, texts[:2], ["fresh", "rotten"], "pooled")
-    local = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "logged"))
+        version = registry.log_classifier(mean_classifier, texts[:2], ["fresh", "rotten"], "pooled").version
+    uri = f"models:/pooled/{version}"
+    local = mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "logged"))
     assert (tmp_path / "logged" / "code" / "classifier_pooling.py").is_file(), local
-    loaded = mlflow.pyfunc.load_model(info.model_uri)
+    loaded = mlflow.pyfunc.load_model(uri)
     scores = loaded.predict(pd.DataFrame({"text": texts}), params={"return_scores": True})
 
     model, tokenizer = modeling.load_classifier(mean_classifier)

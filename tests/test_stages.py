@@ -288,6 +288,11 @@ def test_evaluate_scores_the_baseline_and_register_never_crowns_a_model_below_it
     assert str(client.get_model_version_by_alias("tiny-sentiment", "champion").version) == "2"
     assert json.loads(P.REGISTRATION.read_text())["baseline_value"] == 0.8
 
+    # 2b. A register killed after it registered (and promoted) reruns: the same model and metrics
+    # find their version, so no second one, and the champion stays the champion.
+    assert register.run(cfg) == {"version": "2", "alias": "champion"}
+    assert len(client.search_model_versions("name = 'tiny-sentiment'")) == 2
+
     # 3. Without the baseline number the gate cannot run: a user error naming the file, key and the fix.
     P.METRICS.write_text(json.dumps({k: v for k, v in metrics.items() if not k.startswith("baseline_")}))
     with pytest.raises(UserError, match="baseline_macro_f1.*require_beat_baseline: false"):

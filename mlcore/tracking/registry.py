@@ -19,10 +19,27 @@ POOLING_CODE = Path(__file__).parents[1] / "models" / "classifier_pooling.py"
 METRIC_TAG = "test_{metric}"
 BASELINE_TAG = "test_baseline_{metric}"
 REASON_TAG = "gate.reason"
+# What a version was made from (classifier files + test metrics): a register stage killed after
+# creating its version but before dvc.lock recorded it finds that version on the rerun and
+# reuses it, so each completed register stage leaves exactly one version.
+SOURCE_TAG = "source.digest"
 
 
-def log_classifier(model_dir: Path, example_texts: list[str], labels: list[str], registered_name: str):
-    """Log the model under the active run and register a new version of `registered_name`."""
+def find_version(name: str, digest: str) -> str | None:
+    """The newest version of `name` registered from the same classifier and metrics, if any."""
+    client = MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    same = [int(v.version) for v in versions if v.tags.get(SOURCE_TAG) == digest]
+    return str(max(same)) if same else None
+
+
+def log_classifier(model_dir: Path, example_texts: list[str], labels: list[str], registered_name: str,
+                   digest: str | None = None):
+    """Log the model under the active run and register a new version of `registered_name`
+    (created with its SOURCE_TAG in one call, so no version is ever without it)."""
     example = pd.DataFrame({"text": example_texts})
     output = pd.Series([labels[0]] * len(example_texts), name="label")
     signature = infer_signature(example, output, params={"return_scores": False})
@@ -32,10 +49,11 @@ def log_classifier(model_dir: Path, example_texts: list[str], labels: list[str],
         # predict() accepts DataFrames, Series and lists on purpose; the explicit signature
         # documents the input, so MLflow's "add type hints" advice does not apply.
         warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
-        return _log(model_dir, example, signature, reqs, registered_name)
+        info = _log(model_dir, example, signature, reqs)
+    return mlflow.register_model(info.model_uri, registered_name, tags={SOURCE_TAG: digest} if digest else None)
 
 
-def _log(model_dir, example, signature, reqs, registered_name):
+def _log(model_dir, example, signature, reqs):
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(PYFUNC_CODE),
@@ -44,7 +62,6 @@ def _log(model_dir, example, signature, reqs, registered_name):
         signature=signature,
         input_example=example,
         pip_requirements=reqs,
-        registered_model_name=registered_name,
     )
 
 
@@ -66,7 +83,10 @@ def promote(name: str, version_: str, metric: str, value: float, min_delta: floa
     if baseline_value is not None:
         client.set_model_version_tag(name, version_, BASELINE_TAG.format(metric=metric), str(baseline_value))
     previous_version, previous_value = champion_value(client, name, metric)
-    alias, reason = decide(metric, value, previous_value, min_delta, baseline_value, require_beat_baseline)
+    if previous_version is not None and str(previous_version) == str(version_):  # a killed register, rerun
+        alias, reason = "champion", client.get_model_version(name, version_).tags.get(REASON_TAG, "champion")
+    else:
+        alias, reason = decide(metric, value, previous_value, min_delta, baseline_value, require_beat_baseline)
     client.set_model_version_tag(name, version_, REASON_TAG, reason)
     client.set_registered_model_alias(name, alias, version_)
     return {

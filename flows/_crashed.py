@@ -1,0 +1,90 @@
+"""A flow run whose process was killed (kill -9, OOM, a lost machine) cannot report its own end,
+so Prefect would show it RUNNING forever. Each training flow run records its owner (host, pid,
+the pid's start time, workspace) in its tags; the next run of the flow in the workspace marks
+the runs whose owner is certainly dead CRASHED, with their running task runs, as MLflow runs
+and Optuna trials already are (mlcore/search/liveness.py decides what is dead).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterStateType,
+    FlowRunFilterTags,
+    TaskRunFilter,
+    TaskRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
+from prefect.context import FlowRunContext
+from prefect.states import Crashed
+
+from mlcore.search import liveness
+
+OWNED = "pipeline-owner"  # the tag every owned flow run carries
+PREFIX = "owner."  # then owner.host=..., owner.pid=..., owner.start=..., owner.workspace=...
+LIMIT = 200  # runs read per query; more than any workspace's killed runs
+
+
+def _workspace() -> str:
+    return str(Path.cwd().resolve())
+
+
+def claim_this_run() -> None:
+    """Tag the current flow run with its owner, so that a later run can tell that it died."""
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return
+    owner = {**liveness.owner(), "workspace": _workspace()}
+    tags = [*ctx.flow_run.tags, OWNED, *(f"{PREFIX}{key}={value}" for key, value in owner.items())]
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(ctx.flow_run.id, tags=sorted(set(tags)))
+
+
+def _owner(tags: list[str]) -> dict[str, str]:
+    return dict(tag.removeprefix(PREFIX).split("=", 1) for tag in tags if tag.startswith(PREFIX) and "=" in tag)
+
+
+def mark_dead_runs_crashed() -> list[str]:
+    """Set CRASHED every RUNNING flow run of this workspace whose owner process is dead, and
+    its RUNNING task runs. Returns the names of the flow runs it marked."""
+    marked = []
+    running = FlowRunFilterStateType(any_=[StateType.RUNNING])
+    with get_client(sync_client=True) as client:
+        flow_runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(state={"type": running}, tags=FlowRunFilterTags(all_=[OWNED])),
+            sort=FlowRunSort.START_TIME_DESC, limit=LIMIT)
+        for flow_run in flow_runs:
+            owner = _owner(flow_run.tags)
+            if owner.get("workspace") != _workspace() or not liveness.is_dead(owner):
+                continue
+            why = f"its process (pid {owner.get('pid')} on {owner.get('host')}) died; marked by the next run"
+            tasks = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])),
+                task_run_filter=TaskRunFilter(state={"type": TaskRunFilterStateType(any_=[StateType.RUNNING])}),
+                sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=LIMIT)
+            for task_run in tasks:
+                client.set_task_run_state(task_run.id, Crashed(message=why), force=True)
+            client.set_flow_run_state(flow_run.id, Crashed(message=why), force=True)
+            marked.append(flow_run.name)
+    return marked
+
+
+def recover(cfg) -> None:
+    """Before a run: claim it, and close what killed runs of this workspace left open
+    (Prefect flow and task runs, MLflow runs; the search stage reaps Optuna trials itself)."""
+    from mlcore.tracking import runs
+
+    try:
+        claim_this_run()
+        crashed = mark_dead_runs_crashed()
+    except Exception as err:  # noqa: BLE001 - bookkeeping of old runs must not stop this one
+        print(f"warning: could not check Prefect for runs a kill left RUNNING: {err}")
+        crashed = []
+    closed = runs.close_orphans(cfg)
+    if crashed or closed:
+        print(f"a killed run left work open: marked CRASHED in Prefect: {', '.join(crashed) or 'none'}; "
+              f"ended FAILED in MLflow: {', '.join(closed) or 'none'}")
