@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 # Where to kill: after the flow's log shows `marker`, wait a seeded delay from `window` (s).
 KILL_POINTS = [
+    ("during the Prefect server's start", "Starting temporary server", (0.0, 1.0)),
     ("in prepare", "prepare runs:", (0.0, 0.4)),
     ("in pretrain", "pretrain runs:", (0.3, 1.5)),
     ("right after a stage's end", "Task run 'search' - Finished in state", (0.0, 0.05)),
