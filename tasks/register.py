@@ -28,7 +28,8 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         runs.log_metrics({f"test_{k}": v for k, v in metrics.items()})
         labels = sorted(label2id, key=label2id.get)
         classifier = _io.require(P.CLASSIFIER, "finetune")
-        digest = files_digest([*sorted(classifier.iterdir()), P.METRICS])
+        # the weights and the test metrics, not config.json, which carries training-time timings
+        digest = files_digest([*sorted(classifier.glob("*.safetensors")), P.METRICS])
         version_ = registry.find_version(r.model_name, digest)  # left by a killed register: reused
         if version_ is None:
             version_ = registry.log_classifier(classifier, examples, labels, r.model_name, digest).version

@@ -19,7 +19,7 @@ POOLING_CODE = Path(__file__).parents[1] / "models" / "classifier_pooling.py"
 METRIC_TAG = "test_{metric}"
 BASELINE_TAG = "test_baseline_{metric}"
 REASON_TAG = "gate.reason"
-# What a version was made from (classifier files + test metrics): a register stage killed after
+# What a version was made from (classifier weights + test metrics): a register stage killed after
 # creating its version but before dvc.lock recorded it finds that version on the rerun and
 # reuses it, so each completed register stage leaves exactly one version.
 SOURCE_TAG = "source.digest"
