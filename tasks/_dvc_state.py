@@ -3,7 +3,7 @@
 The flow asks DVC whether a stage changed (code, params, deps or outs versus
 dvc.lock) before running it, and records the run in dvc.lock afterwards, exactly
 as `dvc repro` would. It holds DVC's repository lock for its whole run
-(tasks.workspace), so these calls must not take it again.
+(tasks._workspace), so these calls must not take it again.
 """
 from __future__ import annotations
 
