@@ -32,6 +32,7 @@ CONFUSION_JSON = REPORTS / "confusion_matrix.json"
 CONFUSION_PNG = REPORTS / "confusion_matrix.png"
 PREDICTIONS = REPORTS / "test_predictions.csv"
 REGISTRATION = REPORTS / "registration.json"
+MODEL_CARD = REPORTS / "MODEL_CARD.md"  # also inside the registered model, and its first paragraph its description
 
 # What each stage writes: dvc.yaml's outs, metrics and plots of that stage, exactly.
 OUTS = {
@@ -40,5 +41,5 @@ OUTS = {
     "search": [SEARCH, SEARCH_TRIALS],
     "finetune": [CLASSIFIER, FINETUNE_REPORT, FINETUNE_HISTORY],
     "evaluate": [METRICS, CONFUSION_JSON, CONFUSION_PNG, PREDICTIONS],
-    "register": [REGISTRATION],
+    "register": [REGISTRATION, MODEL_CARD],
 }

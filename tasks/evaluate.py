@@ -10,7 +10,7 @@ import pandas as pd
 from mlcore.config import Config
 from mlcore.engine.device import configure_threads, resolve_device
 from mlcore.metrics import classification_report
-from mlcore.models import baseline, modeling
+from mlcore.models import baseline, calibration, modeling
 from mlcore.models.classifier import encode_split, predict_logits
 from mlcore.plots import confusion_matrix_png
 from mlcore.tracking import runs
@@ -30,9 +30,11 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     test_df = _io.read_split(P.TEST)
     test = encode_split(tokenizer, test_df, label2id, tokenizer.model_max_length)
     with runs.stage_run(cfg, STAGE, parent_run_id):
+        runs.log_datasets({"test": test_df}, P.SPLITS)
         logits = predict_logits(model.to(device), test, device, cfg.evaluate.batch_size, tokenizer.pad_token_id)
         preds = logits.argmax(1)
-        report = classification_report(test.labels, preds, labels)
+        report = classification_report(test.labels, preds, labels) | calibration.report(
+            logits, test.labels, calibration.stored(P.CLASSIFIER))
         confusion = report.pop("confusion_matrix")
         train_df = _training_rows()
         report |= baseline.headline(baseline.evaluate(
@@ -47,7 +49,7 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
             runs.log_metrics({f"test_{label}_{k}": v for k, v in scores.items()})
         for path in (P.METRICS, P.CONFUSION_JSON, P.CONFUSION_PNG):
             runs.log_artifact(path)
-    return {k: round(report[k], 4) for k in ("accuracy", "macro_f1", "baseline_accuracy", "baseline_macro_f1")}
+    return {k: round(report[k], 4) for k in ("accuracy", "macro_f1", "baseline_accuracy", "baseline_macro_f1", "ece")}
 
 
 def _training_rows() -> pd.DataFrame:

@@ -10,9 +10,9 @@ import sys
 
 from mlcore.config import Config
 from mlcore.data.hashing import files_digest
-from mlcore.engine import distributed
+from mlcore.engine import distributed, precision
 from mlcore.engine.device import configure_threads, resolve_device
-from mlcore.models import final, lengths, modeling
+from mlcore.models import calibration, final, lengths, modeling
 from mlcore.models.classifier import encode_split, load_tokenizer
 from mlcore.tracking import runs
 from tasks import _io
@@ -32,30 +32,38 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     train_df, val_df = _io.read_split(P.TRAIN), _io.read_split(P.VAL)
     length = lengths.choose_for(f.max_length, P.PRETRAINED, tokenizer, train_df["text"])
     train, val = (encode_split(tokenizer, df, label2id, length.max_length) for df in (train_df, val_df))
-    with runs.stage_run(cfg, STAGE, parent_run_id):
+    with runs.stage_run(cfg, STAGE, parent_run_id) as active:
         runs.log_params(f.model_dump() | length.report() | {
             "used.learning_rate": settings.learning_rate, "used.optimizer": settings.optimizer,
             "used.epochs": settings.epochs, "device": str(device)})
-        if f.reuse_best_trial:
-            model, result = final.reuse(P.BEST_TRIAL_MODEL, val, device, tokenizer.pad_token_id, best,
-                                         settings.precision)
-        else:
-            inputs = files_digest([P.TRAIN, P.VAL, P.LABEL_MAP, *sorted(P.PRETRAINED.glob("*"))])
-            model, result = final.train(P.PRETRAINED, label2id, train, val, settings, device, f.retrain_on_train_val,
-                                        lambda e: runs.log_metrics(e, step=e["evaluation"]),
-                                        P.CHECKPOINTS / STAGE, inputs)
+        runs.log_datasets({"train": train_df, "val": val_df}, P.SPLITS)
+        model, result = _fit(f, best, settings, label2id, train, val, device, tokenizer.pad_token_id)
         if not distributed.is_main():
             return {"rank": distributed.rank()}  # rank 0 writes the outputs
         tokenizer.model_max_length = length.max_length  # consumers truncate as training did
-        summary = final.summary(result, settings, f) | length.report()
+        summary = final.summary(result, settings, f) | length.report() | final.calibrate(
+            model, val, device, tokenizer.pad_token_id, f.retrain_on_train_val) | {
+            "device": str(device), "precision": precision.resolve(settings.precision, device),
+            "mlflow_run_id": active.info.run_id if active else None}
         with _io.replacing(P.CLASSIFIER) as out:
             modeling.save(model.cpu(), tokenizer, out, extra={"stage": STAGE, **summary})
+            calibration.store(out, summary["temperature"])
         _io.write_json(P.FINETUNE_REPORT, summary)
         _io.write_csv(P.FINETUNE_HISTORY, result.history)
-        runs.log_metrics({"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_score})
+        runs.log_metrics({"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_score,
+                          **{k: summary[k] for k in ("temperature", "val_ece", "val_ece_uncalibrated")}})
         runs.log_artifact(P.FINETUNE_HISTORY)
         _io.clear_checkpoint(P.CHECKPOINTS / STAGE)
     return {"best_epoch": result.best_epoch, "best_val_macro_f1": round(result.best_score, 4)}
+
+
+def _fit(f, best, settings, label2id, train, val, device, pad_id):
+    """The search's best trial model as it is, or one trained with the best settings."""
+    if f.reuse_best_trial:
+        return final.reuse(P.BEST_TRIAL_MODEL, val, device, pad_id, best, settings.precision)
+    inputs = files_digest([P.TRAIN, P.VAL, P.LABEL_MAP, *sorted(P.PRETRAINED.glob("*"))])
+    return final.train(P.PRETRAINED, label2id, train, val, settings, device, f.retrain_on_train_val,
+                       lambda e: runs.log_metrics(e, step=e["evaluation"]), P.CHECKPOINTS / STAGE, inputs)
 
 
 main = cli(STAGE, run, __doc__)

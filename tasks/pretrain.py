@@ -1,7 +1,8 @@
 """pretrain: continue masked-LM pretraining of a checkpoint (pretrain.init_from: a directory,
 package:<module> or a hub id) with its own tokenizer, or train a WordPiece tokenizer and a small
 BERT from scratch (init_from: null). epochs: 0 adopts the checkpoint as it is. The encoder is
-saved with its classifier pooling (pretrain.pooling) for search and finetune."""
+saved with its classifier pooling (pretrain.pooling) for search and finetune. The MLflow run id goes
+into reports/pretrain.json only, so a rerun's encoder stays byte-identical."""
 from __future__ import annotations
 
 import sys
@@ -33,7 +34,7 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     # Training text plus the unlabelled text; val and test stay unseen by pretraining.
     train_texts = pd.concat([_io.read_split(P.TRAIN)["text"], _io.read_split(P.UNLABELLED)["text"]]).tolist()
     val_texts = _io.read_split(P.VAL)["text"].tolist()
-    with runs.stage_run(cfg, STAGE, parent_run_id):
+    with runs.stage_run(cfg, STAGE, parent_run_id) as active:
         runs.log_params(p.model_dump() | {"device": str(device)})
         model, tokenizer = mlm.starting_point(p, train_texts)
         length = choose_max_length(p.max_length, tokenizer, train_texts, model.config)
@@ -52,7 +53,7 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
             | length.report()
         with _io.replacing(P.PRETRAINED) as out:
             modeling.save(model.cpu(), tokenizer, out, extra={"stage": STAGE, **report})
-        _io.write_json(P.PRETRAIN_REPORT, report)
+        _io.write_json(P.PRETRAIN_REPORT, report | {"mlflow_run_id": active.info.run_id if active else None})
         _io.write_csv(P.PRETRAIN_HISTORY, result.history, HISTORY_COLUMNS)
         runs.log_metrics({k: v for k, v in report.items()
                           if k not in ("init_from", "init_weights_sha256", "max_length_setting")})

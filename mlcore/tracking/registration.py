@@ -1,0 +1,100 @@
+"""One registration: the fair gate, the model card, the logged version with its lineage, the alias move
+and its audit line. The register stage gathers the inputs from the reports and calls `register`."""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+
+from mlcore.tracking import gate, model_card, registry
+from mlcore.tracking.promotion import Decision, decide
+
+
+@dataclass
+class Request:
+    name: str
+    metric: str
+    min_delta: float
+    require_beat_baseline: bool
+    classifier: Path
+    digest: str  # what the version is made from (registry.SOURCE_TAG)
+    test_texts: list[str]
+    test_labels: list[str]
+    card: model_card.CardInputs  # its decision is filled in here
+    lineage: dict[str, str]
+    confusion_png: Path
+    by: str  # who or what registers (audit)
+
+
+def register(req: Request) -> tuple[dict, str]:
+    """Register (or find, after a killed register) the version, gate it against the champion
+    scored on this run's test rows, and return (registration record, model card text)."""
+    client = MlflowClient()
+    labels, value = req.card.labels, req.card.metrics[req.metric]
+    baseline = req.card.metrics.get(f"baseline_{req.metric}")
+    existing = registry.find_version(req.name, req.digest)
+    champion = gate.score_champion(req.name, req.test_texts, req.test_labels, labels, req.metric)
+    decision = _decide(req, client, champion, existing, value, baseline)
+    record = _record(req, decision, champion, value, baseline)
+    req.card.decision = record
+    card = model_card.render(req.card)
+    with tempfile.TemporaryDirectory() as tmp:
+        card_path = Path(tmp) / "MODEL_CARD.md"
+        card_path.write_text(card)
+        version_ = existing or registry.log_classifier(
+            req.classifier, req.test_texts[:3], labels, req.name, req.digest,
+            extra_artifacts={"model_card": card_path, "confusion_matrix": req.confusion_png},
+            tags=req.lineage).version
+        mlflow.log_artifact(str(card_path), "model_card")
+        mlflow.log_artifact(str(req.confusion_png), "model_card")
+    record |= {"version": str(version_), "model_uri": f"models:/{req.name}@{decision.alias}"}
+    for key, tag in {**req.lineage, **_gate_tags(record, value), registry.METRIC_TAG.format(metric=req.metric): value,
+                     **({registry.BASELINE_TAG.format(metric=req.metric): baseline} if baseline is not None else {})
+                     }.items():
+        client.set_model_version_tag(req.name, version_, key, str(tag))
+    client.update_model_version(req.name, version_, description=model_card.first_paragraph(card))
+    registry.apply(client, req.name, version_, decision, champion, req.by)
+    registry.describe_model(client, req.name, labels, req.metric)
+    return record, card
+
+
+def _decide(req: Request, client: MlflowClient, champion: gate.ChampionScore, existing: str | None,
+            value: float, baseline: float | None) -> Decision:
+    if existing is not None and champion.version == existing:  # a killed register, rerun: it already won
+        return Decision("champion", client.get_model_version(req.name, existing).tags.get(
+            registry.REASON_TAG, "champion"))
+    decision = decide(req.metric, value, champion.value, req.min_delta, baseline, req.require_beat_baseline)
+    if champion.version is not None and champion.value is None:
+        reason = decision.reason.replace("no champion yet", "no comparable champion", 1)
+        return Decision(decision.alias, f"{reason} (champion version {champion.version} was not compared: "
+                                        f"{champion.unscored_reason}; this model's own test result decided)")
+    if champion.value is not None:
+        return Decision(decision.alias, f"{decision.reason} (both on this run's {len(req.test_texts)} test rows)")
+    return decision
+
+
+def _record(req: Request, decision: Decision, champion: gate.ChampionScore, value: float,
+            baseline: float | None) -> dict:
+    """registration.json: what was decided and on what numbers."""
+    return {"model_name": req.name, "alias": decision.alias, "reason": decision.reason, "metric": req.metric,
+            "value": value, "baseline_value": baseline, "require_beat_baseline": req.require_beat_baseline,
+            "min_delta": req.min_delta, "champion_version": champion.version, "champion_value": champion.value,
+            "champion_stored_value": champion.stored_value, "champion_unscored_reason": champion.unscored_reason,
+            "test_digest": req.lineage.get("data.test_digest"),
+            # the names of earlier releases, which the summary and older readers use
+            "previous_champion_version": champion.version, "previous_champion_value": champion.value}
+
+
+def _gate_tags(record: dict, value: float) -> dict:
+    tags = {"gate.reason": record["reason"], "gate.new_value": value}
+    if record["champion_version"] is not None:
+        tags |= {"gate.champion_version": record["champion_version"],
+                 "gate.champion_stored_value": record["champion_stored_value"]}
+        if record["champion_value"] is not None:
+            tags["gate.champion_value_same_rows"] = record["champion_value"]
+        else:
+            tags["gate.champion_unscored"] = record["champion_unscored_reason"]
+    return tags
