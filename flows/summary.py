@@ -48,9 +48,12 @@ def summary(cfg: Config, results: dict) -> str:
             f"macro-P {metrics['macro_precision']:.4f}  macro-R {metrics['macro_recall']:.4f}  (n={metrics['n']})"
             + _baseline_text(metrics)
         )
+    if "ece" in metrics:
+        lines.append(f"calibrated: temperature {metrics['temperature']:.3f}: test ECE "
+                     f"{metrics['ece_uncalibrated']:.4f} -> {metrics['ece']:.4f}")
     if reg:
         lines.append(f"registered: {reg['model_name']} version {reg['version']} -> alias @{reg['alias']}  "
-                     f"({reg['metric']} {reg['value']:.4f}; previous champion: {reg['previous_champion_value']})")
+                     f"({reg['metric']} {reg['value']:.4f}; {_champion_text(reg)})")
         if reg.get("reason"):
             lines.append(f"why:        {reg['reason']}")
         if reg["alias"] == "champion" or reg.get("previous_champion_version"):
@@ -61,7 +64,7 @@ def summary(cfg: Config, results: dict) -> str:
     lines += [
         f"MLflow UI:  make ui-mlflow   (or .venv/bin/mlflow ui --backend-store-uri {cfg.mlflow_uri()})",
         "Prefect UI: make ui-prefect  (then open http://127.0.0.1:4200)",
-        "reports:    reports/ (metrics.json, confusion_matrix.png, ...);  .venv/bin/dvc metrics show",
+        "reports:    reports/ (MODEL_CARD.md, metrics.json, confusion_matrix.png, ...);  .venv/bin/dvc metrics show",
         "=" * 64,
     ]
     return "\n".join(lines)
@@ -74,3 +77,17 @@ def _baseline_text(metrics: dict) -> str:
     parts = [f"{name} {metrics[f'baseline_{key}']:.4f} (model {metrics[key] - metrics[f'baseline_{key}']:+.4f})"
              for key, name in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"))]
     return "  | TF-IDF baseline: " + "  ".join(parts)
+
+
+def _champion_text(reg: dict) -> str:
+    """How the previous champion did on the same test rows (or why it was not compared)."""
+    version = reg.get("champion_version", reg.get("previous_champion_version"))
+    if version is None:
+        return "no previous champion"
+    if version == reg["version"]:
+        return "already the champion"
+    if reg.get("champion_value") is not None:
+        return f"champion version {version} on the same test rows: {reg['champion_value']:.4f}"
+    if reg.get("champion_unscored_reason"):
+        return f"champion version {version} not compared: {reg['champion_unscored_reason']}"
+    return f"previous champion: {reg.get('previous_champion_value')}"
