@@ -73,9 +73,13 @@ def _log(model_dir, example, signature, reqs, extra_artifacts):
 def apply(client: MlflowClient, name: str, version_: str, decision: Decision, champion: ChampionScore,
           by: str) -> None:
     """Point the decided alias at the version and append the move (or the keep) to the audit record.
-    A version that already is the champion (a killed register, rerun) is left as it is."""
+    A version that already is the champion, or already kept as challenger (a killed register,
+    rerun), is left as it is."""
     if champion.version is not None and str(champion.version) == str(version_):
         return
+    last = (audit.read(client, name) or [{}])[-1]
+    if decision.alias == "challenger" and last.get("challenger") == str(version_):
+        return  # a register killed after its keep line, rerun: the line is there already
     client.set_registered_model_alias(name, decision.alias, version_)
     if decision.alias == "champion":
         audit.append(client, name, "promote", champion.version, version_, decision.reason, by)

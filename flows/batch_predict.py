@@ -1,0 +1,254 @@
+"""Batch scoring: label a table of texts with a registered model, resumably, as a Prefect flow.
+
+    python -m flows.batch_predict --model models:/sentiment@champion --input new.csv --output scored.parquet
+    python -m flows.batch_predict --model models:/sentiment/3 --input new.jsonl.gz --output scored.csv \\
+        --text-column review --chunk-rows 500
+    python -m flows.batch_predict --model models:/sentiment@champion --input inbox/today.csv \\
+        --output scored/today.parquet --cron "0 3 * * *"      # serve it: every day at 03:00 UTC
+
+Input: .csv, .tsv, .jsonl or .parquet (.csv, .tsv and .jsonl may end in .gz or .bz2).
+Output, by its name: .parquet (also with no extension), .csv or .jsonl (+ .gz/.bz2). It has every
+input column, rows in the input's order, then `label`, one `score_<class>` per class and `reason`
+(CSV/TSV columns are kept as the text they are: no type guessing, so ids keep leading zeros).
+A row whose text is empty, whitespace, null or not text (a number, a nested object) is not
+scored: its label and scores are null and `reason` says why; it never stops the job.
+
+Resumable: rows are scored in chunks (shortest texts first) and each finished chunk is saved in
+<output>.parts/. A rerun after a kill, even kill -9, keeps the finished chunks when the input, the
+model version and --chunk-rows are unchanged (otherwise it starts over), then writes the output
+atomically and removes <output>.parts/.
+
+Recorded: the model version (an alias resolved to its version) in the output's metadata (Parquet:
+schema metadata key `batch_predict`; CSV/JSONL: <output>.meta.json) and as a run in the MLflow
+experiment --experiment. MLflow is $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working
+directory. With --cron this process serves the flow as a Prefect deployment (one run at a time,
+a timeout) instead of running it once; point PREFECT_API_URL at a running server.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows._hooks import notify_failure, retry_only_transient
+from mlcore.errors import UserError, entry_point
+from mlcore.scoring import batch, model_uri, rows, store
+from mlcore.scoring import output as scored
+from mlcore.scoring.model_uri import ModelRef
+from mlcore.scoring.plan import chunk_plan
+
+CHUNK_ROWS = 1000
+EXPERIMENT = "batch-scoring"
+TEXT_COLUMN = "text"
+DEPLOYMENT_NAME = "scheduled-scoring"
+TIMEOUT_S = 6 * 3600  # a day's file scores in minutes to hours on a CPU; longer than this is stuck
+
+
+class _NoTracebackForUserErrors(logging.Filter):
+    """Bad input found inside the flow: its one paragraph is the whole story (as tasks/_runner.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], UserError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+for _name in ("prefect.task_runs", "prefect.flow_runs"):
+    logging.getLogger(_name).addFilter(_NoTracebackForUserErrors())
+
+
+def _missing(err: Exception) -> bool:
+    """A model that is not there (the user's to fix), not a tracking server that is down or
+    overloaded: that stays itself, so flows._hooks sees it as transient and a retry resumes."""
+    if isinstance(err, (ConnectionError, TimeoutError)):
+        return False
+    return isinstance(err, OSError) or getattr(err, "error_code", None) in (
+        "RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+def _use_mlflow(experiment: str) -> None:
+    """MLflow where the pipeline's runs are ($MLFLOW_TRACKING_URI, else ./mlflow.db), in `experiment`."""
+    from mlcore.config import parse_config
+    from mlcore.tracking import runs
+
+    runs.configure(parse_config({"tracking": {"experiment": experiment}}))
+
+
+@task(name="resolve-model", cache_policy=NO_CACHE)
+def resolve_model(uri: str, experiment: str = EXPERIMENT) -> ModelRef:
+    """The concrete version a models:/ URI names now (other URIs are recorded as given)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    _use_mlflow(experiment)
+    ref = model_uri.parse(uri)
+    if ref.name is None:
+        if ":/" not in uri and not Path(uri).exists():  # a path, not runs:/ s3:// file:///
+            raise UserError(f"{uri}: no such model directory. Pass --model models:/<name>@<alias>, "
+                            f"models:/<name>/<version>, runs:/<run id>/model or a logged model's directory.")
+        return ref
+    client = MlflowClient()
+    try:
+        if ref.alias:
+            return ref.resolved(client.get_model_version_by_alias(ref.name, ref.alias).version)
+        return ref.resolved(client.get_model_version(ref.name, ref.version).version) if ref.version else ref
+    except MlflowException as err:
+        if not _missing(err):
+            raise
+        raise UserError(f"{uri}: not found in the MLflow registry at {client.tracking_uri} ({err.message}). "
+                        f"Check the model name and alias or version (`mlflow models` or the MLflow UI lists "
+                        f"them), or set MLFLOW_TRACKING_URI to the registry that holds it.") from None
+
+
+def _load(ref: ModelRef):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        with warnings.catch_warnings():
+            # MLflow advises type hints on predict() at every load, in a filter context of its own
+            # that a filterwarnings here cannot reach; predict() takes frames, series and lists on
+            # purpose (registry.py), so the advice is dropped where it is shown.
+            shown = warnings.showwarning
+            warnings.showwarning = lambda message, *rest, **kw: (
+                None if "type hints to the `predict` method" in str(message) else shown(message, *rest, **kw))
+            return mlflow.pyfunc.load_model(ref.load_uri)
+    except (MlflowException, OSError) as err:
+        if not _missing(err):
+            raise
+        raise UserError(f"{ref.uri}: the model could not be loaded from {ref.load_uri}: {err}. Check the URI "
+                        f"and that its artifacts are reachable from this machine.") from None
+
+
+@task(name="read-input", cache_policy=NO_CACHE)
+def read_input(path: str, text_column: str) -> rows.Rows:
+    return rows.read_rows(path, text_column)
+
+
+@task(name="score", cache_policy=NO_CACHE)
+def score(ref: ModelRef, data: rows.Rows, out: str, chunk_rows: int) -> tuple:
+    texts = data.good
+    plan = chunk_plan(texts, chunk_rows)
+    chunks = store.ChunkStore(store.parts_dir(out), store.manifest(
+        data.digest, len(data.table), data.text_column, ref.identity, chunk_rows, len(plan)))
+    done = chunks.open()
+    if done:
+        print(f"resuming: {len(done)} of {len(plan)} chunks were already scored in {chunks.directory}")
+    model = functools.cache(lambda: _load(ref))  # loaded once, and only if something is left to score
+
+    def predict(frame):
+        return model().predict(frame, params={"return_scores": True})
+
+    progress = batch.score_chunks(texts, plan, chunks, predict, ref.uri)
+    results = chunks.load()
+    return results, batch.result_columns(results, lambda: predict, ref.uri), progress
+
+
+@task(name="write-output", cache_policy=NO_CACHE)
+def write_output(data: rows.Rows, results, columns: list[str], ref: ModelRef, out: str) -> dict:
+    meta = scored.metadata(data, ref, out, columns)
+    scored.write_scored(scored.assemble(data, results, columns), out, meta)
+    return meta
+
+
+@task(name="record-run", cache_policy=NO_CACHE)
+def record_run(meta: dict, progress: batch.Progress, chunk_rows: int, experiment: str) -> str:
+    import mlflow
+
+    from mlcore.tracking import runs
+
+    _use_mlflow(experiment)
+    tags = {"pipeline.role": "batch-scoring", **runs.owner_tags()}
+    with mlflow.start_run(run_name=f"score {Path(meta['input']).name}", tags=tags) as run:
+        runs.log_params({"model_uri": meta["model_uri"], "model_version": meta["model_version"],
+                         "input": meta["input"], "output": meta["output"], "chunk_rows": chunk_rows})
+        runs.log_metrics({"rows": meta["rows"], "bad_rows": meta["bad_rows"], "rows_per_s": progress.rows_per_s,
+                          "resumed_chunks": progress.resumed})
+        mlflow.log_dict(meta, "batch_predict.json")
+    return run.info.run_id
+
+
+@flow(name="batch-scoring", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
+@retry_only_transient
+def batch_scoring(model: str, input: str, output: str, text_column: str = TEXT_COLUMN,
+                  chunk_rows: int = CHUNK_ROWS, experiment: str = EXPERIMENT) -> dict:
+    ref = resolve_model(model, experiment)
+    data = read_input(input, text_column)
+    results, columns, progress = score(ref, data, output, chunk_rows)
+    meta = write_output(data, results, columns, ref, output)
+    run_id = record_run(meta, progress, chunk_rows, experiment)
+    store.remove_parts(output)  # only now: a run that fails to record reruns from its chunks
+    return {**meta, "mlflow_run_id": run_id, "rows_per_s": progress.rows_per_s}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m flows.batch_predict", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, metavar="URI",
+                        help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/model or a path")
+    parser.add_argument("--input", required=True, metavar="FILE", help="the table to score (.csv/.tsv/.jsonl/.parquet)")
+    parser.add_argument("--output", required=True, metavar="FILE",
+                        help="the scored table; its extension picks the format (.parquet, .csv or .jsonl)")
+    parser.add_argument("--text-column", default=TEXT_COLUMN, metavar="NAME",
+                        help=f"the column to score (default: {TEXT_COLUMN})")
+    parser.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS, metavar="N",
+                        help=f"rows per saved chunk: the most a kill can lose (default: {CHUNK_ROWS})")
+    parser.add_argument("--experiment", default=EXPERIMENT, metavar="NAME",
+                        help=f"MLflow experiment of the scoring runs (default: {EXPERIMENT})")
+    parser.add_argument("--cron", metavar="SCHEDULE",
+                        help="serve as a Prefect deployment on this cron schedule (UTC), e.g. '0 3 * * *'; "
+                             "without it, score once and exit")
+    parser.add_argument("--name", default=DEPLOYMENT_NAME, help=f"with --cron: deployment name (default: "
+                                                                f"{DEPLOYMENT_NAME})")
+    parser.add_argument("--timeout", type=int, default=TIMEOUT_S, metavar="SECONDS",
+                        help=f"with --cron: fail a run that takes longer (default: {TIMEOUT_S}, 6 h)")
+    return parser
+
+
+def scheduled(parameters: dict, cron: str, name: str = DEPLOYMENT_NAME, timeout: int = TIMEOUT_S):
+    """The flow on a cron schedule, with the policy of flows/deploy.py: one run at a time (an
+    overlapping run is cancelled), retries of transient failures only (a retry resumes from the
+    chunks), and a timeout."""
+    from flows.deploy import Scheduled
+
+    return Scheduled(batch_scoring, name=name, cron=cron, parameters=parameters, tags=["batch-scoring"],
+                     description=f"Score {parameters['input']} with {parameters['model']} into "
+                                 f"{parameters['output']}.", timeout=timeout)
+
+
+@entry_point
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.chunk_rows < 1 or args.timeout <= 0:
+        parser.error("--chunk-rows and --timeout must be positive")
+    scored.output_format(args.output)  # a name with no format fails now, not after the scoring
+    parameters = dict(model=args.model, input=args.input, output=args.output, text_column=args.text_column,
+                      chunk_rows=args.chunk_rows, experiment=args.experiment)
+    if args.cron:
+        from flows.deploy import serve_all
+
+        serve_all(scheduled(parameters, args.cron, args.name, args.timeout))
+        return 0
+    from tasks._process import exit_on_sigterm
+
+    exit_on_sigterm()
+    # Checked before Prefect starts: bad input, a missing column or an unknown model costs
+    # seconds and leaves no flow run. The flow checks again, as a deployment runs it directly.
+    read_input.fn(args.input, args.text_column)
+    resolve_model.fn(args.model, args.experiment)
+    meta = batch_scoring(**parameters)
+    version = f" (version {meta['model_version']})" if meta["model_version"] else ""
+    print(f"scored {meta['scored']} of {meta['rows']} rows ({meta['bad_rows']} not scored: see `reason`) with "
+          f"{meta['model_uri']}{version} -> {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
