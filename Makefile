@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install data run lint test test-fast ui-mlflow ui-prefect serve clean
+.PHONY: install data run lint test test-fast ui-mlflow ui-prefect serve serve-model clean
 
 install: $(STAMP)
 
@@ -53,6 +53,21 @@ test-fast: lint
 serve: export PREFECT_API_URL ?= http://127.0.0.1:4200/api
 serve: $(STAMP)
 	$(BIN)/python -m flows.deploy $(SERVE_ARGS)
+
+# The registered model's @champion as a REST endpoint (POST /invocations, GET /ping), from the
+# store the pipeline registers in: tracking.mlflow_uri, else $MLFLOW_TRACKING_URI, else
+# sqlite:///mlflow.db. Loopback unless told: make serve-model SERVE_HOST=0.0.0.0 SERVE_PORT=8080.
+# The alias is resolved at start: restart after a promotion.
+SERVE_HOST ?= 127.0.0.1
+SERVE_PORT ?= 5001
+serve-model: export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
+serve-model: $(STAMP)
+	@store="$$($(BIN)/python -m mlcore.config --get tracking.mlflow_uri)" && \
+	name="$$($(BIN)/python -m mlcore.config --get register.model_name)" && \
+	export MLFLOW_TRACKING_URI="$$store" && \
+	model="$$($(BIN)/python -m mlcore.tracking.serving "$$name")" && \
+	echo "serving $$model from $$store at http://$(SERVE_HOST):$(SERVE_PORT)/invocations" && \
+	exec $(BIN)/mlflow models serve -m "$$model" --env-manager local --host $(SERVE_HOST) --port $(SERVE_PORT)
 
 ui-mlflow: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

