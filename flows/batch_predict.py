@@ -30,18 +30,18 @@ import argparse
 import functools
 import logging
 import sys
-import warnings
-from pathlib import Path
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows._hooks import notify_failure, retry_only_transient
 from mlcore.errors import UserError, entry_point
-from mlcore.scoring import batch, model_uri, rows, store
+from mlcore.scoring import batch, rows, store
 from mlcore.scoring import output as scored
 from mlcore.scoring.model_uri import ModelRef
 from mlcore.scoring.plan import chunk_plan
+from mlcore.tracking import scoring as tracking
+from mlcore.tracking.scoring import load as _load
 
 CHUNK_ROWS = 1000
 EXPERIMENT = "batch-scoring"
@@ -63,67 +63,11 @@ for _name in ("prefect.task_runs", "prefect.flow_runs"):
     logging.getLogger(_name).addFilter(_NoTracebackForUserErrors())
 
 
-def _missing(err: Exception) -> bool:
-    """A model that is not there (the user's to fix), not a tracking server that is down or
-    overloaded: that stays itself, so flows._hooks sees it as transient and a retry resumes."""
-    if isinstance(err, (ConnectionError, TimeoutError)):
-        return False
-    return isinstance(err, OSError) or getattr(err, "error_code", None) in (
-        "RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
-
-
-def _use_mlflow(experiment: str) -> None:
-    """MLflow where the pipeline's runs are ($MLFLOW_TRACKING_URI, else ./mlflow.db), in `experiment`."""
-    from mlcore.config import parse_config
-    from mlcore.tracking import runs
-
-    runs.configure(parse_config({"tracking": {"experiment": experiment}}))
-
-
 @task(name="resolve-model", cache_policy=NO_CACHE)
 def resolve_model(uri: str, experiment: str = EXPERIMENT) -> ModelRef:
     """The concrete version a models:/ URI names now (other URIs are recorded as given)."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    _use_mlflow(experiment)
-    ref = model_uri.parse(uri)
-    if ref.name is None:
-        if ":/" not in uri and not Path(uri).exists():  # a path, not runs:/ s3:// file:///
-            raise UserError(f"{uri}: no such model directory. Pass --model models:/<name>@<alias>, "
-                            f"models:/<name>/<version>, runs:/<run id>/model or a logged model's directory.")
-        return ref
-    client = MlflowClient()
-    try:
-        if ref.alias:
-            return ref.resolved(client.get_model_version_by_alias(ref.name, ref.alias).version)
-        return ref.resolved(client.get_model_version(ref.name, ref.version).version) if ref.version else ref
-    except MlflowException as err:
-        if not _missing(err):
-            raise
-        raise UserError(f"{uri}: not found in the MLflow registry at {client.tracking_uri} ({err.message}). "
-                        f"Check the model name and alias or version (`mlflow models` or the MLflow UI lists "
-                        f"them), or set MLFLOW_TRACKING_URI to the registry that holds it.") from None
-
-
-def _load(ref: ModelRef):
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        with warnings.catch_warnings():
-            # MLflow advises type hints on predict() at every load, in a filter context of its own
-            # that a filterwarnings here cannot reach; predict() takes frames, series and lists on
-            # purpose (registry.py), so the advice is dropped where it is shown.
-            shown = warnings.showwarning
-            warnings.showwarning = lambda message, *rest, **kw: (
-                None if "type hints to the `predict` method" in str(message) else shown(message, *rest, **kw))
-            return mlflow.pyfunc.load_model(ref.load_uri)
-    except (MlflowException, OSError) as err:
-        if not _missing(err):
-            raise
-        raise UserError(f"{ref.uri}: the model could not be loaded from {ref.load_uri}: {err}. Check the URI "
-                        f"and that its artifacts are reachable from this machine.") from None
+    tracking.use_experiment(experiment)
+    return tracking.resolve(uri)
 
 
 @task(name="read-input", cache_policy=NO_CACHE)
@@ -159,19 +103,7 @@ def write_output(data: rows.Rows, results, columns: list[str], ref: ModelRef, ou
 
 @task(name="record-run", cache_policy=NO_CACHE)
 def record_run(meta: dict, progress: batch.Progress, chunk_rows: int, experiment: str) -> str:
-    import mlflow
-
-    from mlcore.tracking import runs
-
-    _use_mlflow(experiment)
-    tags = {"pipeline.role": "batch-scoring", **runs.owner_tags()}
-    with mlflow.start_run(run_name=f"score {Path(meta['input']).name}", tags=tags) as run:
-        runs.log_params({"model_uri": meta["model_uri"], "model_version": meta["model_version"],
-                         "input": meta["input"], "output": meta["output"], "chunk_rows": chunk_rows})
-        runs.log_metrics({"rows": meta["rows"], "bad_rows": meta["bad_rows"], "rows_per_s": progress.rows_per_s,
-                          "resumed_chunks": progress.resumed})
-        mlflow.log_dict(meta, "batch_predict.json")
-    return run.info.run_id
+    return tracking.record(meta, progress, chunk_rows, experiment)
 
 
 @flow(name="batch-scoring", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])

@@ -32,7 +32,7 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     with runs.stage_run(cfg, STAGE, parent_run_id) as active:
         runs.log_params(r.model_dump())
         runs.log_metrics({f"test_{k}": v for k, v in metrics.items()})
-        runs.log_datasets(splits, P.SPLITS)
+        runs.log_datasets(splits, P.SPLITS, also_run_id=parent_run_id)
         tags = lineage.version_tags(cfg, pipeline_run_id=parent_run_id, pretrain=card.pretrain,
                                     finetune=card.finetune, best=card.best, test_digest=card.test_digest)
         record, text = registration.register(registration.Request(
@@ -41,7 +41,7 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
             audit.actor(f"register stage, pipeline run {parent_run_id or 'none (dvc repro)'}")))
         record["run_id"] = active.info.run_id
         runs.set_tags({"registered.version": record["version"], "registered.alias": record["alias"],
-                       "gate.reason": record["reason"]})
+                       "gate.reason": record["reason"], "mlflow.note.content": model_card.first_paragraph(text)})
         _io.write_text(P.MODEL_CARD, text)
         _io.write_json(P.REGISTRATION, record)
     print(f"register: {r.model_name} version {record['version']} -> @{record['alias']} ({record['reason']})")

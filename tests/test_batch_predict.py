@@ -19,6 +19,7 @@ import pytest
 from flows import batch_predict as bp
 from mlcore.scoring import batch, model_uri, output, rows, store
 from mlcore.scoring.plan import chunk_plan
+from mlcore.tracking import scoring as tracking_scoring
 from tests.conftest import make_reviews
 
 NAME = "tiny-scorer"
@@ -55,7 +56,8 @@ def registry(tiny_base_dir, tmp_path_factory):
             first = reg.log_classifier(root / "classifier", ["a great film", "a dull mess"], ["fresh", "rotten"], NAME)
         mlflow.register_model(first.source, NAME)  # version 2, the latest
         MlflowClient().set_registered_model_alias(NAME, "champion", first.version)
-        yield SimpleNamespace(uri=uri, version=str(first.version), model=bp._load(model_uri.parse(f"models:/{NAME}/1")))
+        model = tracking_scoring.load(model_uri.parse(f"models:/{NAME}/1"))
+        yield SimpleNamespace(uri=uri, version=str(first.version), model=model)
 
 
 @pytest.fixture

@@ -88,6 +88,10 @@ def test_flow_dvc_registry_and_gate(tiny_project, prefect_api, set_params):
     assert parent.info.status == "FINISHED"
     assert all(parent.data.tags[f"stage.{s}"] == "ran" for s in STAGES)
     assert parent.data.tags["git.commit"] != "unknown" and len(parent.data.tags["data.raw_dvc_md5"]) == 32
+    # the runs list's Dataset column: the pipeline run carries the splits too; the version its run id
+    inputs = client.get_run(parent.info.run_id).inputs.dataset_inputs
+    assert {d.dataset.name for d in inputs} == {"train", "val", "test"}
+    assert client.get_model_version("tiny-sentiment", "1").tags["run.pipeline"] == parent.info.run_id
     stages = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(r.info.run_name for r in stages) == sorted(STAGES)
     search_run = next(r for r in stages if r.info.run_name == "search")
@@ -106,6 +110,9 @@ def test_flow_dvc_registry_and_gate(tiny_project, prefect_api, set_params):
     assert str(client.get_model_version_by_alias("tiny-sentiment", "challenger").version) == "2"
     assert str(client.get_model_version_by_alias("tiny-sentiment", "champion").version) == "1"
     assert json.loads(dvc("status", "--json")) == {}
+    # the gate scored version 1 again on this run's test rows (the split is the same here)
+    v2 = client.get_model_version("tiny-sentiment", "2").tags
+    assert v2["gate.champion_version"] == "1" and "gate.champion_value_same_rows" in v2
 
     # 7. `dvc repro` reruns exactly the changed stage and the stages downstream of it.
     set_params(finetune={"epochs": 2})

@@ -1,4 +1,4 @@
-"""What a model URI names. Resolving an alias to its version is MLflow's (the flow does it);
+"""What a model URI names. Resolving an alias to its version is MLflow's (mlcore/tracking/scoring.py does it);
 parsing the URI is not, so it lives here and is tested without a registry."""
 from __future__ import annotations
 

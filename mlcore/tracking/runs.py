@@ -167,9 +167,10 @@ def set_tags(tags: dict) -> None:
 _CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}
 
 
-def log_datasets(splits: dict, directory: str | Path) -> None:
+def log_datasets(splits: dict, directory: str | Path, also_run_id: str | None = None) -> None:
     """Log each split (a DataFrame with text and label) as an MLflow dataset input of the active
-    run, with its digest and its file (`<directory>/<name>.parquet`) as the source."""
+    run (and of `also_run_id`: the pipeline run, whose row the runs list shows first), with its
+    digest and its file (`<directory>/<name>.parquet`) as the source."""
     if not distributed.is_main() or mlflow.active_run() is None:
         return
     from mlflow import data as datasets  # imported here: dataset machinery the other calls never need
@@ -181,6 +182,18 @@ def log_datasets(splits: dict, directory: str | Path) -> None:
             dataset = datasets.from_pandas(frame[columns], source=str(Path(directory) / f"{name}.parquet"),
                                            name=name, targets="label" if "label" in columns else None)
         mlflow.log_input(dataset, context=_CONTEXTS.get(name, name))
+        if also_run_id:
+            MlflowClient().log_inputs(also_run_id, [_dataset_input(dataset, _CONTEXTS.get(name, name))])
+
+
+def _dataset_input(dataset, context: str):
+    """The dataset as a run input with its context, for a run that is not the active one."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    fields = dataset.to_dict()
+    entity = Dataset(name=fields["name"], digest=fields["digest"], source_type=fields["source_type"],
+                     source=fields["source"], schema=fields.get("schema"), profile=fields.get("profile"))
+    return DatasetInput(entity, [InputTag("mlflow.data.context", context)])
 
 
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
