@@ -318,3 +318,18 @@ def test_a_killed_run_resumes_from_its_last_chunk_and_matches_a_clean_run(regist
     resumed, clean = pd.read_parquet(out), pd.read_parquet(workdir / "clean.parquet")
     assert list(resumed["id"]) == [str(i) for i in range(2000)]  # CSV columns are read as the text they are
     pd.testing.assert_frame_equal(resumed, clean, check_exact=False, rtol=1e-5)
+
+
+def test_input_columns_named_like_the_outputs_are_kept_under_another_name(tmp_path, capsys):
+    """A labelled file (its own `label`, even a `score_*`) is scored, its columns kept as input_<name>."""
+    path = tmp_path / "labelled.csv"
+    pd.DataFrame({"text": ["good film", ""], "label": ["fresh", "rotten"], "score_fresh": ["1", "0"],
+                  "input_label": ["x", "y"]}).to_csv(path, index=False)
+    data = rows.read_rows(path)
+    assert set(data.table.columns) == {"text", "input_label", "input_score_fresh", "input_input_label"}
+    assert list(data.table["input_input_label"]) == ["fresh", "rotten"]  # `input_label` was taken: prefixed again
+    assert list(data.table["input_label"]) == ["x", "y"] and list(data.good) == ["good film"]
+    assert "'label' is kept as 'input_input_label'" in capsys.readouterr().out
+    (tmp_path / "t.csv").write_text("label\nawful\n")
+    named_label = rows.read_rows(tmp_path / "t.csv", "label")  # the text column itself named `label`
+    assert named_label.text_column == "input_label" and list(named_label.good) == ["awful"]

@@ -84,19 +84,29 @@ def reason(value) -> str | None:
     return f"not text: a {type(value).__name__}"
 
 
-def check_columns(table: pd.DataFrame, path: Path, text_column: str) -> None:
+def check_columns(table: pd.DataFrame, path: Path, text_column: str) -> tuple[pd.DataFrame, dict]:
+    """The table, its input columns that the predictions would overwrite (a labelled file's own
+    `label`, say) kept under `input_<name>`: the output's columns stay the same for every input."""
     if text_column not in table.columns:
         raise UserError(f"{path}: has no column {text_column!r} to score. Its columns are "
                         f"{[str(c) for c in table.columns]}; pass --text-column with the one that holds the text.")
-    taken = [str(c) for c in table.columns if c in ADDED or str(c).startswith(SCORE_PREFIX)]
-    if taken:
-        raise UserError(f"{path}: column(s) {taken} would be overwritten by the predictions (the output adds "
-                        f"'label', 'reason' and one '{SCORE_PREFIX}<class>' per class). Rename them in the input.")
+    renames = {}
+    for column in table.columns:
+        if column in ADDED or str(column).startswith(SCORE_PREFIX):
+            new = f"input_{column}"
+            while new in table.columns or new in renames.values():
+                new = f"input_{new}"
+            renames[column] = new
+    if renames:
+        print(f"{path}: the predictions add {list(ADDED)} and '{SCORE_PREFIX}<class>' columns; the input's own "
+              f"{', '.join(f'{k!r} is kept as {v!r}' for k, v in renames.items())}")
+    return table.rename(columns=renames), renames
 
 
 def read_rows(path: str | Path, text_column: str = "text") -> Rows:
     path = Path(path)
     table = read_table(path).reset_index(drop=True)
-    check_columns(table, path, text_column)
+    table, renames = check_columns(table, path, text_column)
+    text_column = renames.get(text_column, text_column)  # a text column named like an output is scored as kept
     reasons = table[text_column].map(reason, na_action=None).astype(object)
     return Rows(path, table, text_column, reasons.where(reasons.notna(), None), file_md5(path))

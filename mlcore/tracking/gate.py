@@ -7,7 +7,6 @@ is kept only as history (`stored_value`).
 """
 from __future__ import annotations
 
-import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -16,6 +15,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from mlcore.metrics import classification_report
+from mlcore.tracking.advice import without_type_hint_advice
 
 STORED_METRIC_TAG = "test_{metric}"
 
@@ -41,8 +41,7 @@ def score_champion(name: str, texts: list[str], labels: list[str], label_names: 
     try:
         import mlflow.pyfunc
 
-        with warnings.catch_warnings():  # its predict takes DataFrames, Series and lists on purpose
-            warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
+        with without_type_hint_advice():
             model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
         scored = model.predict(pd.DataFrame({"text": texts}), params={"return_scores": True})
     except Exception as err:  # noqa: BLE001 - any failure of an old model is a finding, not a crash

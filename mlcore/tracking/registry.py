@@ -1,7 +1,6 @@
 """Logging the classifier as a pyfunc model and gating the `champion` alias on a metric (and the baseline)."""
 from __future__ import annotations
 
-import warnings
 from importlib.metadata import version
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from mlcore.tracking import audit
+from mlcore.tracking.advice import without_type_hint_advice
 from mlcore.tracking.gate import ChampionScore
 from mlcore.tracking.promotion import Decision
 
@@ -49,10 +49,7 @@ def log_classifier(model_dir: Path, example_texts: list[str], labels: list[str],
     signature = infer_signature(example, output, params={"return_scores": False})
     packages = ("torch", "transformers", "tokenizers", "safetensors", "pandas", "numpy")
     reqs = [f"{pkg}=={version(pkg)}" for pkg in packages]
-    with warnings.catch_warnings():
-        # predict() accepts DataFrames, Series and lists on purpose; the explicit signature
-        # documents the input, so MLflow's "add type hints" advice does not apply.
-        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
+    with without_type_hint_advice():
         info = _log(model_dir, example, signature, reqs, extra_artifacts or {})
     all_tags = {**(tags or {}), **({SOURCE_TAG: digest} if digest else {})}
     return mlflow.register_model(info.model_uri, registered_name, tags=all_tags or None)

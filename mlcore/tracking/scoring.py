@@ -5,13 +5,13 @@ MLflow is imported at call time, so importing this module (and the flow, for --h
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlcore.errors import UserError
 from mlcore.scoring import model_uri
 from mlcore.scoring.model_uri import ModelRef
+from mlcore.tracking.advice import without_type_hint_advice
 
 if TYPE_CHECKING:
     from mlcore.scoring.batch import Progress
@@ -68,13 +68,7 @@ def load(ref: ModelRef):
     from mlflow.exceptions import MlflowException
 
     try:
-        with warnings.catch_warnings():
-            # MLflow advises type hints on predict() at every load, in a filter context of its own
-            # that a filterwarnings here cannot reach; predict() takes frames, series and lists on
-            # purpose (registry.py), so the advice is dropped where it is shown.
-            shown = warnings.showwarning
-            warnings.showwarning = lambda message, *rest, **kw: (
-                None if "type hints to the `predict` method" in str(message) else shown(message, *rest, **kw))
+        with without_type_hint_advice():
             return mlflow.pyfunc.load_model(ref.load_uri)
     except (MlflowException, OSError) as err:
         if not missing(err):

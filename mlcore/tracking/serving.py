@@ -42,13 +42,14 @@ def champion_uri(name: str, alias: str = ALIAS) -> str:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    store = mlflow.get_tracking_uri()
+    # the environment first: that is the store `mlflow models serve` will read, whatever this process set
+    store = os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
     fix = ("`make run` trains and registers one (the register stage sets @champion when the model passes its "
            "gate); if it was registered elsewhere, point MLFLOW_TRACKING_URI (or tracking.mlflow_uri) at that store.")
     # Opening a missing SQLite store would create an empty one: say so instead.
     if store.startswith(SQLITE) and not Path(store.removeprefix(SQLITE)).is_file():
         raise UserError(f"No MLflow store at {store} (no such file), so no model {name!r} to serve. {fix}")
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri=store)
     try:
         aliases = client.get_registered_model(name).aliases
     except MlflowException:
