@@ -13,7 +13,10 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install data run lint test test-fast ui-mlflow ui-prefect serve serve-model clean
 
+# The link behind pretrain's DVC dependency on the checkpoint (mlcore/models/checkpoint_link.py):
+# `dvc status` and `dvc repro` need it in every checkout, so installing makes it.
 install: $(STAMP)
+	$(BIN)/python -m mlcore.models.checkpoint_link params.yaml
 
 # torch goes first so that the resolver never reaches for a CUDA build.
 $(STAMP): pyproject.toml constraints.txt
@@ -28,6 +31,7 @@ data: $(STAMP)
 	$(BIN)/python -m mlcore.config --validate params.yaml
 	$(BIN)/python -m tasks._workspace
 	$(BIN)/python -m mlcore.data.sample $(RAW)
+	$(BIN)/python -m mlcore.models.checkpoint_link params.yaml
 	$(BIN)/dvc add --quiet $(RAW) || { $(BIN)/dvc add $(RAW); exit 1; }
 
 # After a successful run, the data and every stage output go to the DVC remote (by default

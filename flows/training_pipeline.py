@@ -15,6 +15,7 @@ import sys
 
 from mlcore.config import STAGES, load_config
 from mlcore.errors import entry_point
+from mlcore.models import checkpoint_link
 from tasks import _dvc_state
 from tasks._process import exit_on_sigterm
 from tasks._workspace import workspace_lock
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     # Taken here, before Prefect starts its server, so a refused run costs seconds and leaves
     # no flow run behind; the flow takes it again (a no-op here) as deployments run it.
     with workspace_lock(FLOW_HOLDER, wait=args.wait, hold_dvc=True):
+        checkpoint_link.refresh(cfg.pretrain.init_from)  # pretrain's DVC dependency on the checkpoint's files
         if not args.force and not _dvc_state.out_of_date():
             # Safe to skip the flow: every stage task would ask DVC the same question and skip.
             # What is skipped is orchestration only: importing the stages (torch, transformers,

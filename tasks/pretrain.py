@@ -15,7 +15,7 @@ from mlcore.data.hashing import files_digest
 from mlcore.engine import distributed
 from mlcore.engine.batching import choose_max_length, encode
 from mlcore.engine.device import configure_threads, resolve_device, seed_everything
-from mlcore.models import mlm, modeling, wordpiece
+from mlcore.models import checkpoint_link, mlm, modeling, wordpiece
 from mlcore.tracking import runs
 from tasks import _io
 from tasks import _paths as P
@@ -30,7 +30,7 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     configure_threads(cfg.runtime.num_threads)
     device = distributed.setup(resolve_device(cfg.device()))
     seed_everything(p.seed)
-    settings = to_settings(p)
+    settings, _ = to_settings(p), checkpoint_link.refresh(p.init_from)  # dvc.lock then hashes this checkpoint
     # Training text plus the unlabelled text; val and test stay unseen by pretraining.
     train_texts = pd.concat([_io.read_split(P.TRAIN)["text"], _io.read_split(P.UNLABELLED)["text"]]).tolist()
     val_texts = _io.read_split(P.VAL)["text"].tolist()

@@ -96,6 +96,9 @@ def copy_project(dest: Path) -> Path:
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.exists():
             shutil.copy2(src, dest / name)
+    from mlcore.models import checkpoint_link
+
+    checkpoint_link.refresh(None, root=dest)  # pretrain's DVC dependency exists before any `dvc repro`
     (dest / ".dvc").mkdir()
     shutil.copy2(ROOT / ".dvc" / "config", dest / ".dvc" / "config")
     shutil.copy2(ROOT / ".dvc" / ".gitignore", dest / ".dvc" / ".gitignore")
@@ -159,7 +162,6 @@ def run_two_worker_search(storage: str | None = None, in_flow: bool = False):
     import json
 
     import optuna
-
     from mlcore.config import load_config
     from mlcore.search import studies
     from tasks import _paths as P
