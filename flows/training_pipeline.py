@@ -11,7 +11,9 @@ with --wait.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from mlcore.config import STAGES, load_config
 from mlcore.errors import entry_point
@@ -21,6 +23,10 @@ from tasks._process import exit_on_sigterm
 from tasks._workspace import workspace_lock
 
 FLOW_HOLDER = "the training-pipeline flow"  # flows.training_flow says the same
+# There while a flow run started here has not ended. A kill leaves it, and the next run then goes
+# through the flow even with nothing out of date: the flow's recovery marks the dead run CRASHED
+# in Prefect (a kill after the last stage's commit would otherwise leave it RUNNING for good).
+STARTED = Path(".checkpoints/flow-run.started")
 
 
 @entry_point
@@ -37,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     # no flow run behind; the flow takes it again (a no-op here) as deployments run it.
     with workspace_lock(FLOW_HOLDER, wait=args.wait, hold_dvc=True):
         checkpoint_link.refresh(cfg.pretrain.init_from)  # pretrain's DVC dependency on the checkpoint's files
-        if not args.force and not _dvc_state.out_of_date():
+        if not args.force and not STARTED.exists() and not _dvc_state.out_of_date():
             # Safe to skip the flow: every stage task would ask DVC the same question and skip.
             # What is skipped is orchestration only: importing the stages (torch, transformers,
             # Prefect, MLflow), Prefect's server and a pipeline MLflow run recording six skips.
@@ -50,7 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         from flows.training_flow import training_pipeline
 
         check_inputs(cfg)
-        results = training_pipeline(args.params, args.force, args.wait)
+        STARTED.parent.mkdir(parents=True, exist_ok=True)
+        STARTED.write_text(f"{os.getpid()}\n")
+        try:
+            results = training_pipeline(args.params, args.force, args.wait)
+        finally:
+            STARTED.unlink(missing_ok=True)
     print(summary(cfg, results))
     return 0
 
