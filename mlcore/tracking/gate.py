@@ -36,22 +36,23 @@ def score_champion(name: str, texts: list[str], labels: list[str], label_names: 
         version = client.get_model_version_by_alias(name, "champion")
     except MlflowException:
         return ChampionScore(None, None, None)
+    number = str(version.version)  # MLflow returns it as an int or a str depending on the call
     stored = version.tags.get(STORED_METRIC_TAG.format(metric=metric))
     stored_value = float(stored) if stored is not None else None
     try:
         import mlflow.pyfunc
 
         with without_type_hint_advice():
-            model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
+            model = mlflow.pyfunc.load_model(f"models:/{name}/{number}")
         scored = model.predict(pd.DataFrame({"text": texts}), params={"return_scores": True})
     except Exception as err:  # noqa: BLE001 - any failure of an old model is a finding, not a crash
-        return ChampionScore(version.version, None, stored_value, f"could not load or score it: {_short(err)}")
+        return ChampionScore(number, None, stored_value, f"could not load or score it: {_short(err)}")
     theirs = sorted(c.removeprefix("score_") for c in scored.columns if c.startswith("score_"))
     if theirs != sorted(label_names):
-        return ChampionScore(version.version, None, stored_value,
+        return ChampionScore(number, None, stored_value,
                              f"its labels {theirs} differ from this run's {sorted(label_names)}")
     value = metric_on(list(scored["label"]), labels, label_names, metric)
-    return ChampionScore(version.version, value, stored_value)
+    return ChampionScore(number, value, stored_value)
 
 
 def metric_on(predicted: list[str], actual: list[str], label_names: list[str], metric: str) -> float:
