@@ -68,6 +68,7 @@ def test_gate_rescoring_lineage_card_audit_and_rollback(tiny_project, set_params
     # A rerun of register (a killed one, or a forced one) finds its version: still champion, no new audit line.
     assert register.run(cfg) == {"version": "1", "alias": "champion"}
     assert len(audit.read(client, NAME)) == 1 and json.loads(P.REGISTRATION.read_text())["alias"] == "champion"
+    assert client.get_model_version(NAME, "1").tags["gate.reason"] == v1.tags["gate.reason"]  # its own, kept
 
     # The champion's stored metric (0.99) came from another split. The gate scores it again on these
     # rows: a new model just above that score wins although it is below the stored one.

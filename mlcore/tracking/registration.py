@@ -37,7 +37,9 @@ def register(req: Request) -> tuple[dict, str]:
     baseline = req.card.metrics.get(f"baseline_{req.metric}")
     existing = registry.find_version(req.name, req.digest)
     champion = gate.score_champion(req.name, req.test_texts, req.test_labels, labels, req.metric)
-    decision = _decide(req, client, champion, existing, value, baseline)
+    if existing is not None and champion.version == existing:  # a register rerun: its version already won
+        return _as_registered(req, client, existing, value, baseline)
+    decision = _decide(req, champion, value, baseline)
     record = _record(req, decision, champion, value, baseline)
     req.card.decision = record
     card = model_card.render(req.card)
@@ -61,11 +63,26 @@ def register(req: Request) -> tuple[dict, str]:
     return record, card
 
 
-def _decide(req: Request, client: MlflowClient, champion: gate.ChampionScore, existing: str | None,
-            value: float, baseline: float | None) -> Decision:
-    if existing is not None and champion.version == existing:  # a killed register, rerun: it already won
-        return Decision("champion", client.get_model_version(req.name, existing).tags.get(
-            registry.REASON_TAG, "champion"))
+def _as_registered(req: Request, client: MlflowClient, version_: str, value: float,
+                   baseline: float | None) -> tuple[dict, str]:
+    """The record and card of a version that is already the champion, from what its own
+    registration tagged: nothing in the registry changes, and no audit line is added."""
+    tags = client.get_model_version(req.name, version_).tags
+    stored = tags.get("gate.champion_stored_value")
+    compared = gate.ChampionScore(
+        tags.get("gate.champion_version"), _number(tags.get("gate.champion_value_same_rows")),
+        _number(stored), tags.get("gate.champion_unscored"))
+    record = _record(req, Decision("champion", tags.get(registry.REASON_TAG, "champion")), compared, value, baseline)
+    req.card.decision = record
+    record |= {"version": str(version_), "model_uri": f"models:/{req.name}@champion"}
+    return record, model_card.render(req.card)
+
+
+def _number(text: str | None) -> float | None:
+    return None if text in (None, "None") else float(text)
+
+
+def _decide(req: Request, champion: gate.ChampionScore, value: float, baseline: float | None) -> Decision:
     decision = decide(req.metric, value, champion.value, req.min_delta, baseline, req.require_beat_baseline)
     if champion.version is not None and champion.value is None:
         reason = decision.reason.replace("no champion yet", "no comparable champion", 1)
