@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import sys
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows._hooks import notify_failure, retry_only_transient
-from mlcore.errors import UserError, entry_point
+from mlcore.errors import entry_point, quiet_user_error_tracebacks
 from mlcore.scoring import batch, rows, store
 from mlcore.scoring import output as scored
 from mlcore.scoring.model_uri import ModelRef
@@ -50,17 +49,7 @@ DEPLOYMENT_NAME = "scheduled-scoring"
 TIMEOUT_S = 6 * 3600  # a day's file scores in minutes to hours on a CPU; longer than this is stuck
 
 
-class _NoTracebackForUserErrors(logging.Filter):
-    """Bad input found inside the flow: its one paragraph is the whole story (as tasks/_runner.py)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], UserError):
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
-for _name in ("prefect.task_runs", "prefect.flow_runs"):
-    logging.getLogger(_name).addFilter(_NoTracebackForUserErrors())
+quiet_user_error_tracebacks()  # bad input inside a flow: its one paragraph, no traceback
 
 
 @task(name="resolve-model", cache_policy=NO_CACHE)

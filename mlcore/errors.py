@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import logging
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -101,3 +102,21 @@ def _log_bug(err: Exception) -> Path | None:
         return BUG_LOG
     except OSError:
         return None
+
+
+class _NoTracebackForUserErrors(logging.Filter):
+    """Prefect logs a failed run's exception with its traceback; for bad input the
+    one-paragraph message is the whole story, so the traceback is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], UserError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_user_error_tracebacks(loggers: tuple[str, ...] = ("prefect.task_runs", "prefect.flow_runs")) -> None:
+    """Drop the traceback from these loggers' records of a UserError (once per logger)."""
+    for name in loggers:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoTracebackForUserErrors) for f in logger.filters):
+            logger.addFilter(_NoTracebackForUserErrors())

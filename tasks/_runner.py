@@ -11,7 +11,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from mlcore.config import Config, load_config
-from mlcore.errors import UserError, entry_point
+from mlcore.errors import entry_point, quiet_user_error_tracebacks
 from mlcore.tracking import runs
 from tasks import _dvc_state
 from tasks._process import exit_on_sigterm
@@ -21,18 +21,7 @@ from tasks._workspace import workspace_lock
 logging.getLogger("dvc").setLevel(logging.WARNING)
 
 
-class _NoTracebackForUserErrors(logging.Filter):
-    """Prefect logs a failed run's exception with its traceback; for bad input the
-    one-paragraph message is the whole story, so the traceback is dropped."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], UserError):
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
-for _name in ("prefect.task_runs", "prefect.flow_runs"):
-    logging.getLogger(_name).addFilter(_NoTracebackForUserErrors())
+quiet_user_error_tracebacks()  # bad input inside a flow: its one paragraph, no traceback
 
 StageFn = Callable[[Config, str | None], dict]
 
