@@ -162,6 +162,7 @@ def run_two_worker_search(storage: str | None = None, in_flow: bool = False):
     import json
 
     import optuna
+
     from mlcore.config import load_config
     from mlcore.search import studies
     from tasks import _paths as P
