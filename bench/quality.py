@@ -26,6 +26,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -34,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -58,6 +60,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-hf", action="store_true", help="skip (c), HF Trainer")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a param for (a) over the defaults, e.g. --set search.lr_max=1e-4 (a YAML value; repeatable)")
+    p.add_argument("--keep", type=Path, default=None,
+                   help="copy each dataset's workspace (data, models, reports) to KEEP/<dataset> for inspection")
     return p.parse_args(argv)
 
 
@@ -82,13 +88,20 @@ def train_file(name: str, seed: int, into: Path) -> Path:
     return path
 
 
-def config(name: str, train: Path, tmp: Path) -> Config:
-    return parse_config({
+def config(name: str, train: Path, tmp: Path, overrides: list[str] = ()) -> Config:
+    raw = {
         "prepare": {"input": str(train), "test_input": str(SHARED / name / "test.csv"), "text_column": "text",
                     "label_column": "label", "group_column": None, "unlabelled_labels": []},
         "register": {"model_name": f"quality-{name}"},
         "tracking": {"mlflow_uri": f"sqlite:///{tmp / 'mlflow.db'}", "experiment": f"quality-{name}"},
-    }, environ={})
+    }
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise SystemExit(f"--set {item!r}: write SECTION.KEY=VALUE, e.g. --set search.lr_max=1e-4")
+        section, _, leaf = key.partition(".")
+        raw.setdefault(section, {})[leaf] = yaml.safe_load(value)
+    return parse_config(raw, environ={})
 
 
 def pipeline_samples(cfg: Config) -> dict:
@@ -167,10 +180,12 @@ def run_hf(cfg: Config, epochs: int, seed: int) -> dict:
 
 def one_dataset(name: str, args) -> dict:
     with workspace() as tmp:
-        cfg = config(name, train_file(name, args.seed, tmp), tmp)
+        cfg = config(name, train_file(name, args.seed, tmp), tmp, args.overrides)
         log(f"{name}: (a) the pipeline")
         a = run_pipeline(cfg)
         out = {"pipeline": {k: v for k, v in a.items() if k != "baseline"}, "tfidf_lr": a["baseline"]}
+        if args.keep:
+            shutil.copytree(tmp, args.keep / name, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".checkpoints"))
         if not args.no_hf:
             total = sum(a["samples"].values())
             epochs = max(cfg.finetune.epochs, math.ceil(total / a["rows"]["train"]))
@@ -188,7 +203,8 @@ def one_dataset(name: str, args) -> dict:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    result = {"setup": vars(args) | {"sst2_train_rows": SST2_TRAIN_ROWS}, "datasets": {}}
+    setup = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    result = {"setup": setup | {"sst2_train_rows": SST2_TRAIN_ROWS}, "datasets": {}}
     for name in args.datasets:
         if not (SHARED / name / "train.csv").is_file():
             log(f"{name}: skipped ({SHARED / name} is absent)")

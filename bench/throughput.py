@@ -85,17 +85,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mfu-batch-size", type=int, default=64)
     p.add_argument("--mfu-seq-len", type=int, default=128)
     p.add_argument("--no-mfu", action="store_true", help="skip the MFU run on CUDA")
+    p.add_argument("--mfu-only", action="store_true",
+                   help="on CUDA, only the MFU run (synthetic data: needs neither ../shared nor the checkpoint)")
+    p.add_argument("--mfu-variants", nargs="+", choices=sorted(MFU_VARIANTS), default=["bf16"],
+                   help="loop settings the MFU run measures, one after the other (the first is reported as `mfu`)")
     return p.parse_args(argv)
 
 
-def settings(args, batch_size: int | None = None, seed: int = SEED) -> TrainSettings:
-    return to_settings(
+# What the MFU run can measure on CUDA: precision auto is bf16 autocast there; fp32 runs
+# its matmuls in TF32 (the engine turns it on); compile wraps the loss module in torch.compile.
+MFU_VARIANTS = {"bf16": {}, "bf16-compile": {"compile": True}, "fp32-tf32": {"precision": "fp32"}}
+
+
+def settings(args, batch_size: int | None = None, seed: int = SEED, **overrides) -> TrainSettings:
+    return to_settings(**{**dict(
         epochs=args.epochs, batch_size=batch_size or args.batch_size, learning_rate=args.lr, optimizer="adamw",
         weight_decay=args.weight_decay, seed=seed, warmup=0.0, schedule="linear",
         # the precision HF's Trainer gets here: fp32 on a CPU (auto would pick bf16 on one
         # with native bf16), bf16 on CUDA
         precision="auto" if torch.cuda.is_available() else "fp32",
-    )
+    ), **overrides})
 
 
 def load_data(args):
@@ -165,48 +174,70 @@ def default_peak_tflops(gpu_name: str) -> float | None:
 
 
 def run_mfu(args, device) -> dict:
-    """Our loop on a random-init BERT-base classifier with fixed-length synthetic batches."""
+    """Our loop on a random-init BERT-base classifier with fixed-length synthetic batches,
+    once per `--mfu-variants` entry; the first variant's figures are the top-level ones."""
     from transformers import BertConfig, BertForSequenceClassification
 
     hidden, layers, seq = 768, 12, args.mfu_seq_len
     config = BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=12,
                         intermediate_size=3072, num_labels=2, pad_token_id=0)
-    torch.manual_seed(SEED)
-    model = BertForSequenceClassification(config)
-    n_params = sum(p.numel() for p in model.bert.encoder.parameters())  # non-embedding, per-token weights
     rng = np.random.default_rng(SEED)
 
     def synthetic(rows: int) -> Encoded:
         ids = rng.integers(1000, config.vocab_size, size=(rows, seq))  # no padding: every row is `seq` tokens
         return Encoded(ids.tolist(), rng.integers(0, 2, size=rows))
 
-    s = settings(args, batch_size=args.mfu_batch_size)
-    log("MFU: warm-up (10 steps)")
-    train_classifier(model, synthetic(10 * s.batch_size), synthetic(64), s, device, pad_id=0)
-    log(f"MFU: {args.mfu_steps} steps of {s.batch_size} x {seq} tokens")
-    result = train_classifier(model, synthetic(args.mfu_steps * s.batch_size), synthetic(64), s, device, pad_id=0)
-    tokens_per_s = train_speed(result) * seq
     gpu_name = torch.cuda.get_device_name(device)
     peak = args.peak_tflops or default_peak_tflops(gpu_name)
     if peak is None:
         log(f"no peak bf16 TFLOP/s known for {gpu_name!r}: pass --peak-tflops to get MFU")
-    flops = 6 * n_params * tokens_per_s
-    attn_flops = 12 * layers * hidden * seq * tokens_per_s
+    variants = {}
+    for name in args.mfu_variants:
+        torch.manual_seed(SEED)
+        model = BertForSequenceClassification(config)
+        n_params = sum(p.numel() for p in model.bert.encoder.parameters())  # non-embedding, per-token weights
+        s = settings(args, batch_size=args.mfu_batch_size, **MFU_VARIANTS[name])
+        log(f"MFU {name}: warm-up (10 steps)")
+        start = time.perf_counter()
+        train_classifier(model, synthetic(10 * s.batch_size), synthetic(64), s, device, pad_id=0)
+        warmup_s = time.perf_counter() - start
+        log(f"MFU {name}: {args.mfu_steps} steps of {s.batch_size} x {seq} tokens")
+        result = train_classifier(model, synthetic(args.mfu_steps * s.batch_size), synthetic(64), s, device, pad_id=0)
+        tokens_per_s = train_speed(result) * seq
+        flops = 6 * n_params * tokens_per_s
+        attn_flops = 12 * layers * hidden * seq * tokens_per_s
+        variants[name] = {
+            "mfu": None if peak is None else flops / (peak * 1e12),
+            "mfu_incl_attention": None if peak is None else (flops + attn_flops) / (peak * 1e12),
+            "mfu_tokens_per_s": tokens_per_s,
+            "mfu_achieved_tflops": flops / 1e12,
+            "warmup_s": warmup_s,
+        }
+        log(f"MFU {name}: {variants[name]}")
+        del model
+        gc.collect()
+        torch.cuda.empty_cache()
+    first = variants[args.mfu_variants[0]]
     return {
         "gpu_name": gpu_name,
-        "mfu": None if peak is None else flops / (peak * 1e12),
-        "mfu_incl_attention": None if peak is None else (flops + attn_flops) / (peak * 1e12),
-        "mfu_model": f"bert-base classifier ({layers}L, {hidden}h, 12 heads, ff 3072), random init, bf16 autocast, "
-                     f"batch {s.batch_size} x seq {seq}, {args.mfu_steps} steps, MFU = 6*N*tokens/s / peak",
+        **{k: v for k, v in first.items() if k != "warmup_s"},
+        "mfu_model": f"bert-base classifier ({layers}L, {hidden}h, 12 heads, ff 3072), random init, "
+                     f"{args.mfu_variants[0]}, batch {args.mfu_batch_size} x seq {seq}, {args.mfu_steps} steps, "
+                     "MFU = 6*N*tokens/s / peak",
         "mfu_non_embedding_params": n_params,
-        "mfu_tokens_per_s": tokens_per_s,
-        "mfu_achieved_tflops": flops / 1e12,
+        "mfu_variants": variants,
         "peak_tflops": peak,
     }
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.mfu_only:
+        if not torch.cuda.is_available():
+            raise SystemExit("--mfu-only measures MFU on a CUDA GPU, and none is visible")
+        with contextlib.redirect_stdout(sys.stderr):
+            print(json.dumps(run_mfu(args, torch.device("cuda")) | {"torch": torch.__version__}), file=sys.__stdout__)
+        return 0
     if not (SST2 / "train.csv").is_file():
         log(f"skipped: {SST2} not found (the benchmark needs ../shared/datasets beside the project)")
         print(json.dumps({"skipped": True, "reason": f"{SST2} not found"}))

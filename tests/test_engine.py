@@ -273,3 +273,11 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
                     "processor\t: 1\nflags\t\t: fpu sse2 avx512_bf16\n")
     assert precision.cpu_bf16_flags(precision.read_cpu_flags(str(info))) == ["avx512_bf16"]
     assert precision.read_cpu_flags(str(tmp_path / "missing")) == ""
+
+
+def test_a_diverging_run_stops_with_a_clear_error(base_dir, tok, data):
+    """The loss stays on the device between readings (no wait per step), yet a run whose
+    loss stops being finite still ends with FloatingPointError, which a search trial turns
+    into a failed trial and a stage into a message."""
+    with pytest.raises(FloatingPointError, match="learning rate 1e\\+30 too high"):
+        train(base_dir, tok, data, optimizer="sgd", learning_rate=1e30, max_grad_norm=0.0, warmup=0.0)

@@ -8,6 +8,7 @@ accumulation, precision, clipping and DDP) is `stepper.Stepper`; this module run
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from mlcore.engine import checkpointing, distributed, layers, precision
 from mlcore.engine.device import seed_everything
 from mlcore.engine.settings import TrainSettings
 from mlcore.engine.stepper import Stepper
+
+BAR_SECONDS = 1.0  # how often the progress bar shows the loss, which means waiting for the device
 
 
 @dataclass
@@ -86,7 +89,10 @@ def _prepare(job: Job, s: TrainSettings, device: torch.device) -> torch.device:
 class _Epoch:
     """One epoch's running totals on this rank. Its clock leaves evaluations out."""
     start: float = field(default_factory=time.perf_counter)
-    loss_sum: float = 0.0  # loss times examples
+    # Loss times examples, kept as a float64 tensor on the device: reading it (.item()) waits
+    # for the GPU, so it is read only when the progress bar refreshes and at the epoch's end,
+    # and the host queues the next steps meanwhile. float64 sums exactly what Python floats did.
+    loss_sum: torch.Tensor | float = 0.0
     seen: int = 0  # examples
     index: int = 0  # micro-batches
     paused: float = 0.0  # seconds spent in evaluations inside the epoch
@@ -96,8 +102,17 @@ class _Epoch:
     def elapsed(self, now: float) -> float:
         return now - self.start - self.paused
 
-    def train_loss(self) -> float:
-        return self.loss_sum / max(self.seen, 1)
+    def add(self, loss: torch.Tensor, n: int) -> None:
+        self.loss_sum = self.loss_sum + loss.detach().double() * n
+        self.seen += n
+
+    def train_loss(self, learning_rate: float) -> float:
+        """The mean loss so far; raises FloatingPointError once it is no longer finite (the
+        run diverged since the last reading, within about a second of training)."""
+        loss = float(self.loss_sum) / max(self.seen, 1)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss} (learning rate {learning_rate} too high?)")
+        return loss
 
     def samples_per_s(self, seconds: float) -> float:
         return self.seen * distributed.world_size() / seconds
@@ -140,15 +155,18 @@ class _Run:
         self.model.train()
         ep = _Epoch()
         bar = tqdm(total=stepper.per_rank, desc=f"{self.desc} {epoch}/{s.epochs}", unit="batch", leave=False,
-                   mininterval=1.0, disable=not self.main)
+                   mininterval=BAR_SECONDS, disable=not self.main)
+        shown = time.perf_counter()
         for i, batch in enumerate(self.job.batches(epoch)):
             if not distributed.mine(i, self.job.n_batches):
                 continue
             stepped = self._train_batch(batch, ep)
             bar.update(1)
-            bar.set_postfix(loss=f"{ep.loss_sum / ep.seen:.4f}",
-                            ex_per_s=f"{ep.seen / ep.elapsed(time.perf_counter()):.0f}",
-                            lr=f"{stepper.scheduler.get_last_lr()[-1]:.2e}", refresh=False)
+            if time.perf_counter() - shown >= BAR_SECONDS:  # reading the loss waits for the device
+                shown = time.perf_counter()
+                bar.set_postfix(loss=f"{ep.train_loss(s.learning_rate):.4f}",
+                                ex_per_s=f"{ep.seen / ep.elapsed(shown):.0f}",
+                                lr=f"{stepper.scheduler.get_last_lr()[-1]:.2e}", refresh=False)
             # Every N optimizer steps (s.eval_every_steps), besides the epoch's end: lets a
             # search prune a bad trial inside its first epoch.
             if (s.eval_every_steps and stepped and self.state.step % s.eval_every_steps == 0
@@ -157,6 +175,7 @@ class _Run:
                 if ep.stopped:
                     break
         bar.close()
+        ep.train_loss(s.learning_rate)  # waits for the device's last step before the clock is read
         ep.seconds = ep.elapsed(time.perf_counter())
         self.result.train_seconds += ep.seconds
         return ep
@@ -164,16 +183,17 @@ class _Run:
     def _train_batch(self, batch: dict, ep: _Epoch) -> bool:
         """One micro-batch on the device; True when the optimizer stepped."""
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        n = len(batch["input_ids"])
         loss, stepped = self.stepper.micro_batch(batch, ep.index)
-        ep.loss_sum, ep.seen, ep.index = ep.loss_sum + loss * n, ep.seen + n, ep.index + 1
+        ep.add(loss, len(batch["input_ids"]))
+        ep.index += 1
         self.state.step += stepped
         return stepped
 
     def _evaluate_mid_epoch(self, epoch: int, ep: _Epoch) -> bool:
         """Evaluate and report mid-epoch, off the training clock; True when early stopping fires."""
+        loss = ep.train_loss(self.s.learning_rate)  # waits for the device before the clock is read
         pause = time.perf_counter()
-        row = self.evaluate(round(epoch - 1 + ep.index / self.stepper.per_rank, 4), ep.loss_sum / ep.seen,
+        row = self.evaluate(round(epoch - 1 + ep.index / self.stepper.per_rank, 4), loss,
                             ep.samples_per_s(ep.elapsed(pause)))
         stop = self.report(row)
         ep.paused += time.perf_counter() - pause  # training speed leaves evaluation out
@@ -242,7 +262,7 @@ def fit(
             run.result.stopped_early = True
             break
         run.state.epoch = epoch
-        row = run.evaluate(epoch, trained.train_loss(), trained.samples_per_s(trained.seconds))
+        row = run.evaluate(epoch, trained.train_loss(s.learning_rate), trained.samples_per_s(trained.seconds))
         run.save_checkpoint()
         if run.report(row):
             run.result.stopped_early = epoch < s.epochs

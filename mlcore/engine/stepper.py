@@ -36,9 +36,11 @@ class Stepper:
         module = torch.compile(loss_module) if s.compile else loss_module
         self.loss_module = distributed.wrap(module, device)
 
-    def micro_batch(self, batch: dict, index: int) -> tuple[float, bool]:
+    def micro_batch(self, batch: dict, index: int) -> tuple[torch.Tensor, bool]:
         """Forward and backward the epoch's `index`-th micro-batch on this rank; steps when its
-        accumulation group is complete. Returns (loss, whether the optimizer stepped)."""
+        accumulation group is complete. Returns (the loss, still on the device, and whether the
+        optimizer stepped). Nothing here waits for the device: the loop checks that the loss
+        stays finite when it reads it."""
         group_start = index - index % self.s.grad_accumulation
         group_size = min(self.s.grad_accumulation, self.per_rank - group_start)
         last_in_group = (index + 1) % self.s.grad_accumulation == 0 or index + 1 == self.per_rank
@@ -47,9 +49,6 @@ class Stepper:
         with ctx:
             with precision.autocast(self.precision, self.device):
                 loss = self.loss_module(**batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss became {loss.item()} (learning rate {self.s.learning_rate} too high?)")
             self.scaler.scale(loss / group_size).backward()
         if last_in_group:
             self.scaler.unscale_(self.optimizer)
@@ -61,4 +60,4 @@ class Stepper:
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
-        return loss.item(), last_in_group
+        return loss.detach(), last_in_group
