@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from mlcore.config import Config, parse_config  # noqa: E402
 from mlcore.metrics import macro_f1  # noqa: E402
 from mlcore.models import modeling  # noqa: E402
+from tasks import _runner  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "datasets"
 SST2_TRAIN_ROWS = 8000
@@ -180,7 +181,9 @@ def run_hf(cfg: Config, epochs: int, seed: int) -> dict:
 
 def one_dataset(name: str, args) -> dict:
     with workspace() as tmp:
-        cfg = config(name, train_file(name, args.seed, tmp), tmp, args.overrides)
+        # runtime.profile as the stage commands apply it: gpu-full's budgets on CUDA, the params
+        # as written on a CPU (`--set runtime.profile=cpu-quick` measures the CPU recipe on a GPU)
+        cfg = _runner.effective(config(name, train_file(name, args.seed, tmp), tmp, args.overrides))
         log(f"{name}: (a) the pipeline")
         a = run_pipeline(cfg)
         out = {"pipeline": {k: v for k, v in a.items() if k != "baseline"}, "tfidf_lr": a["baseline"]}
