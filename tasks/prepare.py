@@ -27,6 +27,9 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         if cleaned.stats["conflicting_label_texts_dropped"]:
             print(f"prepare: dropped {cleaned.stats['conflicting_label_texts_dropped']} texts with conflicting labels",
                   file=sys.stderr)
+        if cleaned.stats.get("train_val_rows_dropped_as_test_texts"):
+            print(f"prepare: dropped {cleaned.stats['train_val_rows_dropped_as_test_texts']} train/val rows whose text "
+                  "is a test row's (the test split is scored as given)", file=sys.stderr)
         summary = cleaning.summary(splits, cleaned)
         runs.log_metrics(summary)
         runs.log_artifact(P.DATA_REPORT)

@@ -31,8 +31,26 @@ def test_a_split_column_fixes_every_row_and_a_duplicate_keeps_its_test_copy(tmp_
     splits, cleaned = _splits(p)
     assert set(splits["train"]["text"]) == set(train["text"])  # the test twin left train
     assert set(splits["val"]["text"]) == set(val["text"])
-    assert set(splits["test"]["text"]) == set(test["text"]) - {test["text"].iloc[0]}  # conflicting label: dropped
-    assert cleaned.stats["texts_in_several_splits"] == 1 and cleaned.stats["conflicting_label_texts_dropped"] == 1
+    assert splits["test"]["text"].tolist() == test["text"].tolist()  # scored as given, the twin's text too
+    assert cleaned.stats["texts_in_several_splits"] == 2 and cleaned.stats["train_val_rows_dropped_as_test_texts"] == 2
+
+
+def test_the_test_split_is_scored_as_given(tmp_path):
+    """Repeated test texts and test texts labelled otherwise in train stay in test (as the
+    published figures count them); train loses its copies instead."""
+    train, test = _rows(40, "tr"), _rows(10, "te")
+    test = pd.concat([test, test.iloc[[2]], test.iloc[[3]].assign(label="pos" if test["label"].iloc[3] == "neg"
+                                                                   else "neg")])  # a repeat, a disagreement
+    train = pd.concat([train, test.iloc[[4]].assign(label="pos")])
+    train_path, test_path = tmp_path / "train.csv", tmp_path / "test.csv"
+    train.to_csv(train_path, index=False)
+    test.to_csv(test_path, index=False)
+    p = PrepareConfig(input=str(train_path), test_input=str(test_path), label_column="label", group_column=None)
+    splits, cleaned = _splits(p)
+    assert len(splits["test"]) == 12 and sorted(splits["test"]["text"]) == sorted(test["text"])
+    assert cleaned.stats["test_rows_kept_as_given"] == 12
+    kept = set(splits["train"]["text"]) | set(splits["val"]["text"])
+    assert kept == set(train["text"]) - {test["text"].iloc[4]} and not kept & set(test["text"])
 
 
 def test_a_test_file_gives_the_test_split_and_val_is_carved_from_train(tmp_path):

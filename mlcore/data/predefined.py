@@ -10,7 +10,8 @@ from mlcore.errors import UserError
 RAW_COLUMN = "__split__"  # the column read_input adds to the raw table when splits are predefined
 SPLIT_COLUMN = "split"  # the cleaned table's column of split names (train, val, test)
 NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
-# A text in two splits is kept in the first of these (the test split is never shrunk by a duplicate).
+# A text in two splits is kept in the first of these. Test rows are never dropped: a test text
+# leaves train and val (cleaning.clean), and the test split is scored as given.
 PRIORITY = {"test": 0, "val": 1, "train": 2}
 
 
@@ -26,6 +27,17 @@ def split_names(values: pd.Series, source: str, column: str) -> pd.Series:
             f"which are not split names. Use train, val (or validation, dev) or test on every row, or set "
             f"prepare.split_column: null to split by prepare.val_fraction and test_fraction.")
     return mapped
+
+
+def apart_from_test(labelled: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train and val rows, test rows)."""
+    is_test = labelled[SPLIT_COLUMN] == "test"
+    return labelled[~is_test], labelled[is_test]
+
+
+def rows_in_several_splits(rest: pd.DataFrame, test: pd.DataFrame) -> int:
+    """Train and val rows whose text is also a test row's."""
+    return int(rest["text"].isin(set(test["text"])).sum())
 
 
 def keep_first_by_split(labelled: pd.DataFrame) -> pd.DataFrame:
