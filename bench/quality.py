@@ -1,13 +1,15 @@
 """Quality on real data: the pipeline's default recipe against TF-IDF and HF Trainer.
 
     .venv/bin/python bench/quality.py [--datasets sst2 ag_news_subset trec] [--no-hf] [--threads 2]
+        [--set search.optimizers=[adamw] ...] [--keep DIR]
 
 For each dataset of ../shared/datasets (skipped, with a line saying so, when absent):
 - (a) the pipeline: the stages prepare, pretrain, search, finetune and evaluate, run in a
   temporary workspace with the default params (mlcore.config defaults) except where the
   data is: prepare reads the dataset's train file (sst2: a seeded 8,000-row sample) with
   `prepare.test_input` = its `test.csv`, so val is carved from train; no grouping, no
-  unlabelled rows. MLflow goes to a SQLite file in that workspace.
+  unlabelled rows. MLflow goes to a SQLite file in that workspace. `runtime.profile` applies
+  as in the stage commands (gpu-full's budgets on CUDA); `--set` changes any param of (a).
 - (b) TF-IDF word 1-2 grams + logistic regression, fit by `evaluate` on the same train
   split and scored on the same test rows (`baseline_*` in reports/metrics.json).
 - (c) HF `Trainer` fine-tuning the same checkpoint by its default recipe:
