@@ -79,9 +79,10 @@ def clean(
         # its duplicates and disagreeing labels stay, and its texts leave train and val instead.
         stats["texts_in_several_splits"] = predefined.texts_in_several_splits(labelled)
         labelled, test = predefined.apart_from_test(labelled)
+        in_test = labelled["text"].isin(set(test["text"]))
         stats["test_rows_kept_as_given"] = int(len(test))
-        stats["train_val_rows_dropped_as_test_texts"] = int(predefined.rows_in_several_splits(labelled, test))
-        labelled = labelled[~labelled["text"].isin(set(test["text"]))]
+        stats["train_val_rows_dropped_as_test_texts"] = int(in_test.sum())
+        labelled = labelled[~in_test]
     n_labels = labelled.groupby("text")["label"].nunique()
     conflicting = n_labels[n_labels > 1].index
     stats["conflicting_label_texts_dropped"] = int(len(conflicting))

@@ -35,13 +35,9 @@ def apart_from_test(labelled: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]
     return labelled[~is_test], labelled[is_test]
 
 
-def rows_in_several_splits(rest: pd.DataFrame, test: pd.DataFrame) -> int:
-    """Train and val rows whose text is also a test row's."""
-    return int(rest["text"].isin(set(test["text"])).sum())
-
-
 def keep_first_by_split(labelled: pd.DataFrame) -> pd.DataFrame:
-    """The row order in which de-duplication keeps test copies over val and train ones."""
+    """The row order in which de-duplication keeps val copies over train ones (test rows are
+    set apart before, by `apart_from_test`)."""
     return labelled.sort_values(SPLIT_COLUMN, key=lambda s: s.map(PRIORITY), kind="stable")
 
 
