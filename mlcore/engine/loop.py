@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mlcore.engine import checkpointing, distributed, layers, precision
+from mlcore.engine import checkpointing, distributed, layers, precision, transfer
 from mlcore.engine.device import seed_everything
 from mlcore.engine.settings import TrainSettings
 from mlcore.engine.stepper import Stepper
@@ -182,9 +182,9 @@ class _Run:
 
     def _train_batch(self, batch: dict, ep: _Epoch) -> bool:
         """One micro-batch on the device; True when the optimizer stepped."""
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        loss, stepped = self.stepper.micro_batch(batch, ep.index)
-        ep.add(loss, len(batch["input_ids"]))
+        rows = len(batch["input_ids"])
+        loss, stepped = self.stepper.micro_batch(transfer.to_device(batch, self.device), ep.index)
+        ep.add(loss, rows)
         ep.index += 1
         self.state.step += stepped
         return stepped

@@ -43,8 +43,8 @@ class ClassifierLoss(torch.nn.Module):
         self.model, self.label_smoothing = model, label_smoothing
         self.register_buffer("weight", weight, persistent=False)
 
-    def forward(self, input_ids, attention_mask, labels):
-        logits = classifier_pooling.logits(self.model, input_ids, attention_mask)
+    def forward(self, input_ids, attention_mask, labels, encoder_mask=None):
+        logits = classifier_pooling.logits(self.model, input_ids, attention_mask, encoder_mask)
         return torch.nn.functional.cross_entropy(
             logits.float(), labels, weight=self.weight, label_smoothing=self.label_smoothing)
 

@@ -35,15 +35,22 @@ def prepare(model):
     return model
 
 
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The mean of the token states that the attention mask keeps (padding left out)."""
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """The mean of the token states that the attention mask keeps (padding left out); no
+    mask: the batch has no padding."""
+    if attention_mask is None:
+        return hidden.mean(1)
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
-def logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The classifier's logits under its configured pooling."""
+def logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+           encoder_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The classifier's logits under its configured pooling. `encoder_mask`: the attention
+    mask already in the encoder's 4-D shape, built on the host so that the encoder never asks
+    the GPU about padding (mlcore/engine/transfer.py); `attention_mask` None: no padding."""
+    encoder_input = attention_mask if encoder_mask is None else encoder_mask
     if pooling_of(model) == "cls":
-        return model(input_ids=input_ids, attention_mask=attention_mask).logits
-    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return model(input_ids=input_ids, attention_mask=encoder_input).logits
+    hidden = model.base_model(input_ids=input_ids, attention_mask=encoder_input).last_hidden_state
     return model.classifier(model.dropout(mean_pool(hidden, attention_mask)))

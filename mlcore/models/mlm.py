@@ -60,8 +60,8 @@ class MaskedLMLoss(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, labels):
-        return masked_lm_loss(self.model, input_ids, attention_mask, labels)
+    def forward(self, input_ids, attention_mask, labels, encoder_mask=None):
+        return masked_lm_loss(self.model, input_ids, attention_mask if encoder_mask is None else encoder_mask, labels)
 
 
 @torch.inference_mode()
