@@ -35,7 +35,7 @@ data: $(STAMP)
 	$(BIN)/dvc add --quiet $(RAW) || { $(BIN)/dvc add $(RAW); exit 1; }
 
 # After a successful run, the data and every stage output go to the DVC remote (by default
-# ../dvc-storage, beside the checkout; see the README), so another clone can `dvc pull` them.
+# ../dvc-storage, beside the checkout; see docs/pipeline.md), so another clone can `dvc pull` them.
 # A failed push warns: the run and its registered model stand.
 run: data
 	$(BIN)/python -m flows.training_pipeline

@@ -72,7 +72,7 @@ class SearchConfig(TrainingKnobs):
         50.0, "the SGD family searches [lr_min, lr_max] x this (SGD needs larger steps)", gt=0)
     # AdamW alone by default, so all 6 trials tune its learning rate: with RMSprop and SGD listed
     # too, a trial of 2 epochs on 2,000 rows once picked RMSprop by a 0.7-point val lead, and
-    # its full fine-tune scored 5 points below AdamW's on SST-2 (README, Quality on real data).
+    # its full fine-tune scored 5 points below AdamW's on SST-2 (docs/benchmarks.md, Quality on real data).
     # Any optimizer of the engine can be listed to search the optimizer as well.
     optimizers: list[Optimizer] = stage_key(
         ["adamw"], f"the optimizers to search, of {', '.join(ALL_OPTIMIZERS)}")
@@ -86,7 +86,7 @@ class SearchConfig(TrainingKnobs):
     sampler: Literal["tpe", "random", "grid"] = stage_key(
         "tpe", "tpe: multivariate TPE (seeded); random; grid: every combination of `grid`")
     # successive_halving: on ag_news it trained 1/3 of a full grid's epochs where the
-    # median pruner trained over half (bench/search_efficiency.py, README).
+    # median pruner trained over half (bench/search_efficiency.py, docs/benchmarks.md).
     pruner: Literal["median", "successive_halving", "hyperband", "none"] = stage_key(
         "successive_halving", "stops bad trials early, comparing their evaluations")
     space: SearchSpace = stage_key(SearchSpace(), "optional dimensions; null ones keep this section's value")

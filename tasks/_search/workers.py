@@ -3,7 +3,7 @@ search stage's own loop. Each is a process with cores/N threads that claims tria
 the same study (JournalFile or PostgreSQL storage) until the budget is taken, and
 nests its trial runs under the search stage's MLflow run.
 
-On another machine, the same worker joins a PostgreSQL study (see the README):
+On another machine, the same worker joins a PostgreSQL study (see docs/search.md):
     python -m tasks._search.workers CONFIG_JSON WORKER_NUMBER [PARENT_RUN_ID]
 """
 from __future__ import annotations
