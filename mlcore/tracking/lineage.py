@@ -12,11 +12,11 @@ from pathlib import Path
 
 import yaml
 
-from mlcore.config import Config
+from mlcore.config import STAGES, Config
 from mlcore.tracking.runs import lineage_tags
 from mlcore.tracking.tags import STUDY_TAG, TEST_DIGEST_TAG
 
-STAGES_BEFORE_REGISTER = ("prepare", "pretrain", "search", "finetune", "evaluate")
+STAGES_BEFORE_REGISTER = STAGES[:STAGES.index("register")]  # whose outputs a registered version is made from
 
 
 def canonical_md5(value) -> str:
