@@ -16,6 +16,8 @@ from pathlib import Path
 from dvc.lock import LockError, LockNoop
 from dvc.repo import Repo
 
+from mlcore import atomic
+
 _held: Repo | None = None  # the Repo whose lock this process holds, while it holds it
 LOCKFILE = Path("dvc.lock")
 # DVC rewrites dvc.lock in place, so a kill during a commit can leave it empty or cut short.
@@ -63,10 +65,7 @@ def out_of_date() -> list[str]:
 def commit(stage: str) -> None:
     """Record the stage's deps, params and outs in dvc.lock and cache the outs."""
     with _repo() as repo:
-        BEFORE_COMMIT.parent.mkdir(parents=True, exist_ok=True)
-        partial = BEFORE_COMMIT.with_suffix(".partial")
-        partial.write_bytes(LOCKFILE.read_bytes() if LOCKFILE.exists() else b"")  # empty: there was none
-        os.replace(partial, BEFORE_COMMIT)
+        atomic.write_bytes(BEFORE_COMMIT, LOCKFILE.read_bytes() if LOCKFILE.exists() else b"")  # empty: there was none
         repo.commit(stage, force=True)
         BEFORE_COMMIT.unlink()
 

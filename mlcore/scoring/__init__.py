@@ -7,6 +7,6 @@
     output     reassembly in the input's row order, and the scored file with its metadata, written atomically
     model_uri  what a model URI names (registered name, alias, version); resolving it is MLflow's, at the edge
 
-Imports pandas, numpy, pyarrow, tqdm and mlcore.errors/data only: no torch, no Prefect, no MLflow.
+Imports pandas, numpy, pyarrow, tqdm and mlcore.errors/data/atomic only: no torch, no Prefect, no MLflow.
 The model is any callable, so the core is tested without one.
 """

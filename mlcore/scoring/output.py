@@ -11,8 +11,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mlcore import atomic
 from mlcore.errors import UserError
-from mlcore.scoring.atomic import atomic_path, write_json
 from mlcore.scoring.model_uri import ModelRef
 from mlcore.scoring.rows import COMPRESSION, Rows
 
@@ -93,13 +93,13 @@ def write_scored(frame: pd.DataFrame, path: str | Path, meta: dict) -> list[Path
     if fmt == "parquet":
         table = _arrow_table(frame)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta)})
-        with atomic_path(path) as partial:
+        with atomic.file(path) as partial:
             pq.write_table(table, partial)
         return [path]
     # The sidecar first: a kill between the two leaves the old output beside new metadata,
     # and the rerun (its chunks kept until both are written) rewrites both.
-    write_json(sidecar(path), meta)
-    with atomic_path(path) as partial:
+    atomic.write_json(sidecar(path), meta)
+    with atomic.file(path) as partial:
         if fmt == "csv":
             frame.to_csv(partial, index=False, compression=compression)
         else:

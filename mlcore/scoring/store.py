@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mlcore.scoring.atomic import atomic_path, write_json
+from mlcore import atomic
 
 MANIFEST = "manifest.json"
 ROW = "_row"  # a chunk file's column with each result's row position in the input
@@ -56,7 +56,7 @@ class ChunkStore:
             manifest.unlink(missing_ok=True)
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory.mkdir(parents=True)
-            write_json(manifest, self.manifest)
+            atomic.write_json(manifest, self.manifest)
         return self.finished()
 
     def finished(self) -> set[int]:
@@ -68,7 +68,7 @@ class ChunkStore:
 
     def save(self, index: int, rows: pd.Series | list, results: pd.DataFrame) -> None:
         frame = results.reset_index(drop=True).assign(**{ROW: list(rows)})
-        with atomic_path(self.path(index)) as partial:
+        with atomic.file(self.path(index)) as partial:
             frame.to_parquet(partial, index=False)
 
     def load(self) -> pd.DataFrame:

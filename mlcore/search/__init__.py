@@ -1,2 +1,3 @@
 """The hyperparameter search: the space, the Optuna study and its storage, trial claiming under a
-budget, liveness of trial owners. Imports optuna, mlcore.config and mlcore.models/engine; no Prefect, no MLflow."""
+budget, liveness of trial owners. Imports optuna, mlcore.config/atomic and mlcore.models/engine;
+no Prefect, no MLflow."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import optuna
 import torch
 
+from mlcore import atomic
 from mlcore.config import SearchConfig
 from mlcore.config.training import to_settings
 from mlcore.engine.batching import Encoded
@@ -69,15 +69,12 @@ def keep_if_best(model: torch.nn.Module, number: int, value: float, checkpoint: 
                  lock: Path) -> bool:
     """Save the trial's model when it beats the study's best so far, so finetune can reuse it
     instead of retraining. One copy per study, written under the claim lock (parallel
-    workers never interleave their saves) to a temporary folder renamed into place."""
+    workers never interleave their saves) to a temporary folder swapped into place."""
     with claims.locked(lock):
         info = best_dir / "trial.json"
         if info.is_file() and json.loads(info.read_text())["value"] >= value:
             return False
-        tmp = best_dir.with_name(best_dir.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        modeling.save(model.cpu(), load_tokenizer(checkpoint), tmp, extra={"stage": "search", "trial": number})
-        (tmp / "trial.json").write_text(json.dumps({"trial": number, "value": value}))
-        shutil.rmtree(best_dir, ignore_errors=True)
-        tmp.rename(best_dir)
+        with atomic.directory(best_dir) as tmp:
+            modeling.save(model.cpu(), load_tokenizer(checkpoint), tmp, extra={"stage": "search", "trial": number})
+            (tmp / "trial.json").write_text(json.dumps({"trial": number, "value": value}))
     return True

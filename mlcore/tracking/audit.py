@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 
 from mlflow import MlflowClient
 
-PREFIX = "audit."
+from mlcore.tracking.tags import AUDIT_PREFIX
+
 ACTIONS = ("promote", "keep", "rollback", "manual-promote")
 
 
@@ -37,7 +38,7 @@ def append(client: MlflowClient, name: str, action: str, from_version: str | Non
     entries = read(client, name)
     line = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "by": by, "action": action,
             "from": _version(from_version), "to": _version(to_version), "reason": reason, **extra}
-    client.set_registered_model_tag(name, f"{PREFIX}{len(entries) + 1:04d}", json.dumps(line, sort_keys=True))
+    client.set_registered_model_tag(name, f"{AUDIT_PREFIX}{len(entries) + 1:04d}", json.dumps(line, sort_keys=True))
     return line
 
 
@@ -45,7 +46,7 @@ def read(client: MlflowClient, name: str) -> list[dict]:
     """The audit lines of `name`, oldest first."""
     tags = client.get_registered_model(name).tags
     lines = []
-    for key in sorted(k for k in tags if k.startswith(PREFIX)):
+    for key in sorted(k for k in tags if k.startswith(AUDIT_PREFIX)):
         try:
             lines.append(json.loads(tags[key]))
         except json.JSONDecodeError:  # edited by hand in the UI: shown, never trusted for rollback

@@ -16,8 +16,7 @@ from mlflow.exceptions import MlflowException
 
 from mlcore.metrics import classification_report
 from mlcore.tracking.advice import without_type_hint_advice
-
-STORED_METRIC_TAG = "test_{metric}"
+from mlcore.tracking.tags import METRIC_TAG
 
 
 class ChampionScore(NamedTuple):
@@ -37,7 +36,7 @@ def score_champion(name: str, texts: list[str], labels: list[str], label_names: 
     except MlflowException:
         return ChampionScore(None, None, None)
     number = str(version.version)  # MLflow returns it as an int or a str depending on the call
-    stored = version.tags.get(STORED_METRIC_TAG.format(metric=metric))
+    stored = version.tags.get(METRIC_TAG.format(metric=metric))
     stored_value = float(stored) if stored is not None else None
     try:
         import mlflow.pyfunc

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import yaml
 
-from mlcore.config import Config
+from mlcore.config import STAGES, Config
 from mlcore.tracking.runs import lineage_tags
+from mlcore.tracking.tags import STUDY_TAG, TEST_DIGEST_TAG
 
-STAGES_BEFORE_REGISTER = ("prepare", "pretrain", "search", "finetune", "evaluate")
+STAGES_BEFORE_REGISTER = STAGES[:STAGES.index("register")]  # whose outputs a registered version is made from
 
 
 def canonical_md5(value) -> str:
@@ -37,11 +38,11 @@ def version_tags(cfg: Config, *, pipeline_run_id: str | None, pretrain: dict, fi
     tags |= {f"dvc.lock.{stage}": md5 for stage, md5 in dvc_lock_md5s().items()}
     tags |= {
         "params.md5": canonical_md5(cfg.model_dump(exclude={"tracking"})),
-        "data.test_digest": test_digest,
+        TEST_DIGEST_TAG: test_digest,
         "run.pipeline": pipeline_run_id or "none (run by dvc repro)",
         "run.pretrain": pretrain.get("mlflow_run_id") or "unknown",
         "run.finetune": finetune.get("mlflow_run_id") or "unknown",
-        "optuna.study": str(best.get("study", "unknown")),
+        STUDY_TAG: str(best.get("study", "unknown")),
         "optuna.best_trial": str(best.get("trial", "unknown")),
         "device": str(finetune.get("device", "unknown")),
         "precision": str(finetune.get("precision", "unknown")),

@@ -11,6 +11,17 @@ from mlflow import MlflowClient
 
 from mlcore.tracking import gate, model_card, registry
 from mlcore.tracking.promotion import Decision, decide
+from mlcore.tracking.tags import (
+    BASELINE_TAG,
+    CHAMPION_SAME_ROWS_TAG,
+    CHAMPION_STORED_TAG,
+    CHAMPION_UNSCORED_TAG,
+    CHAMPION_VERSION_TAG,
+    METRIC_TAG,
+    NEW_VALUE_TAG,
+    REASON_TAG,
+    TEST_DIGEST_TAG,
+)
 
 
 @dataclass
@@ -20,7 +31,7 @@ class Request:
     min_delta: float
     require_beat_baseline: bool
     classifier: Path
-    digest: str  # what the version is made from (registry.SOURCE_TAG)
+    digest: str  # what the version is made from (tags.SOURCE_TAG)
     test_texts: list[str]
     test_labels: list[str]
     card: model_card.CardInputs  # its decision is filled in here
@@ -53,8 +64,8 @@ def register(req: Request) -> tuple[dict, str]:
         mlflow.log_artifact(str(card_path), "model_card")
         mlflow.log_artifact(str(req.confusion_png), "model_card")
     record |= {"version": str(version_), "model_uri": f"models:/{req.name}@{decision.alias}"}
-    for key, tag in {**req.lineage, **_gate_tags(record, value), registry.METRIC_TAG.format(metric=req.metric): value,
-                     **({registry.BASELINE_TAG.format(metric=req.metric): baseline} if baseline is not None else {})
+    for key, tag in {**req.lineage, **_gate_tags(record, value), METRIC_TAG.format(metric=req.metric): value,
+                     **({BASELINE_TAG.format(metric=req.metric): baseline} if baseline is not None else {})
                      }.items():
         client.set_model_version_tag(req.name, version_, key, str(tag))
     client.update_model_version(req.name, version_, description=model_card.first_paragraph(card))
@@ -68,11 +79,11 @@ def _as_registered(req: Request, client: MlflowClient, version_: str, value: flo
     """The record and card of a version that is already the champion, from what its own
     registration tagged: nothing in the registry changes, and no audit line is added."""
     tags = client.get_model_version(req.name, version_).tags
-    stored = tags.get("gate.champion_stored_value")
+    stored = tags.get(CHAMPION_STORED_TAG)
     compared = gate.ChampionScore(
-        tags.get("gate.champion_version"), _number(tags.get("gate.champion_value_same_rows")),
-        _number(stored), tags.get("gate.champion_unscored"))
-    record = _record(req, Decision("champion", tags.get(registry.REASON_TAG, "champion")), compared, value, baseline)
+        tags.get(CHAMPION_VERSION_TAG), _number(tags.get(CHAMPION_SAME_ROWS_TAG)),
+        _number(stored), tags.get(CHAMPION_UNSCORED_TAG))
+    record = _record(req, Decision("champion", tags.get(REASON_TAG, "champion")), compared, value, baseline)
     req.card.decision = record
     record |= {"version": str(version_), "model_uri": f"models:/{req.name}@champion"}
     return record, model_card.render(req.card)
@@ -100,18 +111,18 @@ def _record(req: Request, decision: Decision, champion: gate.ChampionScore, valu
             "value": value, "baseline_value": baseline, "require_beat_baseline": req.require_beat_baseline,
             "min_delta": req.min_delta, "champion_version": champion.version, "champion_value": champion.value,
             "champion_stored_value": champion.stored_value, "champion_unscored_reason": champion.unscored_reason,
-            "test_digest": req.lineage.get("data.test_digest"),
+            "test_digest": req.lineage.get(TEST_DIGEST_TAG),
             # the names of earlier releases, which the summary and older readers use
             "previous_champion_version": champion.version, "previous_champion_value": champion.value}
 
 
 def _gate_tags(record: dict, value: float) -> dict:
-    tags = {"gate.reason": record["reason"], "gate.new_value": value}
+    tags = {REASON_TAG: record["reason"], NEW_VALUE_TAG: value}
     if record["champion_version"] is not None:
-        tags |= {"gate.champion_version": record["champion_version"],
-                 "gate.champion_stored_value": record["champion_stored_value"]}
+        tags |= {CHAMPION_VERSION_TAG: record["champion_version"],
+                 CHAMPION_STORED_TAG: record["champion_stored_value"]}
         if record["champion_value"] is not None:
-            tags["gate.champion_value_same_rows"] = record["champion_value"]
+            tags[CHAMPION_SAME_ROWS_TAG] = record["champion_value"]
         else:
-            tags["gate.champion_unscored"] = record["champion_unscored_reason"]
+            tags[CHAMPION_UNSCORED_TAG] = record["champion_unscored_reason"]
     return tags

@@ -14,17 +14,11 @@ from mlcore.tracking import audit
 from mlcore.tracking.advice import without_type_hint_advice
 from mlcore.tracking.gate import ChampionScore
 from mlcore.tracking.promotion import Decision
+from mlcore.tracking.tags import SOURCE_TAG
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 # Shipped with the model (MLflow code_paths): the classifier's pooling, which pyfunc_model imports.
 POOLING_CODE = Path(__file__).parents[1] / "models" / "classifier_pooling.py"
-METRIC_TAG = "test_{metric}"  # the version's own test metric, on its run's split: history, not the gate
-BASELINE_TAG = "test_baseline_{metric}"
-REASON_TAG = "gate.reason"
-# What a version was made from (classifier weights + test metrics): a register stage killed after
-# creating its version but before dvc.lock recorded it finds that version on the rerun and
-# reuses it, so each completed register stage leaves exactly one version.
-SOURCE_TAG = "source.digest"
 
 
 def find_version(name: str, digest: str) -> str | None:

@@ -17,13 +17,13 @@ from mlcore.config import Config
 from mlcore.data.hashing import file_md5
 from mlcore.engine import distributed
 from mlcore.search import liveness
+from mlcore.tracking.tags import KIND_TAG, NOTE_TAG, OWNER_PREFIX, ROLE_TAG, TRIAL_STATE_TAG
 
 # MLflow's own INFO chatter ("View run ... at ...") drowns the pipeline's progress output.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
-# Without it, MLflow 3's UI guesses the experiment's kind and may open it in the GenAI view.
-KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+KIND = "custom_model_development"  # KIND_TAG's value: a model-training experiment, not a GenAI one
 
 
 def configure(cfg: Config) -> str:
@@ -42,7 +42,7 @@ def configure(cfg: Config) -> str:
     if uri.startswith("sqlite:///"):
         # Keep artifacts next to the database instead of wherever the cwd happens to be.
         location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
-    exp_id = client.create_experiment(name, artifact_location=location, tags={KIND_TAG: KIND, "mlflow.note.content": (
+    exp_id = client.create_experiment(name, artifact_location=location, tags={KIND_TAG: KIND, NOTE_TAG: (
         "Runs of the fine-tuning pipeline: one `pipeline` run per execution, a child run per stage, "
         "search trials nested under `search`. The registered model is the product.")})
     mlflow.set_experiment(experiment_id=exp_id)
@@ -84,7 +84,7 @@ def pipeline_run(cfg: Config, run_name: str = "pipeline") -> Iterator[str]:
     exp_id = configure(cfg)
     client = MlflowClient()
     run = client.create_run(
-        exp_id, run_name=run_name, tags={**lineage_tags(cfg), **owner_tags(), "pipeline.role": "pipeline"})
+        exp_id, run_name=run_name, tags={**lineage_tags(cfg), **owner_tags(), ROLE_TAG: "pipeline"})
     run_id = run.info.run_id
     try:
         yield run_id
@@ -95,7 +95,7 @@ def pipeline_run(cfg: Config, run_name: str = "pipeline") -> Iterator[str]:
 
 
 def owner_tags() -> dict[str, str]:
-    return {f"owner.{k}": v for k, v in liveness.owner().items()}
+    return {f"{OWNER_PREFIX}{k}": v for k, v in liveness.owner().items()}
 
 
 def close_orphans(cfg: Config) -> list[str]:
@@ -106,10 +106,10 @@ def close_orphans(cfg: Config) -> list[str]:
     closed = []
     for run in client.search_runs([exp_id], "attributes.status = 'RUNNING'", max_results=5000):
         tags = run.data.tags
-        record = {k.removeprefix("owner."): v for k, v in tags.items() if k.startswith("owner.")}
+        record = {k.removeprefix(OWNER_PREFIX): v for k, v in tags.items() if k.startswith(OWNER_PREFIX)}
         if liveness.is_dead(record):
-            if tags.get("trial.state") is None and run.info.run_name.startswith("trial-"):
-                client.set_tag(run.info.run_id, "trial.state", "FAIL")
+            if tags.get(TRIAL_STATE_TAG) is None and run.info.run_name.startswith("trial-"):
+                client.set_tag(run.info.run_id, TRIAL_STATE_TAG, "FAIL")
             client.set_tag(run.info.run_id, "ended_by", "orphan cleanup: owner process died")
             client.set_terminated(run.info.run_id, "FAILED")
             closed.append(run.info.run_name)
@@ -130,7 +130,7 @@ def stage_run(cfg: Config, stage: str, parent_run_id: str | None = None) -> Iter
         yield None
         return
     configure(cfg)
-    tags = {**lineage_tags(cfg), **owner_tags(), "pipeline.role": "stage", "pipeline.stage": stage,
+    tags = {**lineage_tags(cfg), **owner_tags(), ROLE_TAG: "stage", "pipeline.stage": stage,
             "runtime.profile": cfg.runtime.profile}
     with mlflow.start_run(run_name=stage, parent_run_id=parent_run_id, tags=tags) as run:
         yield run
@@ -213,13 +213,13 @@ def trial_run(name: str, pruned: tuple[type[BaseException], ...] = (), tags: dic
     try:
         yield run
     except pruned:
-        mlflow.set_tag("trial.state", "PRUNED")
+        mlflow.set_tag(TRIAL_STATE_TAG, "PRUNED")
         mlflow.end_run("KILLED")
         raise
     except BaseException as err:
-        mlflow.set_tags({"trial.state": "FAIL", "trial.error": repr(err)[:500]})
+        mlflow.set_tags({TRIAL_STATE_TAG: "FAIL", "trial.error": repr(err)[:500]})
         mlflow.end_run("FAILED")
         raise
-    mlflow.set_tag("trial.state", "COMPLETE")
+    mlflow.set_tag(TRIAL_STATE_TAG, "COMPLETE")
     mlflow.end_run("FINISHED")
 

@@ -12,6 +12,7 @@ from mlcore.errors import UserError
 from mlcore.scoring import model_uri
 from mlcore.scoring.model_uri import ModelRef
 from mlcore.tracking.advice import without_type_hint_advice
+from mlcore.tracking.tags import ROLE_TAG
 
 if TYPE_CHECKING:
     from mlcore.scoring.batch import Progress
@@ -85,7 +86,7 @@ def record(meta: dict, progress: Progress, chunk_rows: int, experiment: str) -> 
     from mlcore.tracking import runs
 
     use_experiment(experiment)
-    tags = {"pipeline.role": "batch-scoring", **runs.owner_tags()}
+    tags = {ROLE_TAG: "batch-scoring", **runs.owner_tags()}
     with mlflow.start_run(run_name=f"score {Path(meta['input']).name}", tags=tags) as run:
         runs.log_params({"model_uri": meta["model_uri"], "model_version": meta["model_version"],
                          "input": meta["input"], "output": meta["output"], "chunk_rows": chunk_rows})

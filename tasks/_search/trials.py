@@ -19,6 +19,7 @@ from mlcore.models.classifier import encode_split, load_tokenizer
 from mlcore.search import objective as O
 from mlcore.search import studies
 from mlcore.tracking import runs
+from mlcore.tracking.tags import STUDY_TAG
 from tasks import _io
 from tasks import _paths as P
 
@@ -85,7 +86,7 @@ def tracked_objective(cfg: Config, label2id, train, val, device, name: str, pare
     study's best model so far kept under optuna/models/<study>."""
     @contextlib.contextmanager
     def trial_run(trial: optuna.Trial, params: dict):
-        tags = {"optuna.study": name, "optuna.trial": str(trial.number)}
+        tags = {STUDY_TAG: name, "optuna.trial": str(trial.number)}
         if "retry_of" in trial.user_attrs:
             tags["optuna.retry_of"] = str(trial.user_attrs["retry_of"])
         with runs.trial_run(
