@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 
 from mlcore.config import Config, profiles
+from mlcore.config.environment import redact
 from mlcore.engine.device import resolve_device
+from mlcore.tracking.store import is_server, resolve_store
 from tasks import _paths as P
 
 
@@ -61,8 +63,11 @@ def summary(cfg: Config, results: dict) -> str:
         else:
             lines.append(f"load it:    no champion yet; this version is "
                          f"mlflow.pyfunc.load_model('models:/{reg['model_name']}@{reg['alias']}')")
+    store = resolve_store(cfg)
+    ui = (f"{redact(store)} (a tracking server)" if is_server(store)
+          else f"make ui-mlflow   (or .venv/bin/mlflow ui --backend-store-uri {redact(store)})")
     lines += [
-        f"MLflow UI:  make ui-mlflow   (or .venv/bin/mlflow ui --backend-store-uri {cfg.mlflow_uri()})",
+        f"MLflow UI:  {ui}",
         "Prefect UI: make ui-prefect  (then open http://127.0.0.1:4200)",
         "reports:    reports/ (MODEL_CARD.md, metrics.json, confusion_matrix.png, ...);  .venv/bin/dvc metrics show",
         "=" * 64,

@@ -42,7 +42,7 @@ def _module_file(name: str) -> Path | None:
 
 # Orchestration, locking, tracking and error-message code does not change what a stage computes.
 IGNORED = {"tasks/_runner.py", "tasks/_process.py", "tasks/_dvc_state.py", "tasks/_workspace.py", "mlcore/errors.py",
-           "mlcore/tracking/runs.py", "mlcore/data/hashing.py"}
+           "mlcore/tracking/runs.py", "mlcore/tracking/store.py", "mlcore/data/hashing.py"}
 
 
 def _project_imports(file: Path, seen: set[Path]) -> set[Path]:
