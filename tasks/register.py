@@ -12,7 +12,7 @@ from mlcore.config import Config
 from mlcore.data.hashing import files_digest
 from mlcore.errors import UserError
 from mlcore.tracking import audit, lineage, model_card, registration, runs
-from tasks import _io
+from tasks import _dvc_state, _io
 from tasks import _paths as P
 from tasks._runner import as_task, cli
 
@@ -69,7 +69,7 @@ def _baseline_value(metrics: dict, metric: str, required: bool) -> float | None:
 
 
 main = cli(STAGE, run, __doc__)
-task = as_task(STAGE, run)
+task = as_task(STAGE, run, _dvc_state.registry_changes)  # rerun when the store lacks the version
 
 if __name__ == "__main__":
     sys.exit(main())

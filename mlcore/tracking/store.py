@@ -7,14 +7,16 @@ flows.registry, `make serve-model`, `make ui-mlflow` and batch scoring look. One
 
     python -m mlcore.tracking.store [--params params.yaml] [--backend]   # prints the store
 
-Import-light (no MLflow), so that config validation can check a store's scheme without loading MLflow.
+Import-light (MLflow is imported only by `holds`), so that config validation can check a store's
+scheme without loading MLflow.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
@@ -92,6 +94,48 @@ def local_path(store: str) -> Path | None:
     if kind == "file":
         return Path(unquote(urlsplit(store).path))
     return Path(store) if kind == "" else None
+
+
+def holds(store: str, name: str, version: str, digest: str | None = None) -> bool | None:
+    """Whether `store` has version `version` of the registered model `name` (made from `digest`,
+    mlcore.tracking.registry.SOURCE_TAG, when given: another store may have its own version 1).
+    False for a SQLite file or a directory that does not exist, which is not created by asking;
+    None when the store cannot be asked (a server down, a database refusing)."""
+    path = local_path(store)
+    if path is not None and not path.exists():
+        return False
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from mlcore.tracking.registry import SOURCE_TAG
+
+    try:
+        with _one_quick_try(store):
+            found = MlflowClient(tracking_uri=store).get_model_version(name, version)
+    except MlflowException as err:
+        return False if err.error_code == "RESOURCE_DOES_NOT_EXIST" else None
+    except Exception:  # noqa: BLE001 - a driver or network failure: unknown, said so by the caller
+        return None
+    return digest is None or found.tags.get(SOURCE_TAG) == digest
+
+
+@contextlib.contextmanager
+def _one_quick_try(store: str) -> Iterator[None]:
+    """A server that is down answers within seconds, not after MLflow's minutes of retries."""
+    if not is_server(store):
+        yield
+        return
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    saved = {k: os.environ.get(k) for k in quick}
+    os.environ.update(quick)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @entry_point
