@@ -58,23 +58,26 @@ serve: export PREFECT_API_URL ?= http://127.0.0.1:4200/api
 serve: $(STAMP)
 	$(BIN)/python -m flows.deploy $(SERVE_ARGS)
 
-# The registered model's @champion as a REST endpoint (POST /invocations, GET /ping), from the
-# store the pipeline registers in: tracking.mlflow_uri, else $MLFLOW_TRACKING_URI, else
-# sqlite:///mlflow.db. Loopback unless told: make serve-model SERVE_HOST=0.0.0.0 SERVE_PORT=8080.
+# The MLflow store of serve-model and ui-mlflow is the one the pipeline registers in, by the rule
+# of mlcore/tracking/store.py (tracking.mlflow_uri, else $MLFLOW_TRACKING_URI, else
+# sqlite:///mlflow.db); `python -m mlcore.tracking.store` prints it.
+# The registered model's @champion as a REST endpoint (POST /invocations, GET /ping), from that store.
+# Loopback unless told: make serve-model SERVE_HOST=0.0.0.0 SERVE_PORT=8080.
 # The alias is resolved at start: restart after a promotion.
 SERVE_HOST ?= 127.0.0.1
 SERVE_PORT ?= 5001
-serve-model: export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 serve-model: $(STAMP)
-	@store="$$($(BIN)/python -m mlcore.config --get tracking.mlflow_uri)" && \
+	@store="$$($(BIN)/python -m mlcore.tracking.store)" && \
 	name="$$($(BIN)/python -m mlcore.config --get register.model_name)" && \
+	model="$$($(BIN)/python -m mlcore.tracking.serving --store "$$store" "$$name")" && \
 	export MLFLOW_TRACKING_URI="$$store" && \
-	model="$$($(BIN)/python -m mlcore.tracking.serving "$$name")" && \
 	echo "serving $$model from $$store at http://$(SERVE_HOST):$(SERVE_PORT)/invocations" && \
 	exec $(BIN)/mlflow models serve -m "$$model" --env-manager local --host $(SERVE_HOST) --port $(SERVE_PORT)
 
+# A UI over that store (a tracking server is refused: it has its own UI, at its address).
 ui-mlflow: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+	@store="$$($(BIN)/python -m mlcore.tracking.store --backend)" && \
+	exec $(BIN)/mlflow ui --backend-store-uri "$$store" --host 127.0.0.1 --port 5000
 
 # The Prefect server: API, UI and the scheduler that creates the scheduled runs.
 ui-prefect: $(STAMP)

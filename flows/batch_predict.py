@@ -21,8 +21,9 @@ atomically and removes <output>.parts/.
 Recorded: the model version (an alias resolved to its version) in the output's metadata (Parquet:
 schema metadata key `batch_predict`; CSV/JSONL: <output>.meta.json) and as a run in the MLflow
 experiment --experiment. MLflow is $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working
-directory. With --cron this process serves the flow as a Prefect deployment (one run at a time,
-a timeout) instead of running it once; point PREFECT_API_URL at a running server.
+directory (the pipeline's rule, mlcore/tracking/store.py, with no params file). With --cron this
+process serves the flow as a Prefect deployment (one run at a time, a timeout) instead of running
+it once; point PREFECT_API_URL at a running server.
 """
 from __future__ import annotations
 

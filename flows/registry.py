@@ -6,7 +6,9 @@
 
 rollback moves `champion` back to the version it replaced (from the audit record; repeated
 rollbacks walk further back). Consumers of models:/<name>@champion get the new target on their
-next load. MLflow's store: MLFLOW_TRACKING_URI, else tracking.mlflow_uri in params.yaml.
+next load. MLflow's store is the pipeline's: tracking.mlflow_uri in --params, else
+$MLFLOW_TRACKING_URI, else sqlite:///mlflow.db (mlcore/tracking/store.py; `python -m mlcore.tracking.store`
+prints it).
 """
 from __future__ import annotations
 
@@ -17,16 +19,19 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from mlcore.config import load_config
+from mlcore.config.environment import redact
 from mlcore.errors import UserError, entry_point
 from mlcore.tracking import audit
+from mlcore.tracking.store import resolve_store
 
 
 def _champion(client: MlflowClient, name: str) -> str:
     try:
         client.get_registered_model(name)
     except MlflowException as err:
-        raise UserError(f"no registered model named {name!r} in this MLflow store ({err.message.splitlines()[0]}). "
-                        f"Check --name (register.model_name in params.yaml) and MLFLOW_TRACKING_URI.") from None
+        raise UserError(f"no registered model named {name!r} in the MLflow store {redact(client.tracking_uri)} "
+                        f"({err.message.splitlines()[0]}). Check --name (register.model_name in params.yaml) and "
+                        f"the store (tracking.mlflow_uri, else $MLFLOW_TRACKING_URI).") from None
     try:
         return str(client.get_model_version_by_alias(name, "champion").version)
     except MlflowException:
@@ -96,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow
 
     cfg = load_config(args.params)
-    mlflow.set_tracking_uri(cfg.mlflow_uri())
+    mlflow.set_tracking_uri(resolve_store(cfg))
     name, client = args.name or cfg.register.model_name, MlflowClient()
     if args.command == "history":
         print(history(client, name))

@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 
 from mlcore.config import Config, profiles
+from mlcore.config.environment import redact
 from mlcore.engine.device import resolve_device
+from mlcore.tracking.store import holds, is_server, resolve_store
 from tasks import _paths as P
 
 
@@ -51,23 +53,40 @@ def summary(cfg: Config, results: dict) -> str:
     if "ece" in metrics:
         lines.append(f"calibrated: temperature {metrics['temperature']:.3f}: test ECE "
                      f"{metrics['ece_uncalibrated']:.4f} -> {metrics['ece']:.4f}")
+    store = resolve_store(cfg)
     if reg:
-        lines.append(f"registered: {reg['model_name']} version {reg['version']} -> alias @{reg['alias']}  "
-                     f"({reg['metric']} {reg['value']:.4f}; {_champion_text(reg)})")
-        if reg.get("reason"):
-            lines.append(f"why:        {reg['reason']}")
-        if reg["alias"] == "champion" or reg.get("previous_champion_version"):
-            lines.append(f"load it:    mlflow.pyfunc.load_model('models:/{reg['model_name']}@champion')")
-        else:
-            lines.append(f"load it:    no champion yet; this version is "
-                         f"mlflow.pyfunc.load_model('models:/{reg['model_name']}@{reg['alias']}')")
+        lines += _registration_lines(reg, store)
+    ui = (f"{redact(store)} (a tracking server)" if is_server(store)
+          else f"make ui-mlflow   (or .venv/bin/mlflow ui --backend-store-uri {redact(store)})")
     lines += [
-        f"MLflow UI:  make ui-mlflow   (or .venv/bin/mlflow ui --backend-store-uri {cfg.mlflow_uri()})",
+        f"MLflow UI:  {ui}",
         "Prefect UI: make ui-prefect  (then open http://127.0.0.1:4200)",
         "reports:    reports/ (MODEL_CARD.md, metrics.json, confusion_matrix.png, ...);  .venv/bin/dvc metrics show",
         "=" * 64,
     ]
     return "\n".join(lines)
+
+
+def _registration_lines(reg: dict, store: str) -> list[str]:
+    """What register recorded, once the store MLflow points at now is checked for that version:
+    after a switch to another store, the record describes a registration that store does not hold."""
+    name, version = reg["model_name"], str(reg["version"])
+    held = holds(store, name, version, reg.get("source_digest"))
+    if held is False:
+        return [f"registered: nothing in the MLflow store {redact(store)}: {P.REGISTRATION} names {name} "
+                f"version {version}, which that store does not hold (registered in another store?)",
+                "register:   `make run` registers it there, or `.venv/bin/dvc repro -f -s register`"]
+    checked = "" if held else f"  [not checked: the MLflow store {redact(store)} did not answer]"
+    lines = [f"registered: {name} version {version} -> alias @{reg['alias']}  "
+             f"({reg['metric']} {reg['value']:.4f}; {_champion_text(reg)}){checked}"]
+    if reg.get("reason"):
+        lines.append(f"why:        {reg['reason']}")
+    if reg["alias"] == "champion" or reg.get("previous_champion_version"):
+        lines.append(f"load it:    mlflow.pyfunc.load_model('models:/{name}@champion')")
+    else:
+        lines.append(f"load it:    no champion yet; this version is "
+                     f"mlflow.pyfunc.load_model('models:/{name}@{reg['alias']}')")
+    return lines
 
 
 def _baseline_text(metrics: dict) -> str:

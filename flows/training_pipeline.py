@@ -3,10 +3,11 @@
     python -m flows.training_pipeline [--params params.yaml] [--force] [--wait]
 
 Each stage runs only when dvc.lock says it is out of date, so this and `dvc repro` always
-agree on what needs to run. With nothing out of date it says so in seconds, without
-starting Prefect. One run per workspace: a second flow, stage or `dvc repro` started
-beside it is refused with the holder's pid and command (tasks/_workspace.py), or waits
-with --wait.
+agree on what needs to run; one addition DVC cannot see: register also runs when the MLflow
+store now configured does not hold the version it registered (tasks/_dvc_state.registry_changes).
+With nothing out of date it says so in seconds, without starting Prefect. One run per
+workspace: a second flow, stage or `dvc repro` started beside it is refused with the holder's
+pid and command (tasks/_workspace.py), or waits with --wait.
 """
 from __future__ import annotations
 
@@ -43,8 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     # no flow run behind; the flow takes it again (a no-op here) as deployments run it.
     with workspace_lock(FLOW_HOLDER, wait=args.wait, hold_dvc=True):
         checkpoint_link.refresh(cfg.pretrain.init_from)  # pretrain's DVC dependency on the checkpoint's files
-        if not args.force and not STARTED.exists() and not _dvc_state.out_of_date():
-            # Safe to skip the flow: every stage task would ask DVC the same question and skip.
+        if (not args.force and not STARTED.exists() and not _dvc_state.out_of_date()
+                and not _dvc_state.registry_changes(cfg)):
+            # Safe to skip the flow: every stage task would ask the same questions (DVC's, and
+            # register's: is its version in the configured MLflow store?) and skip.
             # What is skipped is orchestration only: importing the stages (torch, transformers,
             # Prefect, MLflow), Prefect's server and a pipeline MLflow run recording six skips.
             from flows.summary import summary

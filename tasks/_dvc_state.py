@@ -4,6 +4,10 @@ The flow asks DVC whether a stage changed (code, params, deps or outs versus
 dvc.lock) before running it, and records the run in dvc.lock afterwards, exactly
 as `dvc repro` would. It holds DVC's repository lock for its whole run
 (tasks._workspace), so these calls must not take it again.
+
+One thing DVC cannot see is the MLflow registry: `registry_changes` says when the version that
+register recorded is not in the store the config points at now (another store, or an emptied
+one), and the flow then reruns register against it (`dvc repro` would not: it sees files only).
 """
 from __future__ import annotations
 
@@ -17,6 +21,10 @@ from dvc.lock import LockError, LockNoop
 from dvc.repo import Repo
 
 from mlcore import atomic
+from mlcore.config import Config
+from mlcore.config.environment import redact
+from mlcore.tracking.store import holds, resolve_store
+from tasks import _paths as P
 
 _held: Repo | None = None  # the Repo whose lock this process holds, while it holds it
 LOCKFILE = Path("dvc.lock")
@@ -60,6 +68,22 @@ def out_of_date() -> list[str]:
     """Every stage (and .dvc file) DVC sees changed, from one status of the whole pipeline."""
     with _repo() as repo:
         return sorted(repo.status())
+
+
+def registry_changes(cfg: Config) -> list[str]:
+    """Why `register` must run although dvc.lock says it is up to date: the version
+    reports/registration.json names is not in the MLflow store `cfg` points at. Empty when it is
+    there, when nothing is registered yet, or when the store cannot be asked (the summary says so)."""
+    try:
+        record = json.loads(P.REGISTRATION.read_text())
+        name, version = record["model_name"], str(record["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []  # none yet, or damaged: then DVC sees the out changed
+    store = resolve_store(cfg)
+    if holds(store, name, version, record.get("source_digest")) is False:
+        return [f"{P.REGISTRATION} names {name} version {version}, which the MLflow store {redact(store)} "
+                f"does not hold"]
+    return []
 
 
 def commit(stage: str) -> None:

@@ -64,15 +64,16 @@ def cli(stage: str, run: StageFn, doc: str | None = None) -> Callable[[list[str]
     return main
 
 
-def as_task(stage: str, run: StageFn):
+def as_task(stage: str, run: StageFn, outside_dvc: Callable[[Config], list] | None = None):
     """The Prefect task for a stage. It runs the stage only when DVC says it is out of date
-    (or when forced), then records the run in dvc.lock, so `dvc repro` agrees afterwards."""
+    (or when forced, or when `outside_dvc` names a change DVC cannot see: register's version
+    missing from the MLflow store), then records the run in dvc.lock, so `dvc repro` agrees afterwards."""
 
     # Prefect's own caching is off: dvc.lock alone decides what is up to date.
     @task(name=stage, cache_policy=NO_CACHE, task_run_name=stage)
     def stage_task(cfg: Config, parent_run_id: str | None = None, force: bool = False) -> dict:
         logger = get_run_logger()
-        changed = _dvc_state.changes(stage)
+        changed = _dvc_state.changes(stage) or (outside_dvc(cfg) if outside_dvc else [])
         if not changed and not force:
             logger.info("%s is up to date with dvc.lock: skipped", stage)
             runs.tag_run(parent_run_id, f"stage.{stage}", "skipped (up to date)")

@@ -13,7 +13,7 @@ from mlcore.data.hashing import files_digest
 from mlcore.errors import UserError
 from mlcore.tracking import audit, lineage, model_card, registration, runs
 from mlcore.tracking.tags import NOTE_TAG, REASON_TAG
-from tasks import _io
+from tasks import _dvc_state, _io
 from tasks import _paths as P
 from tasks._runner import as_task, cli
 
@@ -70,7 +70,7 @@ def _baseline_value(metrics: dict, metric: str, required: bool) -> float | None:
 
 
 main = cli(STAGE, run, __doc__)
-task = as_task(STAGE, run)
+task = as_task(STAGE, run, _dvc_state.registry_changes)  # rerun when the store lacks the version
 
 if __name__ == "__main__":
     sys.exit(main())

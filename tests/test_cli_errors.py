@@ -29,6 +29,20 @@ def test_unknown_key_stops_before_any_work(tiny_project, set_params):
     assert not (tiny_project / "data" / "processed").exists()
 
 
+def test_a_store_mlflow_cannot_use_stops_every_command_at_start(tiny_project, set_params, monkeypatch):
+    bad = "ftp://example.invalid/x"
+    set_params(tracking={"mlflow_uri": bad})
+    assert_clean_error(run("flows.training_pipeline"), "tracking.mlflow_uri", f"(got '{bad}')", "scheme 'ftp'")
+    assert not (tiny_project / "data" / "processed").exists()
+    set_params(tracking={"mlflow_uri": None})
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", bad)
+    assert_clean_error(run("flows.training_pipeline"), "[tracking.mlflow_uri is from $MLFLOW_TRACKING_URI]")
+    # batch scoring and the serving check read no params file: the variable itself is named
+    assert_clean_error(run("flows.batch_predict", "--model", "models:/m@champion", "--input", "data/raw/reviews.csv",
+                           "--output", "scored.parquet"), f"$MLFLOW_TRACKING_URI is '{bad}'", "scheme 'ftp'")
+    assert_clean_error(run("mlcore.tracking.serving", "m"), f"$MLFLOW_TRACKING_URI is '{bad}'")
+
+
 def test_missing_data_file(tiny_project, set_params):
     set_params(prepare={"input": "data/raw/nope.csv"})
     assert_clean_error(run("flows.training_pipeline"), "data/raw/nope.csv", "not found")

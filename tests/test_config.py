@@ -3,6 +3,7 @@ import yaml
 from pydantic import ValidationError
 
 from mlcore.config import STAGES, Config, ConfigError, load_config, parse_config
+from mlcore.tracking.store import resolve_store
 from tests.conftest import ROOT
 
 
@@ -84,11 +85,11 @@ def test_environment_overrides(monkeypatch):
     monkeypatch.setenv("PIPELINE_DEVICE", "cpu")
     monkeypatch.setenv("OPTUNA_STORAGE", "postgresql://u@localhost/db")
     cfg = parse_config({})  # the environment is resolved when the config is parsed
-    assert cfg.mlflow_uri() == "sqlite:////tmp/x.db"
+    assert resolve_store(cfg) == "sqlite:////tmp/x.db"
     assert cfg.device() == "cpu"
     assert cfg.optuna_storage() == "postgresql://u@localhost/db"
     explicit = parse_config({"tracking": {"mlflow_uri": "http://127.0.0.1:5000"}})
-    assert explicit.mlflow_uri() == "http://127.0.0.1:5000"
+    assert resolve_store(explicit) == "http://127.0.0.1:5000"
 
 
 def test_training_keys_are_shared_by_the_three_training_sections():

@@ -6,6 +6,7 @@ import pytest
 
 from mlcore.config import ConfigError, load_config, parse_config
 from mlcore.config.environment import redact, resolve_environment
+from mlcore.tracking.store import resolve_store
 
 ENV = {"MLFLOW_TRACKING_URI": "http://mlflow:5000", "OPTUNA_STORAGE": "postgresql://u@db/optuna",
        "PIPELINE_DEVICE": "cpu"}
@@ -16,14 +17,14 @@ FILE = {"tracking": {"mlflow_uri": "sqlite:///file.db"}, "search": {"storage": "
 def test_precedence_is_unchanged():
     # tracking.mlflow_uri or $MLFLOW_TRACKING_URI; $OPTUNA_STORAGE or search.storage; $PIPELINE_DEVICE or runtime.device
     both = parse_config(FILE, environ=ENV)
-    assert both.mlflow_uri() == "sqlite:///file.db"
+    assert resolve_store(both, {}) == "sqlite:///file.db"
     assert both.optuna_storage() == "postgresql://u@db/optuna"
     assert both.device() == "cpu"
     env_only = parse_config({}, environ=ENV)
-    assert (env_only.mlflow_uri(), env_only.optuna_storage(), env_only.device()) == (
+    assert (resolve_store(env_only, {}), env_only.optuna_storage(), env_only.device()) == (
         "http://mlflow:5000", "postgresql://u@db/optuna", "cpu")
     file_only = parse_config(FILE, environ={})
-    assert (file_only.mlflow_uri(), file_only.optuna_storage(), file_only.device()) == (
+    assert (resolve_store(file_only, {}), file_only.optuna_storage(), file_only.device()) == (
         "sqlite:///file.db", "optuna/file.journal", "cuda")
     empty = parse_config({}, environ={"OPTUNA_STORAGE": "", "PIPELINE_DEVICE": ""})  # empty counts as unset
     assert (empty.optuna_storage(), empty.device()) == (None, "auto")
@@ -31,7 +32,7 @@ def test_precedence_is_unchanged():
 
 def test_mlflow_uri_falls_back_to_a_database_in_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert parse_config({}, environ={}).mlflow_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert resolve_store(parse_config({}, environ={}), {}) == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert parse_config({}, environ={}).tracking.mlflow_uri is None
 
 

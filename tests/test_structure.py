@@ -43,7 +43,8 @@ def _module_file(name: str) -> Path | None:
 
 # Orchestration, locking, tracking, error-message and atomic-write code does not change what a stage computes.
 IGNORED = {"tasks/_runner.py", "tasks/_process.py", "tasks/_dvc_state.py", "tasks/_workspace.py", "mlcore/errors.py",
-           "mlcore/tracking/runs.py", "mlcore/tracking/tags.py", "mlcore/data/hashing.py", "mlcore/atomic.py"}
+           "mlcore/tracking/runs.py", "mlcore/tracking/tags.py", "mlcore/tracking/store.py",
+           "mlcore/data/hashing.py", "mlcore/atomic.py"}
 
 
 def _project_imports(file: Path, seen: set[Path]) -> set[Path]:

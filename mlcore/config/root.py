@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -48,8 +47,21 @@ class RuntimeConfig(Section):
 class TrackingConfig(Section):
     """Where MLflow records runs; does not change results (not a DVC param of any stage)."""
     mlflow_uri: str | None = Field(
-        None, description="MLflow tracking/registry URI; null: $MLFLOW_TRACKING_URI if set, else sqlite:///mlflow.db")
+        None, description="MLflow tracking/registry URI; null: $MLFLOW_TRACKING_URI if set, else sqlite:///mlflow.db "
+                          "(the rule: mlcore/tracking/store.py)")
     experiment: str = Field("finetune-pipeline", min_length=1, description="the MLflow experiment")
+
+    @field_validator("mlflow_uri")
+    @classmethod
+    def _usable_store(cls, uri: str | None) -> str | None:
+        from mlcore.tracking.store import problem  # here: that module imports this package
+
+        if not uri:
+            return None  # blank is unset, as for the environment variable
+        why = problem(uri)
+        if why:
+            raise ValueError(why)
+        return uri
 
 
 # The `register` stage's section shares its name with ABCMeta.register on the model
@@ -71,11 +83,8 @@ class Config(Section):
     runtime: RuntimeConfig = Field(RuntimeConfig(), description=RuntimeConfig.__doc__)
     tracking: TrackingConfig = Field(TrackingConfig(), description=TrackingConfig.__doc__)
 
-    # The environment's overrides are already in the fields: parse_config resolves them.
-    def mlflow_uri(self) -> str:
-        """tracking.mlflow_uri (else $MLFLOW_TRACKING_URI), else sqlite:///mlflow.db in the working directory."""
-        return self.tracking.mlflow_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-
+    # The environment's overrides are already in the fields: parse_config resolves them. The
+    # MLflow store has a function of its own, mlcore.tracking.store.resolve_store(config).
     def device(self) -> str:
         """$PIPELINE_DEVICE, else runtime.device."""
         return self.runtime.device

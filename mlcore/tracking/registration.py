@@ -112,6 +112,8 @@ def _record(req: Request, decision: Decision, champion: gate.ChampionScore, valu
             "min_delta": req.min_delta, "champion_version": champion.version, "champion_value": champion.value,
             "champion_stored_value": champion.stored_value, "champion_unscored_reason": champion.unscored_reason,
             "test_digest": req.lineage.get(TEST_DIGEST_TAG),
+            # the version's tags.SOURCE_TAG: which version of the store's is this one (store.holds)
+            "source_digest": req.digest,
             # the names of earlier releases, which the summary and older readers use
             "previous_champion_version": champion.version, "previous_champion_value": champion.value}
 

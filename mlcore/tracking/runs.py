@@ -17,6 +17,7 @@ from mlcore.config import Config
 from mlcore.data.hashing import file_md5
 from mlcore.engine import distributed
 from mlcore.search import liveness
+from mlcore.tracking.store import SQLITE, resolve_store
 from mlcore.tracking.tags import KIND_TAG, NOTE_TAG, OWNER_PREFIX, ROLE_TAG, TRIAL_STATE_TAG
 
 # MLflow's own INFO chatter ("View run ... at ...") drowns the pipeline's progress output.
@@ -28,9 +29,13 @@ KIND = "custom_model_development"  # KIND_TAG's value: a model-training experime
 
 def configure(cfg: Config) -> str:
     """Point MLflow at the configured store and experiment; returns the experiment id."""
-    uri = cfg.mlflow_uri()
+    return use_experiment(resolve_store(cfg), cfg.tracking.experiment)
+
+
+def use_experiment(uri: str, name: str) -> str:
+    """Point MLflow at store `uri` and experiment `name` (made, tagged as model training, if it
+    is not there); returns the experiment id."""
     mlflow.set_tracking_uri(uri)
-    name = cfg.tracking.experiment
     client = MlflowClient()
     exp = client.get_experiment_by_name(name)
     if exp is not None:
@@ -39,9 +44,9 @@ def configure(cfg: Config) -> str:
         mlflow.set_experiment(experiment_id=exp.experiment_id)
         return exp.experiment_id
     location = None
-    if uri.startswith("sqlite:///"):
+    if uri.startswith(SQLITE):
         # Keep artifacts next to the database instead of wherever the cwd happens to be.
-        location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+        location = (Path(uri.removeprefix(SQLITE)).resolve().parent / "mlartifacts").as_uri()
     exp_id = client.create_experiment(name, artifact_location=location, tags={KIND_TAG: KIND, NOTE_TAG: (
         "Runs of the fine-tuning pipeline: one `pipeline` run per execution, a child run per stage, "
         "search trials nested under `search`. The registered model is the product.")})

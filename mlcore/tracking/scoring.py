@@ -28,11 +28,12 @@ def missing(err: Exception) -> bool:
 
 
 def use_experiment(name: str) -> None:
-    """MLflow where the pipeline's runs are ($MLFLOW_TRACKING_URI, else ./mlflow.db), in experiment `name`."""
-    from mlcore.config import parse_config
+    """MLflow's store, in experiment `name`. Batch scoring reads no params file, so the store is
+    mlcore.tracking.store's rule without it: $MLFLOW_TRACKING_URI, else ./mlflow.db."""
     from mlcore.tracking import runs
+    from mlcore.tracking.store import resolve_store
 
-    runs.configure(parse_config({"tracking": {"experiment": name}}))
+    runs.use_experiment(resolve_store(None), name)
 
 
 def resolve(uri: str) -> ModelRef:

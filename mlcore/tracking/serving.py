@@ -24,7 +24,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlcore.config.environment import redact
 from mlcore.errors import UserError, entry_point
+from mlcore.tracking.store import local_path, resolve_store, scheme
 
 HOST = "127.0.0.1"  # servers bind to loopback unless told otherwise
 ALIAS = "champion"
@@ -32,31 +34,32 @@ ALIAS = "champion"
 # about 10-20 s on a 2-core CPU, more while other jobs run.
 READY_TIMEOUT_S = 180.0
 STOP_GRACE_S = 10.0
-SQLITE = "sqlite:///"
 
 
-def champion_uri(name: str, alias: str = ALIAS) -> str:
-    """models:/NAME@ALIAS if the MLflow store ($MLFLOW_TRACKING_URI, else MLflow's default) has it;
-    else a UserError that says what the store holds and how to get a champion."""
-    import mlflow
+def champion_uri(name: str, store: str | None = None, alias: str = ALIAS) -> str:
+    """models:/NAME@ALIAS if the MLflow store (`store`, else mlcore.tracking.store's rule with no
+    params file: $MLFLOW_TRACKING_URI, else ./mlflow.db) has it; else a UserError that says what
+    the store holds and how to get a champion. Serve from the same store: `start(tracking_uri=...)`."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    # the environment first: that is the store `mlflow models serve` will read, whatever this process set
-    store = os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    store = store or resolve_store(None)
     fix = ("`make run` trains and registers one (the register stage sets @champion when the model passes its "
-           "gate); if it was registered elsewhere, point MLFLOW_TRACKING_URI (or tracking.mlflow_uri) at that store.")
+           "gate); if it was registered elsewhere, point tracking.mlflow_uri (or $MLFLOW_TRACKING_URI) at that "
+           "store.")
+    shown = redact(store)
     # Opening a missing SQLite store would create an empty one: say so instead.
-    if store.startswith(SQLITE) and not Path(store.removeprefix(SQLITE)).is_file():
-        raise UserError(f"No MLflow store at {store} (no such file), so no model {name!r} to serve. {fix}")
+    path = local_path(store)
+    if scheme(store) == "sqlite" and not path.is_file():
+        raise UserError(f"No MLflow store at {shown} (no such file), so no model {name!r} to serve. {fix}")
     client = MlflowClient(tracking_uri=store)
     try:
         aliases = client.get_registered_model(name).aliases
     except MlflowException:
-        raise UserError(f"{store} has no registered model {name!r} (register.model_name). {fix}") from None
+        raise UserError(f"{shown} has no registered model {name!r} (register.model_name). {fix}") from None
     if alias not in aliases:
         held = ", ".join(f"@{a} -> version {v}" for a, v in aliases.items()) or "no aliases"
-        raise UserError(f"Model {name!r} in {store} has no @{alias} version ({held}). {fix}")
+        raise UserError(f"Model {name!r} in {shown} has no @{alias} version ({held}). {fix}")
     return f"models:/{name}@{alias}"
 
 
@@ -186,10 +189,14 @@ def invoke(url: str, body: dict | bytes, timeout: float = 60.0) -> tuple[int, ob
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mlcore.tracking.serving",
-        description=f"Print models:/NAME@{ALIAS} if the MLflow store ($MLFLOW_TRACKING_URI) has that alias; "
-                    f"else say why and exit with status 2 (`make serve-model` runs this before serving).")
+        description=f"Print models:/NAME@{ALIAS} if the MLflow store has that alias; else say why and exit with "
+                    f"status 2 (`make serve-model` runs this before serving).")
     parser.add_argument("name", help="the registered model's name (register.model_name)")
-    print(champion_uri(parser.parse_args(argv).name))
+    parser.add_argument("--store", help="the MLflow store (`make serve-model` passes the pipeline's: "
+                                        "`python -m mlcore.tracking.store`); default: $MLFLOW_TRACKING_URI, "
+                                        "else sqlite:///mlflow.db")
+    args = parser.parse_args(argv)
+    print(champion_uri(args.name, args.store))
     return 0
 
 
