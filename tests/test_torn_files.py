@@ -1,4 +1,4 @@
-"""Files that DVC writes in place, left torn as a kill inside their write
+"""Files that DVC and Optuna write in place, left torn as a kill inside their write
 leaves them, on purpose: the next run puts each right before it needs it, instead of failing
 (or calling it a bug in the pipeline)."""
 from __future__ import annotations
@@ -9,6 +9,7 @@ import sys
 import types
 from pathlib import Path
 
+import optuna
 import pytest
 from dvc.repo import Repo
 
@@ -87,6 +88,22 @@ def test_a_dvc_lock_with_merge_conflicts_is_the_users_to_resolve(dvc_workspace):
     with pytest.raises(UserError, match="merge conflict"), workspace_lock("a rerun", hold_dvc=True):
         pass
     assert Path("dvc.lock").exists()
+
+
+def test_an_optuna_journal_record_cut_short_is_dropped_and_the_study_goes_on(tmp_path, capsys):
+    from mlcore.search.studies import make_storage
+
+    path = tmp_path / "study.journal"
+    study = optuna.create_study(study_name="s", storage=make_storage(str(path), tmp_path, "s"))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    path.write_bytes(path.read_bytes()[:-7])  # the last record (trial 1's end), cut short
+    # Unmended, Optuna appends onto the cut line: the next trial is lost and the study fails.
+    study = optuna.load_study(study_name="s", storage=make_storage(str(path), tmp_path, "s"))
+    assert "dropped its last record" in capsys.readouterr().out
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    again = optuna.load_study(study_name="s", storage=make_storage(str(path), tmp_path, "s"))
+    assert [t.state.name for t in again.trials] == ["COMPLETE", "RUNNING", "COMPLETE", "COMPLETE"]
+    assert path.read_bytes().endswith(b"\n")
 
 
 def test_the_workspace_check_that_make_runs_before_dvc_repairs_the_path_locks(tiny_project):
