@@ -1,4 +1,4 @@
-"""Files that DVC and Optuna write in place, left torn as a kill inside their write
+"""Files that DVC, Optuna and MLflow write in place, left torn as a kill inside their write
 leaves them, on purpose: the next run puts each right before it needs it, instead of failing
 (or calling it a bug in the pipeline)."""
 from __future__ import annotations
@@ -104,6 +104,32 @@ def test_an_optuna_journal_record_cut_short_is_dropped_and_the_study_goes_on(tmp
     again = optuna.load_study(study_name="s", storage=make_storage(str(path), tmp_path, "s"))
     assert [t.state.name for t in again.trials] == ["COMPLETE", "RUNNING", "COMPLETE", "COMPLETE"]
     assert path.read_bytes().endswith(b"\n")
+
+
+def test_an_mlflow_sqlite_store_is_created_whole_or_not_at_all(tmp_path, monkeypatch):
+    import mlflow.store.db.utils as db
+    from mlflow import MlflowClient
+
+    from mlcore.tracking import store
+
+    path = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{path}"
+    real = db._initialize_tables
+
+    def killed_midway(engine):
+        db.InitialBase.metadata.create_all(engine)  # the first tables, then the kill
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(db, "_initialize_tables", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        store.create_whole(uri)
+    assert not path.exists()  # unlike MLflow's own creation, nothing half-made at the store's path
+    monkeypatch.setattr(db, "_initialize_tables", real)
+    assert store.create_whole(uri) and not store.create_whole(uri)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
+    client = MlflowClient(uri)
+    client.create_run(client.create_experiment("e"))
+    client.create_registered_model("m")
 
 
 def test_the_workspace_check_that_make_runs_before_dvc_repairs_the_path_locks(tiny_project):

@@ -17,6 +17,7 @@ from mlcore.config import Config
 from mlcore.data.hashing import file_md5
 from mlcore.engine import distributed
 from mlcore.search import liveness
+from mlcore.tracking import store
 
 # MLflow's own INFO chatter ("View run ... at ...") drowns the pipeline's progress output.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -29,6 +30,7 @@ KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 def configure(cfg: Config) -> str:
     """Point MLflow at the configured store and experiment; returns the experiment id."""
     uri = cfg.mlflow_uri()
+    store.create_whole(uri)  # a kill while MLflow creates a SQLite store would break it for good
     mlflow.set_tracking_uri(uri)
     name = cfg.tracking.experiment
     client = MlflowClient()
