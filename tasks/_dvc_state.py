@@ -11,6 +11,7 @@ later DVC command fails on it. `repair_torn_files` puts them right before work.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from pathlib import Path
 from dvc.lock import LockError, LockNoop
 from dvc.repo import Repo
 
-from mlcore.errors import UserError
+from mlcore.errors import UserError, os_reason, path_problem
 
 _held: Repo | None = None  # the Repo whose lock this process holds, while it holds it
 LOCKFILE = Path("dvc.lock")
@@ -113,13 +114,33 @@ def _lockfile_problem() -> str | None:
     return None
 
 
-def _repo() -> Repo:
+@contextmanager
+def _repo() -> Iterator[Repo]:
     restore_interrupted_commit()
     repo = Repo(".")
     if _held is not None:
         # DVC's lock is a flock: a second descriptor in this same process would be refused.
         repo.lock = LockNoop()
-    return repo
+    try:
+        with repo:
+            yield repo
+    except OSError as err:
+        if not _refused(err):
+            raise
+        name = str(err.filename)
+        problem = path_problem(name, "dir" if os.path.isdir(name) else "file") or f"{name}: {os_reason(err)}"
+        raise UserError(f"{problem}. DVC met it while checking this workspace, whose files and folders it reads "
+                        f"unless .dvcignore names them: fix it, move it out of the project or list it in "
+                        f".dvcignore, and run again.") from None
+
+
+def _refused(err: OSError) -> bool:
+    """An OS error on a path in the workspace that the user must fix (the inputs were checked
+    before DVC, tasks._inputs; this is for anything else DVC walks into), not a bug."""
+    if err.filename is None:
+        return False
+    broken_link = err.errno == errno.ENOENT and os.path.islink(err.filename)
+    return broken_link or err.errno in (errno.ELOOP, errno.EACCES, errno.EPERM, errno.ENOTDIR)
 
 
 def changes(stage: str) -> list:

@@ -91,3 +91,26 @@ def test_path_problem_names_a_file_or_folder_this_user_may_not_read(tmp_path):
         assert "ckpt/sub: permission denied" in path_problem(tmp_path / "ckpt", "dir")
     finally:
         (tmp_path / "ckpt" / "sub").chmod(0o700)
+
+
+def test_an_os_refusal_that_dvc_meets_in_the_workspace_is_a_user_error_naming_the_path(tmp_path, monkeypatch):
+    """The inputs are checked before DVC (tasks/_inputs.py); DVC also reads every folder of the
+    workspace, and an unreadable one there stops its status (seen: '<folder>/.gitignore')."""
+    from dvc.repo import Repo
+
+    from tasks import _dvc_state
+
+    monkeypatch.chdir(tmp_path)
+    Repo.init(str(tmp_path), no_scm=True).close()
+
+    def raising(err):
+        def status(self, *args, **kwargs):
+            raise err
+        return status
+
+    monkeypatch.setattr(Repo, "status", raising(PermissionError(13, "Permission denied", "closed/.gitignore")))
+    with pytest.raises(UserError, match=r"^closed/\.gitignore: permission denied.*DVC met it while checking"):
+        _dvc_state.out_of_date()
+    monkeypatch.setattr(Repo, "status", raising(FileNotFoundError(2, "No such file or directory", "gone")))
+    with pytest.raises(FileNotFoundError):  # not the OS refusing a path the user has: a bug, traceback and all
+        _dvc_state.out_of_date()
