@@ -10,9 +10,8 @@ from prefect import flow
 
 from flows import _crashed
 from flows._hooks import notify_failure, retry_only_transient
-from mlcore.config import load_config
 from mlcore.tracking.runs import pipeline_run
-from tasks import evaluate, finetune, prepare, pretrain, register, search
+from tasks import _inputs, evaluate, finetune, prepare, pretrain, register, search
 from tasks._workspace import workspace_lock
 
 FLOW_HOLDER = "the training-pipeline flow"
@@ -22,7 +21,7 @@ STAGE_TASKS = [prepare.task, pretrain.task, search.task, finetune.task, evaluate
 @flow(name="training-pipeline", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 @retry_only_transient
 def training_pipeline(params: str = "params.yaml", force: bool = False, wait: bool = False) -> dict:
-    cfg = load_config(params)
+    cfg = _inputs.load(params)  # as the command line does: deployments run this flow without it
     results = {}
     with workspace_lock(FLOW_HOLDER, wait=wait, hold_dvc=True):
         _crashed.recover(cfg)

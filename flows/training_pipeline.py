@@ -16,10 +16,10 @@ import os
 import sys
 from pathlib import Path
 
-from mlcore.config import STAGES, load_config
+from mlcore.config import STAGES
 from mlcore.errors import entry_point
 from mlcore.models import checkpoint_link
-from tasks import _dvc_state
+from tasks import _dvc_state, _inputs
 from tasks._process import exit_on_sigterm
 from tasks._workspace import workspace_lock
 
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="if another run holds this workspace, wait for it instead of exiting")
     args = parser.parse_args(argv)
     exit_on_sigterm()
-    cfg = load_config(args.params)  # typed and validated once, before any work
+    cfg = _inputs.load(args.params)  # typed and validated once, its input paths checked, before any work
     # Taken here, before Prefect starts its server, so a refused run costs seconds and leaves
     # no flow run behind; the flow takes it again (a no-op here) as deployments run it.
     with workspace_lock(FLOW_HOLDER, wait=args.wait, hold_dvc=True):

@@ -3,6 +3,7 @@
 Two boundaries, so that errors are not caught case by case:
 - `reading(path, what, fix)` wraps every read of a user's file (data, params, checkpoint): any
   decoder, decompressor, parser or OS failure inside becomes a UserError naming the file;
+  `path_problem(path)` says, before anything opens a path, why the OS would refuse it;
 - `entry_point` wraps every command's main(): a UserError is printed as its one paragraph with
   exit code 2; anything else is a bug, shown with its traceback, one line saying so, and a copy
   in logs/errors.log.
@@ -10,8 +11,11 @@ Two boundaries, so that errors are not caught case by case:
 from __future__ import annotations
 
 import datetime
+import errno
 import functools
 import logging
+import os
+import stat
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -70,6 +74,61 @@ def reading(path: str | Path, what: str, fix: str) -> Iterator[None]:
         raise
     except _decode_errors() as err:
         raise UserError(f"{path}: could not be read as {what}: {_short(err)}. {fix}") from None
+
+
+def path_problem(path: str | Path, expect: str = "file") -> str | None:
+    """Why the operating system will not let a reader have `path` as a `expect` ("file", or "dir"
+    with every file under it), as '<culprit>: <reason>'; None when it will, and when nothing is
+    there at all (the readers say "not found", with their own advice)."""
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):  # the link is there, what it points at is not
+            return f"{path}: a symbolic link to {os.readlink(path)!r}, which does not exist (a broken link)"
+        return None
+    except OSError as err:
+        return f"{path}: {os_reason(err, 'get to it through the folders on its path')}"
+    if stat.S_ISDIR(info.st_mode) != (expect == "dir"):
+        return f"{path}: " + ("is a directory, not a file" if expect == "file" else "is a file, not a directory")
+    if expect == "dir":
+        return _tree_problem(path)
+    return _file_problem(path, info)
+
+
+def _file_problem(path: Path, info: os.stat_result) -> str | None:
+    if not stat.S_ISREG(info.st_mode):
+        return f"{path}: not a regular file (a pipe, socket or device)"
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+    except OSError as err:
+        return f"{path}: {os_reason(err, 'read it')}"
+    return None
+
+
+def _tree_problem(top: Path) -> str | None:
+    """The first file or folder under `top` that cannot be listed, reached or read."""
+    refused: list[OSError] = []
+    # Broken and looping links are listed as files; links to folders are not walked into.
+    for folder, _dirs, files in os.walk(top, onerror=refused.append):
+        for name in files:
+            if problem := path_problem(Path(folder) / name, "file"):
+                return problem
+    if refused:
+        return f"{refused[0].filename}: {os_reason(refused[0], 'list it')}"
+    return None
+
+
+def os_reason(err: OSError, action: str = "read it") -> str:
+    """An OS error in words, e.g. 'a loop of symbolic links ([Errno 40] ...)'."""
+    reasons = {
+        errno.ELOOP: "a loop of symbolic links, which the system gives up following",
+        errno.ENOTDIR: "a part of its path is a file, not a directory",
+        errno.EACCES: f"permission denied: this user (uid {os.getuid()}) may not {action}",
+        errno.EPERM: f"operation not permitted: this user (uid {os.getuid()}) may not {action}",
+    }
+    code = f"[Errno {err.errno}] {err.strerror}" if err.errno else str(err)
+    return f"{reasons[err.errno]} ({code})" if err.errno in reasons else code
 
 
 def entry_point(main: Callable[..., int]) -> Callable[..., int]:

@@ -5,12 +5,17 @@ dvc.lock) before running it, and records the run in dvc.lock afterwards, exactly
 as `dvc repro` would. It holds DVC's repository lock for its whole run
 (tasks._workspace), so these calls must not take it again.
 
+DVC rewrites its small state files in place (open for writing, which empties the file, then
+one write when it is closed), so a kill in between leaves one empty or cut short, and every
+later DVC command fails on it. `repair_torn_files` puts them right before work.
+
 One thing DVC cannot see is the MLflow registry: `registry_changes` says when the version that
 register recorded is not in the store the config points at now (another store, or an emptied
 one), and the flow then reruns register against it (`dvc repro` would not: it sees files only).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Iterator
@@ -23,6 +28,7 @@ from dvc.repo import Repo
 from mlcore import atomic
 from mlcore.config import Config
 from mlcore.config.environment import redact
+from mlcore.errors import UserError, os_reason, path_problem
 from mlcore.tracking.store import holds, resolve_store
 from tasks import _paths as P
 
@@ -32,6 +38,10 @@ LOCKFILE = Path("dvc.lock")
 # A copy taken before each commit (renamed into place, so itself whole) is removed after it;
 # finding it means a commit was interrupted, and the copy is the last consistent state.
 BEFORE_COMMIT = Path(".dvc/tmp/dvc.lock.before-commit")
+# DVC's per-path locks (stages' deps and outs; `dvc exp`'s refs): JSON, read and rewritten by
+# every DVC command that touches a stage, the flow's status checks and commits included.
+RWLOCKS = (Path(".dvc/tmp/rwlock"), Path(".dvc/tmp/exps/rwlock"))
+TORN_LOCKFILE = Path(".dvc/tmp/dvc.lock.torn")  # a dvc.lock cut short, kept for a look
 
 
 def restore_interrupted_commit() -> bool:
@@ -48,13 +58,98 @@ def restore_interrupted_commit() -> bool:
     return True
 
 
-def _repo() -> Repo:
+def repair_torn_files() -> list[str]:
+    """Put right what a kill inside one of DVC's in-place writes left half-written; prints and
+    returns what it did, in words. Only while this process holds DVC's lock and no
+    `dvc repro` runs a stage (tasks._workspace calls it then): under a running `dvc repro`,
+    .dvc/tmp/rwlock holds that run's live per-path locks."""
+    if _held is None:
+        raise RuntimeError("repair_torn_files needs DVC's lock: call it inside workspace_lock(hold_dvc=True)")
+    done = [f"{LOCKFILE}: restored from before an interrupted commit"] if restore_interrupted_commit() else []
+    for rwlock in RWLOCKS:
+        if _torn_rwlock(rwlock):
+            # Empty is what DVC starts from; the entries lost were a dead process's (a live
+            # one's would be whole: a DVC command that meets a torn file stops before writing).
+            rwlock.unlink()
+            done.append(f"{rwlock}: cut short by a killed DVC command; emptied")
+            print(done[-1])
+    problem = _lockfile_problem()
+    if problem:
+        os.replace(LOCKFILE, TORN_LOCKFILE)
+        done.append(f"{LOCKFILE}: {problem}, as a kill during DVC's write of it leaves it; moved to "
+                    f"{TORN_LOCKFILE}, so every stage reruns (extra work, never a wrong record)")
+        print(done[-1])
+    return done
+
+
+def _torn_rwlock(path: Path) -> bool:
+    """True when DVC could not read this per-path lock file (it would raise RWLockFileCorruptedError)."""
+    return path.exists() and _read_rwlock(path) is None
+
+
+def _read_rwlock(path: Path) -> dict | None:
+    """A per-path lock file as DVC reads it; None when it is absent, cut short or not DVC's format."""
+    from dvc.rwlock import SCHEMA
+    from voluptuous import Invalid
+
+    try:
+        return SCHEMA(json.loads(path.read_bytes()))
+    except (OSError, ValueError, Invalid):  # JSONDecodeError is a ValueError
+        return None
+
+
+def _lockfile_problem() -> str | None:
+    """Why dvc.lock cannot be the record DVC wrote whole, in words; None when it can. DVC writes
+    it in one go and always ends it with a newline, so an empty file or a missing last newline
+    means the write was cut short."""
+    try:
+        data = LOCKFILE.read_bytes()
+    except FileNotFoundError:
+        return None
+    if any(line.startswith(b"<<<<<<< ") for line in data.splitlines()):
+        raise UserError(f"{LOCKFILE}: has merge conflict markers (<<<<<<<). Resolve them, keeping either side "
+                        f"(a stage whose record is stale then reruns), and run again.")
+    if not data.endswith(b"\n"):
+        return "it is empty" if not data else "it ends mid-line"
+    from dvc.exceptions import DvcException
+    from dvc.fs import localfs
+    from dvc.schema import COMPILED_LOCKFILE_SCHEMA
+    from dvc.utils.strictyaml import load
+
+    try:
+        load(str(LOCKFILE), COMPILED_LOCKFILE_SCHEMA, localfs)
+    except DvcException as err:
+        return f"DVC cannot read it ({str(err).splitlines()[0]})"
+    return None
+
+
+@contextmanager
+def _repo() -> Iterator[Repo]:
     restore_interrupted_commit()
     repo = Repo(".")
     if _held is not None:
         # DVC's lock is a flock: a second descriptor in this same process would be refused.
         repo.lock = LockNoop()
-    return repo
+    try:
+        with repo:
+            yield repo
+    except OSError as err:
+        if not _refused(err):
+            raise
+        name = str(err.filename)
+        problem = path_problem(name, "dir" if os.path.isdir(name) else "file") or f"{name}: {os_reason(err)}"
+        raise UserError(f"{problem}. DVC met it while checking this workspace, whose files and folders it reads "
+                        f"unless .dvcignore names them: fix it, move it out of the project or list it in "
+                        f".dvcignore, and run again.") from None
+
+
+def _refused(err: OSError) -> bool:
+    """An OS error on a path in the workspace that the user must fix (the inputs were checked
+    before DVC, tasks._inputs; this is for anything else DVC walks into), not a bug."""
+    if err.filename is None:
+        return False
+    broken_link = err.errno == errno.ENOENT and os.path.islink(err.filename)
+    return broken_link or err.errno in (errno.ELOOP, errno.EACCES, errno.EPERM, errno.ENOTDIR)
 
 
 def changes(stage: str) -> list:
@@ -113,10 +208,7 @@ def try_hold() -> Repo | str:
 
 def _path_lock_holders(rwlock: Path) -> str:
     """The live processes in DVC's per-path lock file, as 'pid 12 (dvc repro)'; '' when none."""
-    try:
-        entries = json.loads(rwlock.read_text())
-    except (OSError, ValueError):
-        return ""
+    entries = _read_rwlock(rwlock) or {}  # a torn one names no live process: repair_torn_files mends it
     infos = list(entries.get("write", {}).values())
     infos += [info for readers in entries.get("read", {}).values() for info in readers]
     alive = {(info["pid"], info["cmd"]) for info in infos

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from mlcore.config import Config, load_config
+from mlcore.config import Config
 from mlcore.errors import entry_point, quiet_user_error_tracebacks
 from mlcore.tracking import runs
-from tasks import _dvc_state
+from tasks import _dvc_state, _inputs
 from tasks._process import exit_on_sigterm
 from tasks._workspace import workspace_lock
 
@@ -50,7 +50,7 @@ def cli(stage: str, run: StageFn, doc: str | None = None) -> Callable[[list[str]
         args = parser.parse_args(argv)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         exit_on_sigterm()
-        cfg = effective(load_config(args.params))
+        cfg = effective(_inputs.load(args.params))  # its input paths checked before DVC's or a reader's first touch
         # Under `dvc repro` (DVC_STAGE set) DVC already holds its own lock; run by hand,
         # the stage holds it too, so no `dvc repro` deletes its outputs under it.
         with workspace_lock(f"stage {stage}", wait=args.wait, hold_dvc="DVC_STAGE" not in os.environ):

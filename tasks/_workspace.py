@@ -1,7 +1,8 @@
 """One run per workspace. The flow and every stage CLI hold an exclusive lock on the project
 while they work; a second run is told who holds it and exits, or queues behind it with --wait.
 
-    python -m tasks._workspace     # who holds the workspace now (exit 1 when it is busy)
+    python -m tasks._workspace     # who holds the workspace now (exit 1 when it is busy); when it
+                                   # is free, also repairs what a killed run left half-written
 
 The lock is a kernel file lock (flock) on .pipeline.lock: a killed holder, even by kill -9,
 releases it at once, so there is never a stale lock to clear by hand. The file also says who
@@ -92,7 +93,8 @@ def workspace_lock(what: str, *, wait: bool = False, hold_dvc: bool = False,
     outputs before it runs the stage, so one started beside the flow would delete what the flow
     is writing. DVC's lock is taken first and ours second, as under `dvc repro` (which holds
     DVC's lock while its stages take ours), so a waiting run never holds ours while it waits for
-    DVC's, which would refuse the next stage of a running `dvc repro`."""
+    DVC's, which would refuse the next stage of a running `dvc repro`. With both held, it first
+    repairs DVC's files that a killed command left half-written (tasks._dvc_state)."""
     global _depth
     if _depth:  # this process holds it already: the CLI took it before starting Prefect
         _depth += 1
@@ -124,6 +126,10 @@ def workspace_lock(what: str, *, wait: bool = False, hold_dvc: bool = False,
             os.ftruncate(fd, 0)
             os.pwrite(fd, _record(what).encode(), 0)
             _depth = 1
+            if dvc_lock is not None:
+                # Holding both locks, with no live process in DVC's per-path locks, no DVC
+                # command runs in this workspace: the one time to mend what a kill left torn.
+                _dvc_state.repair_torn_files()
             yield
         finally:
             _depth = 0
@@ -136,12 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tasks._workspace", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.parse_args(argv)
-    who = holder()
-    if who is None:
-        print("the workspace is free")
-        return 0
-    print(f"error: {_busy(LOCK_FILE, who)}", file=sys.stderr)
-    return 1
+    try:
+        # Taken for a moment, as a run would take it: that also repairs what a killed run left
+        # torn, so that `make data`'s `dvc add` and a `dvc repro` after this do not fail on it.
+        with workspace_lock("a check of the workspace (python -m tasks._workspace)", hold_dvc=True):
+            pass
+    except WorkspaceBusy as busy:
+        print(f"error: {busy}", file=sys.stderr)
+        return 1
+    print("the workspace is free")
+    return 0
 
 
 if __name__ == "__main__":

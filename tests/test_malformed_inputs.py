@@ -43,6 +43,7 @@ class Case:
     setup: Callable[[Path], dict]  # writes the case's files; returns the params changes
     needles: list[str]
     stage: str = "prepare"  # the stage command that meets the problem under `dvc repro`
+    permissions: bool = False  # made by file modes, which root bypasses: run as processes without that power
 
 
 def csv_text(df: pd.DataFrame | None = None) -> str:
@@ -88,6 +89,34 @@ def checkpoint(files: dict[str, bytes | str | Callable[[Path], None]] | None) ->
                 body(ckpt / name)
             else:
                 (ckpt / name).write_bytes(body.encode() if isinstance(body, str) else body)
+        return {"pretrain": {"init_from": str(BAD / "ckpt")}}
+    return setup
+
+
+def link(name: str, to: str, **prepare) -> Callable[[Path], dict]:
+    """bad/<name> as a symbolic link to `to` (relative to bad/), named by prepare.input."""
+    def setup(project: Path) -> dict:
+        (project / BAD / name).symlink_to(to)
+        return {"prepare": {"input": str(BAD / name), **prepare}}
+    return setup
+
+
+def closed(setup: Callable[[Path], dict], path: str) -> Callable[[Path], dict]:
+    """The setup, then bad/<path> with mode 000: no one but root may read, list or enter it."""
+    def closing(project: Path) -> dict:
+        changes = setup(project)
+        (project / BAD / path).chmod(0)
+        return changes
+    return closing
+
+
+def checkpoint_link(to: str | None) -> Callable[[Path], dict]:
+    """bad/ckpt, named by pretrain.init_from, as a symbolic link to `to`, or with None a file."""
+    def setup(project: Path) -> dict:
+        if to is None:
+            (project / BAD / "ckpt").write_text(BERT_CONFIG)
+        else:
+            (project / BAD / "ckpt").symlink_to(to)
         return {"pretrain": {"init_from": str(BAD / "ckpt")}}
     return setup
 
@@ -149,12 +178,23 @@ CASES = [
     Case("input_is_a_directory", lambda project: (project / BAD / "dir.csv").mkdir()
          or {"prepare": {"input": "bad/dir.csv"}}, ["bad/dir.csv", "is a directory"]),
     Case("input_missing", params_change(prepare={"input": "bad/nope.csv"}), ["bad/nope.csv", "not found"]),
+    # paths the operating system refuses: DVC's status hashes prepare.input before any reader runs
+    Case("input_broken_link", link("r.csv", "gone.csv"), ["bad/r.csv", "broken link", "prepare.input"]),
+    Case("input_link_loop", link("r.csv", "r.csv"), ["bad/r.csv", "loop of symbolic links", "prepare.input"]),
+    Case("input_under_a_file", data_file("r.csv", csv_text, input="bad/r.csv/rows.csv"),
+         ["bad/r.csv/rows.csv", "not a directory", "prepare.input"]),
+    Case("input_unreadable", closed(data_file("r.csv", csv_text), "r.csv"),
+         ["bad/r.csv", "permission denied", "prepare.input"], permissions=True),
+    Case("input_folder_closed", closed(lambda project: (project / BAD / "in").mkdir() or data_file(
+        "in/r.csv", csv_text)(project), "in"), ["bad/in/r.csv", "permission denied"], permissions=True),
     # params.yaml
     Case("yaml_syntax_error", params_text("prepare:\n  input: [unclosed\n"), ["params.yaml", "not valid YAML"]),
     Case("yaml_not_a_mapping", params_text("- prepare\n- search\n"), ["params.yaml", "mapping"]),
     Case("params_not_utf8", params_text(b"prepare:\n  input: \xff\xfe\n"), ["params.yaml", "utf-8"]),
     Case("params_is_a_directory", lambda project: (project / "params.yaml").unlink()
          or (project / "params.yaml").mkdir() or {}, ["params.yaml", "is a directory"]),
+    Case("params_link_loop", lambda project: (project / "params.yaml").unlink()
+         or (project / "params.yaml").symlink_to("params.yaml") or {}, ["params.yaml", "loop of symbolic links"]),
     Case("wrong_type", params_change(search={"n_trials": "many"}), ["search.n_trials", "integer"]),
     Case("impossible_fraction", params_change(prepare={"val_fraction": 1.5}), ["prepare.val_fraction"]),
     Case("lr_range_reversed", params_change(search={"lr_min": 0.1, "lr_max": 0.01}), ["search", "lr_min"]),
@@ -176,10 +216,38 @@ CASES = [
          ["bad/ckpt", "masked-language-model"], stage="pretrain"),
     Case("checkpoint_package_missing", params_change(pretrain={"init_from": "package:no_such_checkpoint_pkg"}),
          ["pretrain.init_from", "no installed Python package"], stage="pretrain"),
+    # checkpoint paths the operating system refuses: DVC hashes them behind models/checkpoint
+    Case("checkpoint_link_loop", checkpoint_link("ckpt"), ["bad/ckpt", "loop of symbolic links", "pretrain.init_from"],
+         stage="pretrain"),
+    Case("checkpoint_is_a_file", checkpoint_link(None), ["bad/ckpt", "not a directory"], stage="pretrain"),
+    Case("checkpoint_weights_broken_link", checkpoint({"config.json": BERT_CONFIG, "model.safetensors": lambda path:
+                                                       path.symlink_to("gone.safetensors")}),
+         ["bad/ckpt/model.safetensors", "broken link", "pretrain.init_from"], stage="pretrain"),
+    Case("checkpoint_weights_unreadable", closed(checkpoint({"config.json": BERT_CONFIG,
+                                                              "model.safetensors": gpt2_checkpoint}),
+                                                  "ckpt/model.safetensors"),
+         ["bad/ckpt/model.safetensors", "permission denied"], stage="pretrain", permissions=True),
 ]
 
 AS_PROCESSES = {"truncated_bz2", "too_small_to_split", "nested_text_jsonl", "yaml_syntax_error",
-                "checkpoint_weights_truncated", "checkpoint_not_a_masked_lm"}
+                "checkpoint_weights_truncated", "checkpoint_not_a_masked_lm", "input_link_loop"}
+# Root reads a file of mode 000 all the same: as root, these run as processes without the
+# capabilities that let it (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), as any other user would.
+UNPRIVILEGED = ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+                "--inh-caps=-dac_override,-dac_read_search"]
+
+
+def _bypasses_permissions(tmp: Path) -> bool:
+    probe = tmp / "mode-000-probe"
+    probe.write_text("x")
+    probe.chmod(0)
+    try:
+        probe.read_text()
+        return True
+    except PermissionError:
+        return False
+    finally:
+        probe.unlink()
 
 
 def _tree_digest(project: Path) -> dict[str, str]:
@@ -236,11 +304,23 @@ def malformed(project: Path, case: Case):
             params_file.write_text(yaml.safe_dump(params, sort_keys=False))
         yield
     finally:
-        if params_file.is_dir():
+        if params_file.is_symlink():
+            params_file.unlink()
+        elif params_file.is_dir():
             params_file.rmdir()
         params_file.write_text(pristine)
+        _open_up(project / BAD)
         shutil.rmtree(project / BAD)
     assert (_tree_digest(project), _registry(project)) == before, "a failed run changed saved outputs"
+
+
+def _open_up(tree: Path) -> None:
+    """Give the owner back what a case's mode 000 took, so that any user can remove the tree."""
+    tree.chmod(0o700)
+    for folder, dirs, files in os.walk(tree):  # top-down: each folder is opened before it is entered
+        for name in dirs + files:
+            if not (Path(folder) / name).is_symlink():
+                (Path(folder) / name).chmod(0o700)
 
 
 def check(case: Case, driver: str, code: int, out: str, err: str) -> None:
@@ -254,6 +334,8 @@ def check(case: Case, driver: str, code: int, out: str, err: str) -> None:
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_malformed_input_is_one_clear_error_and_changes_nothing(finished_project, case, monkeypatch, capsys):
     project, env = finished_project
+    if case.permissions and _bypasses_permissions(project):
+        pytest.skip("this process reads mode-000 files (root): test_as_processes_too runs it without that power")
     monkeypatch.chdir(project)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
     monkeypatch.setattr(signal, "signal", lambda *args: None)  # keep pytest's own SIGTERM handling
@@ -264,11 +346,16 @@ def test_malformed_input_is_one_clear_error_and_changes_nothing(finished_project
             check(case, driver, code, captured.out, captured.err)
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.name in AS_PROCESSES], ids=lambda c: c.name)
+@pytest.mark.parametrize("case", [c for c in CASES if c.name in AS_PROCESSES or c.permissions], ids=lambda c: c.name)
 def test_as_processes_too(finished_project, case):
     project, env = finished_project
+    prefix = []
+    if case.permissions and _bypasses_permissions(project):
+        if not shutil.which("setpriv"):
+            pytest.skip("root reads mode-000 files, and setpriv (util-linux) is not here to drop that power")
+        prefix = UNPRIVILEGED
     with malformed(project, case):
         for driver in ("flows.training_pipeline", f"tasks.{case.stage}"):
-            proc = subprocess.run([sys.executable, "-m", driver], cwd=project, env=env,
+            proc = subprocess.run([*prefix, sys.executable, "-m", driver], cwd=project, env=env,
                                   capture_output=True, text=True, timeout=300)
             check(case, driver, proc.returncode, proc.stdout, proc.stderr)

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import warnings
 from pathlib import Path
 
 import optuna
 import pandas as pd
 from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import TrialState
 
 from mlcore.config import SearchConfig
@@ -60,7 +61,58 @@ def make_storage(url: str | None, default_dir: Path, study_name: str):
             failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
     path = Path(url) if url else default_dir / f"{study_name}.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
+    mend_torn_journal(path)
     return JournalStorage(JournalFileBackend(str(path)))
+
+
+def mend_torn_journal(path: Path) -> bool:
+    """Drop a last record that a kill cut short (no final newline); True if there was one.
+    Optuna's reader skips such a line, but its next append lands on the end of it: that
+    record is lost (the trial it created cannot be found) and every later read of the
+    journal fails. It is cut under the journal's own lock, which a live writer holds for
+    its whole append, so only a dead writer's record can be found incomplete."""
+    if _ends_whole(path):
+        return False
+    lock = JournalFileSymlinkLock(str(path))  # the lock JournalFileBackend takes by default
+    lock.acquire()
+    try:
+        if _ends_whole(path):  # mended meanwhile by another process
+            return False
+        with path.open("r+b") as journal:
+            size = journal.seek(0, os.SEEK_END)
+            end = _after_last_newline(journal, size)
+            journal.truncate(end)
+            journal.flush()
+            os.fsync(journal.fileno())
+    finally:
+        lock.release()
+    print(f"{path}: dropped its last record ({size - end} bytes), cut short by a killed writer")
+    return True
+
+
+def _ends_whole(path: Path) -> bool:
+    """True when the file is absent, empty or ends with a newline."""
+    try:
+        with path.open("rb") as journal:
+            size = journal.seek(0, os.SEEK_END)
+            if size == 0:
+                return True
+            journal.seek(size - 1)
+            return journal.read(1) == b"\n"
+    except FileNotFoundError:
+        return True
+
+
+def _after_last_newline(journal, size: int, chunk: int = 1 << 16) -> int:
+    pos = size
+    while pos > 0:
+        start = max(0, pos - chunk)
+        journal.seek(start)
+        found = journal.read(pos - start).rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        pos = start
+    return 0
 
 
 def study_name(cfg: SearchConfig, inputs_digest: str) -> str:

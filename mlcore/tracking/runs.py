@@ -17,6 +17,7 @@ from mlcore.config import Config
 from mlcore.data.hashing import file_md5
 from mlcore.engine import distributed
 from mlcore.search import liveness
+from mlcore.tracking.sqlite_creation import create_whole
 from mlcore.tracking.store import SQLITE, resolve_store
 from mlcore.tracking.tags import KIND_TAG, NOTE_TAG, OWNER_PREFIX, ROLE_TAG, TRIAL_STATE_TAG
 
@@ -35,6 +36,7 @@ def configure(cfg: Config) -> str:
 def use_experiment(uri: str, name: str) -> str:
     """Point MLflow at store `uri` and experiment `name` (made, tagged as model training, if it
     is not there); returns the experiment id."""
+    create_whole(uri)  # a kill while MLflow creates a SQLite store would break it for good
     mlflow.set_tracking_uri(uri)
     client = MlflowClient()
     exp = client.get_experiment_by_name(name)

@@ -1,0 +1,57 @@
+"""The user's input paths, checked before anything touches them.
+
+DVC's status (it hashes prepare.input, and the checkpoint behind models/checkpoint), the MLflow
+lineage tags (every stage's run records prepare.input's md5) and the readers each open these
+paths, and each fails its own way on one the operating system refuses: a broken or looping
+link, no permission, a file where a folder should be. Checked once when a command starts, before
+DVC, the user gets one paragraph naming the path and the key that gave it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mlcore.config import Config, load_config
+from mlcore.errors import UserError, path_problem
+from mlcore.models.checkpoint_link import PACKAGE
+
+_FIX = {
+    "--params": "Pass a params file that this user can read (e.g. --params params.yaml)",
+    "prepare.input": "Point prepare.input in params.yaml at the data file itself (.csv, .tsv, .jsonl or "
+                     ".parquet), or fix the path, link or permissions",
+    "prepare.test_input": "Point prepare.test_input in params.yaml at the test rows' file itself, or fix "
+                          "the path, link or permissions",
+    "pretrain.init_from": "Point pretrain.init_from in params.yaml at a checkpoint directory (saved with "
+                          "save_pretrained) whose files this user can read, or fix the path, link or permissions",
+}
+
+
+def load(params: str | Path = "params.yaml") -> Config:
+    """The config (typed and checked, as load_config), once every input path it names is usable."""
+    check(params, "--params", "file")
+    cfg = load_config(params)
+    for key, path, expect in user_paths(cfg):
+        check(path, key, expect)
+    return cfg
+
+
+def user_paths(cfg: Config) -> list[tuple[str, str, str]]:
+    """(key, path, "file" or "dir") for each input path the config gives, to every command: each
+    stage's MLflow run hashes prepare.input, and DVC hashes them all. A checkpoint reference with
+    nothing at its path is left out: it is a hub id or a package, or missing, which pretrain's
+    own check says in its words."""
+    found = [("prepare.input", cfg.prepare.input, "file")]
+    if cfg.prepare.test_input:
+        found.append(("prepare.test_input", cfg.prepare.test_input, "file"))
+    ref = cfg.pretrain.init_from
+    if ref and not str(ref).startswith(PACKAGE) and os.path.lexists(Path(ref).expanduser()):
+        found.append(("pretrain.init_from", str(Path(ref).expanduser()), "dir"))
+    return found
+
+
+def check(path: str | Path, key: str, expect: str) -> None:
+    """A UserError naming `path` (or what under it is refused) when the OS would refuse it."""
+    problem = path_problem(path, expect)
+    if problem:
+        inside = "" if problem.startswith(f"{Path(path)}: ") else f" It is inside {path}, which {key} names."
+        raise UserError(f"{problem}.{inside} {_FIX[key]}, and run again.")
