@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="the params file: the model's name and the MLflow store (default: params.yaml)")
     parser.add_argument("--host", default=HOST, help=f"the address to listen on (default: {HOST}, this machine "
                                                      f"only; 0.0.0.0 listens on every interface)")
-    parser.add_argument("--port", type=int, default=PORT, help=f"(default: {PORT})")
+    parser.add_argument("--port", type=int, default=PORT, help=f"the port to listen on (default: {PORT})")
     parser.add_argument("--check", action="store_true",
                         help=f"print models:/NAME@{ALIAS} if the store has it (else say why) and exit without serving")
     return parser
