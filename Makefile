@@ -61,18 +61,13 @@ serve: $(STAMP)
 # The MLflow store of serve-model and ui-mlflow is the one the pipeline registers in, by the rule
 # of mlcore/tracking/store.py (tracking.mlflow_uri, else $MLFLOW_TRACKING_URI, else
 # sqlite:///mlflow.db); `python -m mlcore.tracking.store` prints it.
-# The registered model's @champion as a REST endpoint (POST /invocations, GET /ping), from that store.
-# Loopback unless told: make serve-model SERVE_HOST=0.0.0.0 SERVE_PORT=8080.
+# The registered model's @champion as a REST endpoint (POST /invocations, GET /ping), from that store
+# (mlcore/tracking/serving.py: with no champion it says why, exit status 2). Loopback on port 5001
+# unless told: make serve-model SERVE_HOST=0.0.0.0 SERVE_PORT=8080.
 # The alias is resolved at start: restart after a promotion.
-SERVE_HOST ?= 127.0.0.1
-SERVE_PORT ?= 5001
 serve-model: $(STAMP)
-	@store="$$($(BIN)/python -m mlcore.tracking.store)" && \
-	name="$$($(BIN)/python -m mlcore.config --get register.model_name)" && \
-	model="$$($(BIN)/python -m mlcore.tracking.serving --store "$$store" "$$name")" && \
-	export MLFLOW_TRACKING_URI="$$store" && \
-	echo "serving $$model from $$store at http://$(SERVE_HOST):$(SERVE_PORT)/invocations" && \
-	exec $(BIN)/mlflow models serve -m "$$model" --env-manager local --host $(SERVE_HOST) --port $(SERVE_PORT)
+	@exec $(BIN)/python -m mlcore.tracking.serving $(if $(SERVE_HOST),--host $(SERVE_HOST)) \
+		$(if $(SERVE_PORT),--port $(SERVE_PORT))
 
 # A UI over that store (a tracking server is refused: it has its own UI, at its address).
 ui-mlflow: $(STAMP)

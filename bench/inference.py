@@ -50,11 +50,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mlcore.engine import precision
-from mlcore.models import classifier_pooling
-from mlcore.tracking import serving
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's packages, and tests/servers.py (the server harness)
+
+from mlcore.engine import precision  # noqa: E402
+from mlcore.models import classifier_pooling  # noqa: E402
+from mlcore.tracking import serving  # noqa: E402
+from tests import servers  # noqa: E402
+
 SPLITS = ROOT / "data" / "processed" / "prepare"
 RAW = ROOT / "data" / "raw" / "rotten_tomatoes_corpus_full.csv.bz2"
 LABEL2ID = {"fresh": 0, "rotten": 1}
@@ -298,23 +301,23 @@ def variants(clf, texts: list[str], bf16_native: bool, repeats: int) -> dict:
 
 def served_latency(uri: str, store: str, tmp: Path, requests: int) -> dict:
     body = {"dataframe_split": {"columns": ["text"], "data": [[SHORT_TEXT]]}}
-    server = serving.start(uri, tmp / "server.log", tracking_uri=store)
+    server = servers.mlflow_model_server(uri, tmp / "server.log", tracking_uri=store)
     try:
-        ready_s = serving.wait_ready(server)
+        ready_s = server.wait_ready(f"{server.url}/ping")
         for _ in range(5):  # warm-up: first requests pay one-off costs
-            serving.invoke(server.url, body)
+            servers.invoke(server.url, body)
         latencies = []
         for _ in range(requests):
-            seconds, (status, answer) = timed(serving.invoke, server.url, body)
+            seconds, (status, answer) = timed(servers.invoke, server.url, body)
             assert status == 200, answer
             latencies.append(1000 * seconds)
     finally:
-        serving.stop(server)
+        server.stop()
     q = np.percentile(latencies, [50, 95])
     return {"server_ready_s": round(ready_s, 1), "requests": requests, "p50_ms": round(float(q[0]), 1),
             "p95_ms": round(float(q[1]), 1), "mean_ms": round(statistics.fmean(latencies), 1),
             "client": "urllib, one request at a time, a new connection each; warm-up 5 requests",
-            "left_running": serving.group_alive(server.pgid)}
+            "left_running": servers.group_members(server.pgid)}
 
 
 def environment(args) -> dict:

@@ -88,9 +88,10 @@ def nightly_retraining(cron: str = NIGHTLY, name: str = DEPLOYMENT_NAME, params:
     )
 
 
-# A second deployment (batch scoring, once its flow exists) is one more function like
-# nightly_retraining returning Scheduled(batch_scoring, name=..., cron=..., parameters=...),
-# passed to serve_all() in main() next to it.
+# Batch scoring has its own deployment, served by its own command with the same policy:
+# `python -m flows.batch_predict ... --cron SCHEDULE` passes flows.batch_predict.scheduled(), a
+# Scheduled(batch_scoring, name="scheduled-scoring", ...), to serve_all(). Its parameters (model,
+# input, output) are given there, which is why it is not served here next to nightly_retraining.
 
 
 def build_deployment(cron: str = NIGHTLY, name: str = DEPLOYMENT_NAME, params: str = "params.yaml", **policy):

@@ -37,10 +37,10 @@ def test_a_store_mlflow_cannot_use_stops_every_command_at_start(tiny_project, se
     set_params(tracking={"mlflow_uri": None})
     monkeypatch.setenv("MLFLOW_TRACKING_URI", bad)
     assert_clean_error(run("flows.training_pipeline"), "[tracking.mlflow_uri is from $MLFLOW_TRACKING_URI]")
-    # batch scoring and the serving check read no params file: the variable itself is named
+    assert_clean_error(run("mlcore.tracking.serving", "--check"), "[tracking.mlflow_uri is from $MLFLOW_TRACKING_URI]")
+    # batch scoring reads no params file: the variable itself is named
     assert_clean_error(run("flows.batch_predict", "--model", "models:/m@champion", "--input", "data/raw/reviews.csv",
                            "--output", "scored.parquet"), f"$MLFLOW_TRACKING_URI is '{bad}'", "scheme 'ftp'")
-    assert_clean_error(run("mlcore.tracking.serving", "m"), f"$MLFLOW_TRACKING_URI is '{bad}'")
 
 
 def test_missing_data_file(tiny_project, set_params):

@@ -3,11 +3,12 @@ on loopback): the finished trials equal the budget, with no duplicate and none l
 import os
 import re
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.servers import free_port
 
 
 def _server_binaries() -> tuple[str | None, str | None]:
@@ -41,12 +42,6 @@ def _as_postgres(cmd):
     return (["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []) + cmd
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def postgres_url(tmp_path_factory):
     root = tmp_path_factory.mktemp("pg")
@@ -59,7 +54,7 @@ def postgres_url(tmp_path_factory):
                 parent.chmod(parent.stat().st_mode | 0o005)
     subprocess.run(_as_postgres([INITDB, "-D", str(data), "-A", "trust", "-U", "postgres"]), check=True,
                    capture_output=True)
-    port = _free_port()
+    port = free_port()
     opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
     subprocess.run(_as_postgres([PG_CTL, "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"]),
                    check=True, capture_output=True)

@@ -11,14 +11,9 @@ import contextlib
 import http.server
 import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,6 +21,7 @@ import pytest
 
 from flows import _hooks as tp
 from mlcore.config import ConfigError
+from tests.servers import HOST, Server, free_port, group_members, running, script, tail
 
 DEPLOYMENT = "training-pipeline/nightly-retraining"
 
@@ -34,16 +30,10 @@ DEPLOYMENT = "training-pipeline/nightly-retraining"
 
 
 def prefect_cli() -> str:
-    exe = shutil.which("prefect", path=str(Path(sys.executable).parent)) or shutil.which("prefect")
+    exe = script("prefect")
     if exe is None:
         pytest.skip("the prefect CLI is not installed")
     return exe
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(what: str, check, timeout: float, every: float = 1.0, logs: tuple[Path, ...] = ()):
@@ -59,42 +49,6 @@ def wait_for(what: str, check, timeout: float, every: float = 1.0, logs: tuple[P
         time.sleep(every)
 
 
-def tail(path: Path, n: int = 60) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else "(no log)"
-
-
-def group_members(pgid: int) -> list[str]:
-    """Processes still in process group `pgid`, as `ps` lists them."""
-    out = subprocess.run(["ps", "-e", "-o", "pgid=,pid=,stat=,args="],
-                         capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines()
-            if line.split()[0] == str(pgid) and not line.split()[2].startswith("Z")]
-
-
-class Group:
-    """A command in its own session / process group, logged to a file, stopped as a whole group."""
-
-    def __init__(self, args: list[str], log: Path, **kwargs):
-        self.log = log
-        self._out = open(log, "wb")
-        self.proc = subprocess.Popen(args, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
-        self.pgid = self.proc.pid
-
-    def stop(self, grace: float = 20.0) -> None:
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-            if not group_members(self.pgid):
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pgid, sig)
-            deadline = time.monotonic() + wait
-            while group_members(self.pgid) and time.monotonic() < deadline:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.proc.wait(timeout=0.5)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
-        self._out.close()
-
-
 def clean_env(home: Path) -> dict[str, str]:
     """This process's environment without any PREFECT_* setting, plus a private home, analytics off."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
@@ -104,24 +58,17 @@ def clean_env(home: Path) -> dict[str, str]:
 
 @contextlib.contextmanager
 def prefect_server(tmp: Path):
-    """`prefect server start` on 127.0.0.1:<free port>; yields (api_url, env for its clients, server)."""
+    """`prefect server start` on 127.0.0.1:<free port>, once /api/health answers; yields
+    (api_url, env for its clients, server)."""
     cli = prefect_cli()
     home = tmp / "prefect-home"
     home.mkdir()
     env = clean_env(home)
     port = free_port()
-    server = Group([cli, "server", "start", "--host", "127.0.0.1", "--port", str(port)], tmp / "server.log", env=env)
-    api = f"http://127.0.0.1:{port}/api"
-    try:
-        def healthy():
-            assert server.proc.poll() is None, f"prefect server exited:\n{tail(server.log)}"
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{api}/health", timeout=2) as r:
-                    return r.status == 200
-        wait_for("the server's health endpoint", healthy, timeout=120, logs=(server.log,))
+    with running([cli, "server", "start", "--host", HOST, "--port", str(port)], tmp / "server.log",
+                 f"http://{HOST}:{port}", ready="/api/health", timeout=120, env=env) as server:
+        api = f"{server.url}/api"
         yield api, {**env, "PREFECT_API_URL": api}, server
-    finally:
-        server.stop()
 
 
 @contextlib.contextmanager
@@ -163,8 +110,8 @@ def test_scheduled_run_completes_and_an_overlapping_run_is_cancelled(tiny_projec
     runs the real pipeline to COMPLETED, and a run triggered meanwhile is cancelled (CANCEL_NEW)."""
     with prefect_server(tmp_path) as (api, env, server):
         env.update(PREFECT_RUNNER_POLL_FREQUENCY="2", PIPELINE_FAILURE_LOG=str(tmp_path / "failures.log"))
-        serving = Group([sys.executable, "-m", "flows.deploy", "--cron", "* * * * *", "--timeout", "600"],
-                        tmp_path / "serve.log", cwd=tiny_project, env=env)
+        serving = Server([sys.executable, "-m", "flows.deploy", "--cron", "* * * * *", "--timeout", "600"],
+                         tmp_path / "serve.log", env=env, cwd=tiny_project)
         logs = (serving.log, server.log)
         try:
             with client_of(api) as client:

@@ -1,9 +1,12 @@
-"""`make serve-model`: the champion served by the real `mlflow models serve` (labels, calibrated
-scores, a 4xx for a bad request, nothing left running), and the two commands the target runs
-first (`python -m mlcore.config --get`, `python -m mlcore.tracking.serving NAME`)."""
+"""`make serve-model` (`python -m mlcore.tracking.serving`): the champion served by the real
+`mlflow models serve` it becomes (labels, calibrated scores, a 4xx for a bad request, nothing left
+running); what it execs; its one-paragraph errors (no store, no model, no champion); and
+`python -m mlcore.config --get`."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -14,7 +17,8 @@ from mlcore.config.__main__ import main as config_main
 from mlcore.errors import UserError
 from mlcore.models import classifier_pooling, modeling
 from mlcore.tracking import serving
-from tests.conftest import tiny_params
+from tests import servers
+from tests.conftest import ROOT, tiny_params
 
 LABELS = {"fresh": 0, "rotten": 1}
 TEMPERATURE = 2.0
@@ -38,17 +42,70 @@ def test_config_get_prints_a_dotted_key_of_the_validated_params(tmp_path, capsys
     assert "register.nmae" in err and "model_name" in err
 
 
-def test_no_store_means_no_champion_and_no_new_empty_store(tmp_path, monkeypatch):
+def write_params(path, store: str | None, name: str = "tiny-sentiment"):
+    params = tiny_params("data/raw/reviews.csv")
+    params["register"]["model_name"] = name
+    params["tracking"]["mlflow_uri"] = store
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_no_store_means_no_champion_and_no_new_empty_store(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     with pytest.raises(UserError, match="No MLflow store.*make run"):
         serving.champion_uri("anything")
     assert not (tmp_path / "mlflow.db").exists()
 
+    # The command: the store of the params file (tracking.mlflow_uri), one paragraph, exit status 2.
+    params = write_params(tmp_path / "params.yaml", f"sqlite:///{tmp_path / 'other.db'}")
+    for argv in (["--check"], []):
+        assert serving.main([*argv, "--params", str(params)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: No MLflow store at sqlite:///") and "other.db" in err and "make run" in err
+        assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "other.db").exists() and not (tmp_path / "mlflow.db").exists()
+    assert serving.main(["--params", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_the_command_execs_mlflow_models_serve_of_the_champion_from_the_store(tmp_path, monkeypatch, capsys):
+    """Store from the params file, name from register.model_name (or NAME), the champion check, then
+    `mlflow models serve` in place of this process, on loopback unless told."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    params = write_params(tmp_path / "params.yaml", store, name="served")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///not-this-one.db")  # tracking.mlflow_uri wins
+    checked, execs = [], []
+    monkeypatch.setattr(serving, "champion_uri", lambda name, store: checked.append((name, store))
+                        or f"models:/{name}@champion")
+
+    def execve(path, args, env):
+        execs.append((path, args, env))
+        raise SystemExit(0)  # as if the server had taken over and ended
+    monkeypatch.setattr(os, "execve", execve)
+
+    assert serving.main(["--check", "--params", str(params)]) == 0
+    assert capsys.readouterr().out == "models:/served@champion\n" and not execs
+    with pytest.raises(SystemExit):
+        serving.main(["--params", str(params)])
+    with pytest.raises(SystemExit):
+        serving.main(["other", "--params", str(params), "--host", "0.0.0.0", "--port", "8080"])
+    assert checked == [("served", store)] * 2 + [("other", store)]
+    (path, args, env), (_, other, _) = execs
+    assert args == [path, "models", "serve", "-m", "models:/served@champion", "--env-manager", "local",
+                    "--host", "127.0.0.1", "--port", "5001"]
+    assert other[-7:] == ["models:/other@champion", "--env-manager", "local", "--host", "0.0.0.0", "--port", "8080"]
+    assert os.path.basename(path) == "mlflow" and os.access(path, os.X_OK)
+    assert env["MLFLOW_TRACKING_URI"] == store
+    assert env["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)  # uvicorn from this venv
+    assert f"serving models:/served@champion from {store} at http://127.0.0.1:5001/invocations" \
+        in capsys.readouterr().out
+
 
 @pytest.fixture
-def champion(tiny_base_dir, tmp_path, monkeypatch):
+def champion(tiny_base_dir, tmp_path, monkeypatch, capsys):
     """A mean-pooled tiny classifier with a fitted-looking temperature, registered as `served@champion`
-    in a temporary SQLite store; returns (the store's URI, the model, its tokenizer)."""
+    in a temporary SQLite store; returns (the store's URI, a params file naming both, the model, its
+    tokenizer). On the way, the command's errors for a store without the model, then without @champion."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -67,17 +124,22 @@ def champion(tiny_base_dir, tmp_path, monkeypatch):
     mlflow.set_tracking_uri(store)
     # Artifacts beside the store, not in ./mlruns (MLflow's default for a SQLite store).
     mlflow.set_experiment(experiment_id=mlflow.create_experiment("serving", (tmp_path / "artifacts").as_uri()))
+    params = write_params(tmp_path / "params.yaml", store, name="served")
+    assert serving.main(["--check", "--params", str(params)]) == 2
+    assert "has no registered model 'served' (register.model_name)" in capsys.readouterr().err
     with mlflow.start_run():
         version = registry.log_classifier(model_dir, TEXTS[:2], list(LABELS), "served").version
     with pytest.raises(UserError, match="no @champion version"):
         serving.champion_uri("served")
+    assert serving.main(["--params", str(params)]) == 2
+    assert "has no @champion version (no aliases)" in capsys.readouterr().err
     MlflowClient().set_registered_model_alias("served", "champion", version)
-    return store, model.eval(), tokenizer
+    return store, params, model.eval(), tokenizer
 
 
 @pytest.mark.slow
 def test_the_champion_served_by_mlflow_answers_labels_calibrated_scores_and_4xx(champion, tmp_path):
-    store, model, tokenizer = champion
+    store, params, model, tokenizer = champion
     uri = serving.champion_uri("served")
     assert uri == "models:/served@champion"
     enc = tokenizer(TEXTS, padding=True, return_tensors="pt")
@@ -89,13 +151,22 @@ def test_the_champion_served_by_mlflow_answers_labels_calibrated_scores_and_4xx(
     assert not np.allclose(expected, torch.softmax(logits, dim=-1).numpy(), atol=1e-3)  # T shows
 
     body = {"dataframe_split": {"columns": ["text"], "data": [[t] for t in TEXTS]}}
-    with serving.serving(uri, tmp_path / "server.log", tracking_uri=store) as server:
+    # The command `make serve-model` runs, which becomes `mlflow models serve`: this checkout's mlcore,
+    # and the store from the params file alone.
+    port = servers.free_port()
+    command = [sys.executable, "-m", "mlcore.tracking.serving", "--params", str(params), "--port", str(port)]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    with servers.running(command, tmp_path / "server.log", f"http://{servers.HOST}:{port}", ready="/ping",
+                         env=env, cwd=tmp_path) as server:
         assert server.url.startswith("http://127.0.0.1:")
-        status, answer = serving.invoke(server.url, body)
+        assert server.log.read_text().startswith(
+            f"serving models:/served@champion from {store} at http://127.0.0.1:{port}/invocations")
+        status, answer = servers.invoke(server.url, body)
         assert status == 200, answer
         assert answer["predictions"] == [{"label": label} for label in expected_labels]  # the Series "label"
 
-        status, answer = serving.invoke(server.url, {**body, "params": {"return_scores": True}})
+        status, answer = servers.invoke(server.url, {**body, "params": {"return_scores": True}})
         assert status == 200, answer
         rows = answer["predictions"]
         assert [r["label"] for r in rows] == expected_labels
@@ -107,8 +178,8 @@ def test_the_champion_served_by_mlflow_answers_labels_calibrated_scores_and_4xx(
                      b'{"rows": ["a film"]}',  # no dataframe_split / inputs
                      b'{"dataframe_split": {"columns": ["review"], "data": [["a film"]]}}')  # not the signature's
         for bad in malformed:
-            status, answer = serving.invoke(server.url, bad)
+            status, answer = servers.invoke(server.url, bad)
             assert 400 <= status < 500, (status, answer)
             assert isinstance(answer, dict) and answer.get("message"), answer
     assert server.proc.returncode is not None
-    assert serving.group_alive(server.pgid) == [], serving.tail(server.log)
+    assert servers.group_members(server.pgid) == [], servers.tail(server.log)

@@ -16,6 +16,7 @@ from mlcore.errors import UserError
 from mlcore.tracking import store
 from mlcore.tracking.store import resolve_store
 from tests.conftest import tiny_params
+from tests.servers import free_port
 
 FILE, ENV = "sqlite:////data/file.db", "http://mlflow:5000"
 BAD = "ftp://example.invalid/x"
@@ -119,7 +120,6 @@ def test_holds_asks_the_store_for_the_version_made_from_the_same_digest(tmp_path
 
     from flows.summary import _registration_lines
     from mlcore.tracking.registry import SOURCE_TAG
-    from mlcore.tracking.serving import free_port
 
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

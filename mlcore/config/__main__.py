@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def get_value(params: str, key: str) -> str:
-    """KEY's value for a shell (`make serve-model` reads register.model_name with it)."""
+    """KEY's value, for a shell script (a string as it is, anything else as JSON)."""
     value = load_config(params).model_dump(mode="json")
     for i, part in enumerate(key.split(".")):
         if not isinstance(value, dict) or part not in value:

@@ -1,45 +1,36 @@
-"""Serving a registered classifier with `mlflow models serve`: the champion check that
-`make serve-model` runs first, and start / wait / stop of a real server in its own process
-group (tests/test_serve_model.py and bench/inference.py use them).
+"""Serving the registered classifier's champion over HTTP with `mlflow models serve` (`make serve-model`).
 
-    python -m mlcore.tracking.serving NAME   # prints models:/NAME@champion, or says why there is none
+    python -m mlcore.tracking.serving [NAME] [--params params.yaml] [--host 127.0.0.1] [--port 5001]
+    python -m mlcore.tracking.serving --check   # prints models:/NAME@champion, or says why there is none
 
-The server resolves `@champion` once, at start: after a promotion, restart it.
+NAME is register.model_name in --params unless given. The store is the pipeline's
+(mlcore/tracking/store.py: tracking.mlflow_uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).
+With no store, no such model or no @champion it says why and how to fix it (exit status 2);
+otherwise it becomes `mlflow models serve -m models:/NAME@champion --env-manager local` on
+HOST:PORT (loopback unless told), from that store. The server resolves `@champion` once, at
+start: after a promotion, restart it.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from mlcore.config.environment import redact
 from mlcore.errors import UserError, entry_point
-from mlcore.tracking.store import local_path, resolve_store, scheme
+from mlcore.tracking.store import VARIABLE, local_path, resolve_store, scheme
 
 HOST = "127.0.0.1"  # servers bind to loopback unless told otherwise
+PORT = 5001  # beside `make ui-mlflow`'s 5000
 ALIAS = "champion"
-# The server imports mlflow, torch and transformers and loads the model before /ping answers:
-# about 10-20 s on a 2-core CPU, more while other jobs run.
-READY_TIMEOUT_S = 180.0
-STOP_GRACE_S = 10.0
 
 
 def champion_uri(name: str, store: str | None = None, alias: str = ALIAS) -> str:
     """models:/NAME@ALIAS if the MLflow store (`store`, else mlcore.tracking.store's rule with no
     params file: $MLFLOW_TRACKING_URI, else ./mlflow.db) has it; else a UserError that says what
-    the store holds and how to get a champion. Serve from the same store: `start(tracking_uri=...)`."""
+    the store holds and how to get a champion. Serve from the same store (MLFLOW_TRACKING_URI)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -63,141 +54,48 @@ def champion_uri(name: str, store: str | None = None, alias: str = ALIAS) -> str
     return f"models:/{name}@{alias}"
 
 
-def free_port(host: str = HOST) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def serve_command(model_uri: str, host: str = HOST, port: int = PORT, mlflow: str = "mlflow") -> list[str]:
+    """The server: the project's own environment (`--env-manager local`: nothing is installed)."""
+    return [mlflow, "models", "serve", "-m", model_uri, "--env-manager", "local", "--host", host, "--port", str(port)]
 
 
-def server_env(tracking_uri: str | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    # `mlflow models serve` starts `uvicorn` by name: this interpreter's bin (the venv's) must
-    # be on PATH even when the venv is not activated.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    if tracking_uri:
-        env["MLFLOW_TRACKING_URI"] = tracking_uri
-    return env
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen
-    url: str
-    log: Path
-
-    @property
-    def pgid(self) -> int:
-        return self.proc.pid  # the leader of its own session (start_new_session)
-
-
-def start(model_uri: str, log: Path, host: str = HOST, port: int | None = None,
-          tracking_uri: str | None = None) -> Server:
-    """`mlflow models serve -m MODEL_URI --env-manager local` in a new process group, output to `log`."""
-    port = port or free_port(host)
-    cli = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
-    args = [cli, "models", "serve", "-m", model_uri, "--env-manager", "local", "--host", host, "--port", str(port)]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=server_env(tracking_uri), start_new_session=True)
-    return Server(proc, f"http://{host}:{port}", Path(log))
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return "(no log)"
-
-
-def wait_ready(server: Server, timeout: float = READY_TIMEOUT_S) -> float:
-    """Seconds until GET /ping answered 200; RuntimeError (with the log's tail) if the server
-    exits first or does not answer within `timeout`."""
-    began = time.monotonic()
-    while True:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"mlflow models serve exited ({server.proc.returncode}) before /ping answered:\n"
-                               f"{tail(server.log)}")
-        with contextlib.suppress(OSError):  # refused while starting; HTTPError too (503 while loading)
-            with urllib.request.urlopen(f"{server.url}/ping", timeout=2) as response:
-                if response.status == 200:
-                    return time.monotonic() - began
-        if time.monotonic() - began > timeout:
-            raise RuntimeError(f"mlflow models serve did not answer /ping within {timeout:.0f} s:\n{tail(server.log)}")
-        time.sleep(0.25)
-
-
-def group_alive(pgid: int) -> list[int]:
-    """Processes of group `pgid` still running (zombies, which hold nothing, left out)."""
-    proc = Path("/proc")
-    if not proc.is_dir():  # not Linux: only whether the group exists at all
-        try:
-            os.killpg(pgid, 0)
-            return [pgid]
-        except (ProcessLookupError, PermissionError):
-            return []
-    alive = []
-    for stat in proc.glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]  # after "(command)"
-            if int(group) == pgid and state != "Z":
-                alive.append(int(stat.parent.name))
-    return alive
-
-
-def stop(server: Server, grace: float = STOP_GRACE_S) -> None:
-    """SIGTERM to the whole group (the CLI and the uvicorn it starts), SIGKILL after `grace` s."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        if not group_alive(server.pgid):
-            break
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pgid, sig)
-        deadline = time.monotonic() + wait
-        while group_alive(server.pgid) and time.monotonic() < deadline:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                server.proc.wait(timeout=0.2)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        server.proc.wait(timeout=5)
-
-
-@contextlib.contextmanager
-def serving(model_uri: str, log: Path, host: str = HOST, port: int | None = None,
-            tracking_uri: str | None = None, timeout: float = READY_TIMEOUT_S) -> Iterator[Server]:
-    """A served model, answering /ping, for the block's duration; stopped (whole group) after it."""
-    server = start(model_uri, log, host, port, tracking_uri)
-    try:
-        wait_ready(server, timeout)
-        yield server
-    finally:
-        stop(server)
-
-
-def invoke(url: str, body: dict | bytes, timeout: float = 60.0) -> tuple[int, object]:
-    """POST `body` (a dict sent as JSON, or raw bytes) to URL/invocations: (status, parsed JSON or text)."""
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(f"{url}/invocations", data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status, text = response.status, response.read().decode()
-    except urllib.error.HTTPError as err:
-        status, text = err.code, err.read().decode(errors="replace")
-    try:
-        return status, json.loads(text)
-    except ValueError:
-        return status, text
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mlcore.tracking.serving",
+        description=f"Serve models:/NAME@{ALIAS} from the pipeline's MLflow store with `mlflow models serve` "
+                    f"(POST /invocations, GET /ping); with no such champion, say why and exit with status 2.")
+    parser.add_argument("name", nargs="?", help="the registered model (default: register.model_name in --params)")
+    parser.add_argument("--params", default="params.yaml",
+                        help="the params file: the model's name and the MLflow store (default: params.yaml)")
+    parser.add_argument("--host", default=HOST, help=f"the address to listen on (default: {HOST}, this machine "
+                                                     f"only; 0.0.0.0 listens on every interface)")
+    parser.add_argument("--port", type=int, default=PORT, help=f"the port to listen on (default: {PORT})")
+    parser.add_argument("--check", action="store_true",
+                        help=f"print models:/NAME@{ALIAS} if the store has it (else say why) and exit without serving")
+    return parser
 
 
 @entry_point
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m mlcore.tracking.serving",
-        description=f"Print models:/NAME@{ALIAS} if the MLflow store has that alias; else say why and exit with "
-                    f"status 2 (`make serve-model` runs this before serving).")
-    parser.add_argument("name", help="the registered model's name (register.model_name)")
-    parser.add_argument("--store", help="the MLflow store (`make serve-model` passes the pipeline's: "
-                                        "`python -m mlcore.tracking.store`); default: $MLFLOW_TRACKING_URI, "
-                                        "else sqlite:///mlflow.db")
-    args = parser.parse_args(argv)
-    print(champion_uri(args.name, args.store))
-    return 0
+    args = _parser().parse_args(argv)
+    from mlcore.config import load_config
+
+    cfg = load_config(args.params)
+    store = resolve_store(cfg)
+    uri = champion_uri(args.name or cfg.register.model_name, store)
+    if args.check:
+        print(uri)
+        return 0
+    # This interpreter's scripts first: `mlflow models serve` also starts `uvicorn` by name.
+    scripts = str(Path(sys.executable).parent)
+    mlflow = shutil.which("mlflow", path=scripts) or shutil.which("mlflow")
+    if mlflow is None:
+        raise UserError("The `mlflow` command is not installed in this environment; `make install` installs it.")
+    env = {**os.environ, VARIABLE: store, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"}
+    print(f"serving {uri} from {redact(store)} at http://{args.host}:{args.port}/invocations "
+          f"(restart it after a promotion)", flush=True)
+    os.execve(mlflow, serve_command(uri, args.host, args.port, mlflow), env)
+    return 0  # not reached: the server has replaced this process
 
 
 if __name__ == "__main__":
