@@ -92,6 +92,12 @@ class SearchConfig(TrainingKnobs):
     space: SearchSpace = stage_key(SearchSpace(), "optional dimensions; null ones keep this section's value")
     grid: dict[Literal["optimizer", "learning_rate"], list] | None = stage_key(
         None, "sampler grid only, e.g. {optimizer: [adam, sgd], learning_rate: [0.0001, 0.001]}")
+    # On the sample data two trials 7e-5 apart (0.79178 and 0.79171) swapped places between two CPUs
+    # whose bf16 kernels round differently, and the final model with them (docs/pipeline.md, Reproducibility).
+    tie_tolerance: float = stage_key(
+        1e-4, "the val macro-F1 margin by which a later trial must beat the best so far to replace it: closer "
+              "trials tie and the earlier wins, so last-bit differences between machines cannot flip the pick; "
+              "0: the highest wins", ge=0, lt=1)
     seed: int = Field(42, description="random seed (the sampler's too)")
     workers: int = stage_key(
         1, "worker processes on this machine sharing the study (each gets cores / workers threads)", ge=1, le=64)
