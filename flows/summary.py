@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 
 from mlcore.config import Config, profiles
-from mlcore.engine import precision
 from mlcore.engine.device import resolve_device
+from mlcore.tracking.model_card import describe_numerics
 from tasks import _paths as P
 
 
@@ -44,7 +44,7 @@ def summary(cfg: Config, results: dict) -> str:
         lines.append(f"max_length: {fine['max_length']} ({fine['max_length_setting']}): truncates "
                      f"{fine['truncated_pct']:.2f}% of the training texts")
     if "numerics" in fine:  # what a rerun must match to give the same weights bit for bit
-        lines.append(f"numerics:   {precision.describe_numerics(fine['numerics'])}")
+        lines.append(f"numerics:   {describe_numerics(fine['numerics'])}")
     if metrics:
         lines.append(
             f"test: accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "

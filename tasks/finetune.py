@@ -41,11 +41,10 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         if not distributed.is_main():
             return {"rank": distributed.rank()}  # rank 0 writes the outputs
         tokenizer.model_max_length = length.max_length  # consumers truncate as training did
-        used = precision.resolve(settings.precision, device)
-        numerics = precision.numerics(device, used)  # what decides the weights' bits, for the lineage
+        numerics = precision.numerics(device, precision.resolve(settings.precision, device))  # for the lineage
         summary = final.summary(result, settings, f) | length.report() | final.calibrate(
             model, val, device, tokenizer.pad_token_id, f.retrain_on_train_val) | {
-            "device": str(device), "precision": used, "numerics": numerics,
+            "device": str(device), "precision": numerics["precision"], "numerics": numerics,
             "mlflow_run_id": active.info.run_id if active else None}
         with _io.replacing(P.CLASSIFIER) as out:
             modeling.save(model.cpu(), tokenizer, out, extra={"stage": STAGE, **summary})

@@ -76,14 +76,6 @@ def numerics(device: torch.device, resolved: str, cpuinfo: str | None = None) ->
     }
 
 
-def describe_numerics(record: dict) -> str:
-    """`numerics`'s record on one line: 'bf16 on cpu: AMD EPYC (native bf16: avx512_bf16), torch
-    2.13.0+cpu (CPU capability AVX512), 2 threads'."""
-    r = record
-    return (f"{r['precision']} on {r['device']}: {r['cpu']} (native bf16: {r['cpu_bf16_flags']}), torch {r['torch']} "
-            f"(CPU capability {r['cpu_capability']}), {r['threads']} threads")
-
-
 def autocast(precision: str, device: torch.device):
     if precision == "fp32":
         return contextlib.nullcontext()

