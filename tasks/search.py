@@ -38,10 +38,14 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
                             f"Widen search.lr_min/lr_max or add optimizers in params.yaml.")
         best = studies.best_params(study, cfg.search.tie_tolerance)
         kept = P.TRIAL_MODELS / study.study_name
+        kept_trial = _io.read_json(kept / "trial.json", STAGE)["trial"] if (kept / "trial.json").is_file() else None
         with _io.replacing(P.SEARCH) as out:
             _io.write_json(out / P.BEST_PARAMS.name, best)
-            if (kept / "trial.json").is_file() and _io.read_json(kept / "trial.json", STAGE)["trial"] == best["trial"]:
+            if kept_trial == best["trial"]:
                 shutil.copytree(kept, out / P.BEST_TRIAL_MODEL.name)
+        if kept_trial not in (None, best["trial"]):  # e.g. search.tie_tolerance changed after the study ran
+            print(f"search: the kept model is trial {kept_trial}'s, the pick is trial {best['trial']}: none is "
+                  f"shipped for finetune.reuse_best_trial (finetune retrains with the pick's settings by default)")
         params = studies.best_trial(study, cfg.search.tie_tolerance).params
         runs.log_metrics({"best_val_macro_f1": best["val_macro_f1"],
                           **{f"trials_{k.lower()}": v for k, v in counts.items()}})
