@@ -6,6 +6,7 @@ import json
 from mlcore.config import Config, profiles
 from mlcore.config.environment import redact
 from mlcore.engine.device import resolve_device
+from mlcore.tracking.model_card import describe_numerics
 from mlcore.tracking.store import holds, is_server, resolve_store
 from tasks import _paths as P
 
@@ -44,6 +45,8 @@ def summary(cfg: Config, results: dict) -> str:
     if "max_length" in fine:
         lines.append(f"max_length: {fine['max_length']} ({fine['max_length_setting']}): truncates "
                      f"{fine['truncated_pct']:.2f}% of the training texts")
+    if "numerics" in fine:  # what a rerun must match to give the same weights bit for bit
+        lines.append(f"numerics:   {describe_numerics(fine['numerics'])}")
     if metrics:
         lines.append(
             f"test: accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "

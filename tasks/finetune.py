@@ -41,9 +41,10 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         if not distributed.is_main():
             return {"rank": distributed.rank()}  # rank 0 writes the outputs
         tokenizer.model_max_length = length.max_length  # consumers truncate as training did
+        numerics = precision.numerics(device, precision.resolve(settings.precision, device))  # for the lineage
         summary = final.summary(result, settings, f) | length.report() | final.calibrate(
             model, val, device, tokenizer.pad_token_id, f.retrain_on_train_val) | {
-            "device": str(device), "precision": precision.resolve(settings.precision, device),
+            "device": str(device), "precision": numerics["precision"], "numerics": numerics,
             "mlflow_run_id": active.info.run_id if active else None}
         with _io.replacing(P.CLASSIFIER) as out:
             modeling.save(model.cpu(), tokenizer, out, extra={"stage": STAGE, **summary})
@@ -52,6 +53,7 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         _io.write_csv(P.FINETUNE_HISTORY, result.history)
         runs.log_metrics({"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_score,
                           **{k: summary[k] for k in ("temperature", "val_ece", "val_ece_uncalibrated")}})
+        runs.set_tags(runs.numerics_tags(numerics))
         runs.log_artifact(P.FINETUNE_HISTORY)
         _io.clear_checkpoint(P.CHECKPOINTS / STAGE)
     return {"best_epoch": result.best_epoch, "best_val_macro_f1": round(result.best_score, 4)}

@@ -36,14 +36,18 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         if "COMPLETE" not in counts:
             raise UserError(f"search: no trial of study {study.study_name} completed ({counts}). "
                             f"Widen search.lr_min/lr_max or add optimizers in params.yaml.")
-        best = studies.best_params(study)
+        best = studies.best_params(study, cfg.search.tie_tolerance)
         kept = P.TRIAL_MODELS / study.study_name
+        kept_trial = _io.read_json(kept / "trial.json", STAGE)["trial"] if (kept / "trial.json").is_file() else None
         with _io.replacing(P.SEARCH) as out:
             _io.write_json(out / P.BEST_PARAMS.name, best)
-            if (kept / "trial.json").is_file() and _io.read_json(kept / "trial.json", STAGE)["trial"] == best["trial"]:
+            if kept_trial == best["trial"]:
                 shutil.copytree(kept, out / P.BEST_TRIAL_MODEL.name)
-        params = study.best_trial.params
-        runs.log_metrics({"best_val_macro_f1": study.best_value,
+        if kept_trial not in (None, best["trial"]):  # e.g. search.tie_tolerance changed after the study ran
+            print(f"search: the kept model is trial {kept_trial}'s, the pick is trial {best['trial']}: none is "
+                  f"shipped for finetune.reuse_best_trial (finetune retrains with the pick's settings by default)")
+        params = studies.best_trial(study, cfg.search.tie_tolerance).params
+        runs.log_metrics({"best_val_macro_f1": best["val_macro_f1"],
                           **{f"trials_{k.lower()}": v for k, v in counts.items()}})
         runs.set_tags({"best.learning_rate": params["learning_rate"], "best.optimizer": params["optimizer"]})
         runs.log_params({f"best.{k}": v for k, v in params.items()})
@@ -51,7 +55,7 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             for path in plots.study_plots(study, Path(tmp)):
                 runs.log_artifact(path, "optuna_plots")
-    return {"best_val_macro_f1": round(study.best_value, 4), **params, "trials": counts}
+    return {"best_val_macro_f1": round(best["val_macro_f1"], 4), **params, "trials": counts}
 
 
 main = cli(STAGE, run, __doc__)

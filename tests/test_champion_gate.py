@@ -49,13 +49,17 @@ def test_gate_rescoring_lineage_card_audit_and_rollback(tiny_project, set_params
     v1 = client.get_model_version(NAME, "1")
     for key in ("data.raw_dvc_md5", "dvc.lock.prepare", "dvc.lock.evaluate", "git.commit", "git.dirty", "params.md5",
                 "run.pretrain", "run.finetune", "optuna.study", "optuna.best_trial", "device", "precision",
-                "data.test_digest", "source.digest"):
+                "data.test_digest", "source.digest", "numerics.cpu", "numerics.cpu_bf16_flags",
+                "numerics.cpu_capability", "numerics.threads", "numerics.torch"):
         assert v1.tags.get(key) not in (None, "", "unknown"), key
+    finetune_run = client.get_run(v1.tags["run.finetune"])
+    assert finetune_run.data.tags["numerics.precision"] == v1.tags["precision"]  # the stage run carries them too
     assert v1.tags["run.finetune"] == json.loads(P.FINETUNE_REPORT.read_text())["mlflow_run_id"]
     card = P.MODEL_CARD.read_text()
     assert v1.description and v1.description in card and "macro-F1" in v1.description
     for section in ("## Data", "## Training recipe", "## Test results", "## Calibration", "## Intended use"):
         assert section in card
+    assert f"- Numerics: {v1.tags['precision']} on cpu: " in card
     logged = mlflow.artifacts.download_artifacts(f"models:/{NAME}/1", dst_path=str(tiny_project / "v1"))
     assert "## Calibration" in next((tiny_project / "v1").rglob("MODEL_CARD.md")).read_text(), logged
     model = client.get_registered_model(NAME)

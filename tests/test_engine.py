@@ -275,6 +275,23 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     assert precision.read_cpu_flags(str(tmp_path / "missing")) == ""
 
 
+def test_numerics_records_what_decides_the_bits():
+    from mlcore.engine import precision
+    from mlcore.tracking.model_card import describe_numerics
+
+    info = "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx512f avx512_bf16\n\nprocessor\t: 1\n"
+    record = precision.numerics(CPU, "bf16", info)
+    assert record == {"device": "cpu", "precision": "bf16", "cpu": "AMD EPYC 9R14", "cpu_bf16_flags": "avx512_bf16",
+                      "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+                      "torch": torch.__version__}
+    assert describe_numerics(record) == (
+        f"bf16 on cpu: AMD EPYC 9R14 (native bf16: avx512_bf16), torch {torch.__version__} "
+        f"(CPU capability {record['cpu_capability']}), {record['threads']} threads")
+    bare = precision.numerics(CPU, "fp32", "")  # no /proc/cpuinfo (macOS, Windows)
+    assert bare["cpu_bf16_flags"] == "none" and bare["cpu"]
+    assert precision.numerics(CPU, "fp32")["cpu"]  # this machine's own
+
+
 def test_a_diverging_run_stops_with_a_clear_error(base_dir, tok, data):
     """The loss stays on the device between readings (no wait per step), yet a run whose
     loss stops being finite still ends with FloatingPointError, which a search trial turns

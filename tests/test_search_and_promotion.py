@@ -1,3 +1,6 @@
+import json
+import random
+
 import optuna
 import pytest
 
@@ -48,10 +51,63 @@ def test_decide_without_the_baseline_requirement_is_decide_alias():
 def test_study_identity_ignores_budget_but_not_space():
     base = SearchConfig()
     assert studies.study_name(base, "d") == studies.study_name(base.model_copy(update={"n_trials": 40}), "d")
+    # the tie tolerance picks among finished trials: a rerun with another one continues the same study
+    assert studies.study_name(base, "d") == studies.study_name(base.model_copy(update={"tie_tolerance": 0.0}), "d")
     assert studies.study_name(base, "d") != studies.study_name(base.model_copy(update={"lr_max": 0.1}), "d")
     assert studies.study_name(base, "d") != studies.study_name(base, "other-inputs")
     for data_budget in ({"max_train_rows": 500}, {"max_train_rows": None}, {"max_length": 64}):
         assert studies.study_name(base, "d") != studies.study_name(base.model_copy(update=data_budget), "d")
+
+
+def test_the_best_trial_is_the_earliest_of_a_near_tie():
+    # The sample data on a CPU with AVX512-BF16: trial 3 beat trial 1 by 7e-5 (another CPU picked trial 1)
+    values = {0: 0.7784, 1: 0.79171, 3: 0.79178}
+    assert studies.pick_best(values, 0.0) == 3
+    assert studies.pick_best(values, 1e-4) == 1
+    assert studies.pick_best(dict(reversed(values.items())), 1e-4) == 1  # the order trials finished in is irrelevant
+    assert studies.pick_best({4: 0.8, 2: 0.8}, 0.0) == 2  # an exact tie: the earlier
+    # a later trial that beats the best so far by more than the tolerance replaces it, even after near-ties
+    assert studies.pick_best({0: 0.79, 1: 0.79008, 2: 0.79016}, 1e-4) == 2
+    with pytest.raises(ValueError):
+        studies.pick_best({}, 1e-4)
+    rng = random.Random(0)
+    for _ in range(200):
+        scores = {n: round(rng.uniform(0.7, 0.7006), 5) for n in rng.sample(range(20), rng.randint(1, 8))}
+        best = studies.pick_best(scores, 1e-4)
+        assert scores[best] >= max(scores.values()) - 1e-4
+        # picking as trials finish in order agrees with picking at the end (what keep_if_best relies on)
+        numbers = sorted(scores)
+        running = numbers[0]
+        for n in numbers[1:]:
+            running = studies.pick_best({running: scores[running], n: scores[n]}, 1e-4)
+        assert running == best
+
+
+def test_the_search_result_and_the_kept_model_agree_on_the_best_trial(tmp_path, tiny_base_dir):
+    from mlcore.models import modeling
+    from mlcore.search.objective import keep_if_best
+
+    model = modeling.load_classifier(tiny_base_dir, {"fresh": 0, "rotten": 1})[0]
+    values = {0: 0.7784, 1: 0.79171, 2: None, 3: 0.79178, 4: 0.7801}  # trial 2 pruned
+    study = optuna.create_study(direction="maximize")
+    kept = tmp_path / "kept"
+    for number, value in values.items():  # one at a time, as the search runs them by default
+        finished = {t.number: t.value for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
+        if value is not None:
+            keep_if_best(model, number, value, finished, 1e-4, tiny_base_dir, kept, tmp_path / "lock")
+        study.add_trial(optuna.trial.create_trial(
+            params={"learning_rate": 1e-4}, distributions={"learning_rate": optuna.distributions.FloatDistribution(
+                1e-5, 1e-3, log=True)}, value=value,
+            state=optuna.trial.TrialState.PRUNED if value is None else optuna.trial.TrialState.COMPLETE))
+    assert study.best_trial.number == 3  # Optuna's own: the highest value
+    best = studies.best_params(study, 1e-4)
+    assert best["trial"] == studies.best_trial(study, 1e-4).number == 1 and best["val_macro_f1"] == 0.79171
+    assert json.loads((kept / "trial.json").read_text()) == {"trial": 1, "value": 0.79171}
+    # parallel workers: trial 6 finishes before trial 5, which ties with it: the earlier trial is kept
+    finished = {number: value for number, value in values.items() if value is not None}
+    assert keep_if_best(model, 6, 0.80, finished, 1e-4, tiny_base_dir, kept, tmp_path / "lock")
+    assert keep_if_best(model, 5, 0.79995, finished, 1e-4, tiny_base_dir, kept, tmp_path / "lock")
+    assert json.loads((kept / "trial.json").read_text()) == {"trial": 5, "value": 0.79995}
 
 
 def test_budget_is_total_across_reruns(tmp_path):

@@ -333,3 +333,29 @@ def test_search_data_budget_and_auto_max_length_reach_the_reports(tiny_project, 
     assert float(logged["truncated_pct"]) == report["truncated_pct"]  # search and finetune: the same train texts
     tokenizer_config = json.loads((P.CLASSIFIER / "tokenizer_config.json").read_text())
     assert tokenizer_config["model_max_length"] == report["max_length"]  # consumers truncate as training did
+
+
+@pytest.mark.slow
+def test_finetune_twice_saves_the_same_weights_bit_for_bit(tiny_project, set_params):
+    """The reproducibility claim (docs/pipeline.md): the same inputs, params and code on the same
+    machine, torch and thread count give the same saved weights, bit for bit, and the same report."""
+    from tasks import finetune, prepare, pretrain
+
+    set_params(pretrain={"epochs": 0}, finetune={"epochs": 2})  # a seeded random BERT is base enough
+    cfg = load_config()
+    prepare.run(cfg)
+    pretrain.run(cfg)
+    P.BEST_PARAMS.parent.mkdir(parents=True)  # the search's result, fixed: this test is about finetune
+    P.BEST_PARAMS.write_text(json.dumps({"optimizer": "adamw", "learning_rate": 0.005, "trial": 0, "best_epoch": 2}))
+
+    def once() -> tuple[str, dict]:
+        finetune.run(cfg)
+        report = json.loads(P.FINETUNE_REPORT.read_text())
+        assert report["epochs_run"] > 0 and report["resumed_from_epoch"] == 0  # trained afresh each time
+        timing = ("mlflow_run_id", "tracking_overhead_pct")
+        return (hashlib.sha256((P.CLASSIFIER / "model.safetensors").read_bytes()).hexdigest(),
+                {k: v for k, v in report.items() if k not in timing})
+
+    assert once() == once()
+    numerics = json.loads(P.FINETUNE_REPORT.read_text())["numerics"]  # what that claim is conditional on
+    assert set(numerics) == {"device", "precision", "cpu", "cpu_bf16_flags", "cpu_capability", "threads", "torch"}

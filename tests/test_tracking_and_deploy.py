@@ -80,9 +80,14 @@ def test_summary_shows_the_profile_and_the_truncated_share(cfg, monkeypatch):
 
     monkeypatch.delenv("PIPELINE_DEVICE", raising=False)
     P.FINETUNE_REPORT.parent.mkdir(parents=True)
-    P.FINETUNE_REPORT.write_text(json.dumps({"max_length": 55, "max_length_setting": "auto", "truncated_pct": 0.96}))
+    numerics = {"device": "cpu", "precision": "bf16", "cpu": "AMD EPYC", "cpu_bf16_flags": "avx512_bf16",
+                "cpu_capability": "AVX512", "threads": 2, "torch": "2.13.0+cpu"}
+    P.FINETUNE_REPORT.write_text(json.dumps({"max_length": 55, "max_length_setting": "auto", "truncated_pct": 0.96,
+                                             "numerics": numerics}))
     text = summary(parse_config({"runtime": {"device": "cpu"}}),
                    {"prepare": {"skipped": False, "seconds": 0.4}, "finetune": {"skipped": False, "seconds": 217.4}})
     assert "stages run: prepare (0 s), finetune (3 min 37 s)" in text  # each stage's time
     assert "profile:    cpu-quick (auto on cpu): params.yaml as written" in text
     assert "max_length: 55 (auto): truncates 0.96% of the training texts" in text
+    assert ("numerics:   bf16 on cpu: AMD EPYC (native bf16: avx512_bf16), torch 2.13.0+cpu "
+            "(CPU capability AVX512), 2 threads") in text  # what a bit-identical rerun must match

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import platform
 from pathlib import Path
 
 import torch
@@ -19,19 +20,27 @@ def cpu_bf16_flags(flags: str) -> list[str]:
     return [flag for flag in NATIVE_BF16_FLAGS if flag in present]
 
 
+def cpuinfo_value(text: str, key: str) -> str:
+    """The value of the first `key` line of /proc/cpuinfo's text ("flags", "model name"); "" where
+    there is none (macOS, Windows; ARM calls its flags `Features`)."""
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == key:
+            return value.strip()
+    return ""
+
+
 @functools.cache
-def read_cpu_flags(path: str = "/proc/cpuinfo") -> str:
-    """The first `flags` line of /proc/cpuinfo; "" where there is none (macOS, Windows,
-    ARM's `Features`): such CPUs then train in fp32."""
+def read_cpuinfo(path: str = "/proc/cpuinfo") -> str:
     try:
-        text = Path(path).read_text()
+        return Path(path).read_text()
     except OSError:
         return ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            return value
-    return ""
+
+
+def read_cpu_flags(path: str = "/proc/cpuinfo") -> str:
+    """The first `flags` line of /proc/cpuinfo; "" where there is none: such CPUs then train in fp32."""
+    return cpuinfo_value(read_cpuinfo(path), "flags")
 
 
 def resolve(precision: str, device: torch.device, cpu_flags: str | None = None) -> str:
@@ -45,6 +54,26 @@ def resolve(precision: str, device: torch.device, cpu_flags: str | None = None) 
     if device.type == "cpu":
         return "bf16" if cpu_bf16_flags(read_cpu_flags() if cpu_flags is None else cpu_flags) else "fp32"
     return "fp32"
+
+
+def numerics(device: torch.device, resolved: str, cpuinfo: str | None = None) -> dict:
+    """What decides a run's floating-point bits, for its lineage: the same values (and the same
+    inputs and seeds) give bit-identical weights; a different value may change the last bits.
+    The kernels torch picks depend on its version, its CPU capability (AVX512, AVX2, ...), the
+    native-bf16 flags (bf16 matmuls run on AMX or AVX512-BF16 kernels) and the CPU itself
+    (MKL's fp32 code path); reductions split by thread count. `resolved`: the precision in use
+    (`resolve`'s result); `cpuinfo`: /proc/cpuinfo's text (default: this machine's)."""
+    info = read_cpuinfo() if cpuinfo is None else cpuinfo
+    cuda = device.type == "cuda"
+    return {
+        "device": torch.cuda.get_device_name(device) if cuda else device.type,
+        "precision": resolved,
+        "cpu": cpuinfo_value(info, "model name") or platform.machine() or "unknown",
+        "cpu_bf16_flags": " ".join(cpu_bf16_flags(cpuinfo_value(info, "flags"))) or "none",
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__ + (f" (CUDA {torch.version.cuda})" if cuda else ""),
+    }
 
 
 def autocast(precision: str, device: torch.device):

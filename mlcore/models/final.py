@@ -45,9 +45,10 @@ def reuse(model_dir: Path, val: Encoded, device: torch.device, pad_id: int, best
     """The search's best trial model as it is (finetune.reuse_best_trial), scored on val with
     the precision the trial was scored with."""
     if not model_dir.is_dir():
-        raise UserError(f"{model_dir}: missing, but finetune.reuse_best_trial is true. The search keeps its "
-                        f"best trial's model from this version on: rerun the search (`dvc repro -f search`), "
-                        f"or set finetune.reuse_best_trial: false to retrain.")
+        raise UserError(f"{model_dir}: missing, but finetune.reuse_best_trial is true. The search ships the model "
+                        f"it kept only when that is the picked trial's (its output says when not, e.g. after "
+                        f"search.tie_tolerance changed), and searches older than this feature keep none: rerun the "
+                        f"search (`dvc repro -f search`), or set finetune.reuse_best_trial: false to retrain.")
     model, _ = modeling.load_classifier(model_dir, key="finetune.reuse_best_trial")
     preds = predict_logits(model.to(device), val, device, pad_id=pad_id, precision_name=precision_name).argmax(1)
     return model, FitResult(best_epoch=best.get("best_epoch") or 0, best_score=macro_f1(val.labels, preds))

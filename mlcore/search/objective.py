@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import torch
+from optuna.trial import TrialState
 
 from mlcore import atomic
 from mlcore.config import SearchConfig
@@ -20,7 +21,7 @@ from mlcore.config.training import to_settings
 from mlcore.engine.batching import Encoded
 from mlcore.models import modeling
 from mlcore.models.classifier import finetune, load_tokenizer
-from mlcore.search import claims, liveness, space
+from mlcore.search import claims, liveness, space, studies
 
 
 def _no_run(trial: optuna.Trial, params: dict):
@@ -30,11 +31,12 @@ def _no_run(trial: optuna.Trial, params: dict):
 @dataclass(frozen=True)
 class TrialHooks:
     """What the caller adds around a trial. `run(trial, params)` wraps it (an MLflow run);
-    `log(metrics, step)` records each evaluation; `keep(model, trial, value)` may save the
-    model (already at its best evaluation); `echo` prints progress lines."""
+    `log(metrics, step)` records each evaluation; `keep(model, number, value, finished)` may
+    save the model (already at its best evaluation), `finished` being the study's other
+    COMPLETE trials' values by number; `echo` prints progress lines."""
     run: Callable[[optuna.Trial, dict], contextlib.AbstractContextManager] = _no_run
     log: Callable[[dict, int | None], None] = lambda metrics, step=None: None
-    keep: Callable[[torch.nn.Module, int, float], None] = lambda model, number, value: None
+    keep: Callable[[torch.nn.Module, int, float, dict[int, float]], None] = lambda model, number, value, finished: None
     echo: Callable[[str], None] = lambda line: None
 
 
@@ -57,7 +59,9 @@ def make_objective(cfg: SearchConfig, checkpoint: Path, label2id: dict[str, int]
             settings = to_settings(cfg, **params)
             model, result = finetune(checkpoint, label2id, train, val, settings, device, on_evaluation)
             trial.set_user_attr("best_epoch", result.best_epoch)
-            hooks.keep(model, trial.number, result.best_score)
+            complete = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            finished = {t.number: t.value for t in complete}
+            hooks.keep(model, trial.number, result.best_score, finished)
             hooks.log({"best_val_macro_f1": result.best_score, "best_epoch": result.best_epoch}, None)
             hooks.echo(f"{label} -> val macro-F1 {result.best_score:.4f} (epoch {result.best_epoch})")
             return result.best_score
@@ -65,14 +69,19 @@ def make_objective(cfg: SearchConfig, checkpoint: Path, label2id: dict[str, int]
     return objective
 
 
-def keep_if_best(model: torch.nn.Module, number: int, value: float, checkpoint: Path, best_dir: Path,
-                 lock: Path) -> bool:
-    """Save the trial's model when it beats the study's best so far, so finetune can reuse it
-    instead of retraining. One copy per study, written under the claim lock (parallel
-    workers never interleave their saves) to a temporary folder swapped into place."""
+def keep_if_best(model: torch.nn.Module, number: int, value: float, finished: dict[int, float], tolerance: float,
+                 checkpoint: Path, best_dir: Path, lock: Path) -> bool:
+    """Save the trial's model when it is the study's best so far by the rule the search's
+    result uses (studies.pick_best over `finished`, the kept trial and this one), so finetune
+    can reuse it instead of retraining. One copy per study, written under the claim lock
+    (parallel workers never interleave their saves) to a temporary folder swapped into place.
+    Trials run one at a time keep exactly the trial the search then picks; parallel trials
+    that finish out of order rarely may not, and the search stage then ships no kept model."""
     with claims.locked(lock):
         info = best_dir / "trial.json"
-        if info.is_file() and json.loads(info.read_text())["value"] >= value:
+        kept = json.loads(info.read_text()) if info.is_file() else None
+        values = finished | ({kept["trial"]: kept["value"]} if kept else {}) | {number: value}
+        if studies.pick_best(values, tolerance) != number:
             return False
         with atomic.directory(best_dir) as tmp:
             modeling.save(model.cpu(), load_tokenizer(checkpoint), tmp, extra={"stage": "search", "trial": number})

@@ -5,13 +5,14 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import optuna
 import pandas as pd
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from mlcore.config import SearchConfig
 from mlcore.search import liveness
@@ -19,8 +20,9 @@ from mlcore.search import liveness
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-# Settings that do not change what a trial means: n_trials is a budget, the rest is plumbing.
-_NOT_IDENTITY = ("n_trials", "storage", "study_name", "resume", "num_workers", "workers")
+# Settings that do not change what a trial means: n_trials is a budget, tie_tolerance picks among
+# finished trials, the rest is plumbing.
+_NOT_IDENTITY = ("n_trials", "tie_tolerance", "storage", "study_name", "resume", "num_workers", "workers")
 
 
 def make_sampler(cfg: SearchConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
@@ -156,8 +158,29 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def best_params(study: optuna.Study) -> dict:
+def pick_best(values: Mapping[int, float], tolerance: float) -> int:
+    """The best trial's number, from finished trials' values {number: value} (higher is better).
+    In trial-number order, a trial replaces the best so far only when it beats it by more than
+    `tolerance` (search.tie_tolerance): a near-tie goes to the earlier trial, so a last-bit
+    difference between machines does not flip the pick, and the pick is within `tolerance` of
+    the highest value. The search's kept model (objective.keep_if_best) follows the same rule."""
+    if not values:
+        raise ValueError("no finished trial to pick the best from")
+    best = min(values)
+    for number in sorted(values):
+        if values[number] > values[best] + tolerance:
+            best = number
+    return best
+
+
+def best_trial(study: optuna.Study, tolerance: float) -> FrozenTrial:
+    """The study's best COMPLETE trial by `pick_best` (Optuna's own best_trial takes the highest value)."""
+    complete = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    return complete[pick_best({number: t.value for number, t in complete.items()}, tolerance)]
+
+
+def best_params(study: optuna.Study, tolerance: float) -> dict:
     """The best trial's settings (what finetune takes), its score, number and best epoch."""
-    best = study.best_trial
+    best = best_trial(study, tolerance)
     return {**best.user_attrs.get("settings", best.params), "val_macro_f1": best.value, "trial": best.number,
             "best_epoch": best.user_attrs.get("best_epoch"), "study": study.study_name}

@@ -1,5 +1,6 @@
 """Where a registered version came from, as model-version tags: the data, each stage's record in
-dvc.lock, the code, the params, the runs, the search and the hardware.
+dvc.lock, the code, the params, the runs, the search and the hardware (numerics.*: what decides
+the weights' bits).
 
 With these, `git checkout <git.commit> && dvc checkout` (or `dvc pull`) restores the exact
 inputs, and the run ids lead to every logged number.
@@ -13,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from mlcore.config import STAGES, Config
-from mlcore.tracking.runs import lineage_tags
+from mlcore.tracking.runs import lineage_tags, numerics_tags
 from mlcore.tracking.tags import STUDY_TAG, TEST_DIGEST_TAG
 
 STAGES_BEFORE_REGISTER = STAGES[:STAGES.index("register")]  # whose outputs a registered version is made from
@@ -47,5 +48,5 @@ def version_tags(cfg: Config, *, pipeline_run_id: str | None, pretrain: dict, fi
         "device": str(finetune.get("device", "unknown")),
         "precision": str(finetune.get("precision", "unknown")),
         "checkpoint": str(cfg.pretrain.init_from or "from scratch"),
-    }
+    } | numerics_tags(finetune.get("numerics", {}))
     return {k: str(v) for k, v in tags.items()}

@@ -81,7 +81,26 @@ def _recipe(c: CardInputs) -> str:
         f"- Search: Optuna study `{b.get('study', '?')}`, best trial {b.get('trial', '?')}: {searched}.",
         f"- Fine-tuning: {f.get('optimizer', '?')} at learning rate {f.get('learning_rate', 0):.3g}, best epoch "
         f"{f.get('best_epoch', '?')} of {f.get('epochs_run', '?')} (trained on {f.get('trained_on', 'train')}); "
-        f"device {f.get('device', '?')}, precision {f.get('precision', '?')}."])
+        f"device {f.get('device', '?')}, precision {f.get('precision', '?')}.",
+        *_numerics(f.get("numerics"))])
+
+
+def describe_numerics(record: dict) -> str:
+    """mlcore.engine.precision.numerics's record on one line: 'bf16 on cpu: AMD EPYC (native bf16: avx512_bf16), torch
+    2.13.0+cpu (CPU capability AVX512), 2 threads'."""
+    r = record
+    return (f"{r['precision']} on {r['device']}: {r['cpu']} (native bf16: {r['cpu_bf16_flags']}), torch {r['torch']} "
+            f"(CPU capability {r['cpu_capability']}), {r['threads']} threads")
+
+
+def _numerics(record: dict | None) -> list[str]:
+    """The machine facts that decide the weights' bits (mlcore.engine.precision.numerics)."""
+    if not record:
+        return []
+    return [f"- Numerics: {describe_numerics(record)}. Reruns with the same data, params and code give "
+            f"bit-identical weights where all of these match (tested on one machine); another CPU (its bf16 "
+            f"kernels above all), torch version or thread count may change the last bits, and with them the "
+            f"metrics' last digits."]
 
 
 def _results(c: CardInputs) -> str:

@@ -19,7 +19,7 @@ from mlcore.engine import distributed
 from mlcore.search import liveness
 from mlcore.tracking.sqlite_creation import create_whole
 from mlcore.tracking.store import SQLITE, resolve_store
-from mlcore.tracking.tags import KIND_TAG, NOTE_TAG, OWNER_PREFIX, ROLE_TAG, TRIAL_STATE_TAG
+from mlcore.tracking.tags import KIND_TAG, NOTE_TAG, NUMERICS_PREFIX, OWNER_PREFIX, ROLE_TAG, TRIAL_STATE_TAG
 
 # MLflow's own INFO chatter ("View run ... at ...") drowns the pipeline's progress output.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -168,6 +168,11 @@ def set_tags(tags: dict) -> None:
     if not distributed.is_main():
         return
     mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def numerics_tags(record: dict) -> dict[str, str]:
+    """mlcore.engine.precision.numerics's record as numerics.<field> tags."""
+    return {f"{NUMERICS_PREFIX}{key}": str(value) for key, value in record.items()}
 
 
 # MLflow's dataset contexts, shown in the runs list's Dataset column and the lineage view.

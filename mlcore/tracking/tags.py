@@ -12,6 +12,9 @@ ROLE_TAG = "pipeline.role"  # pipeline, stage or batch-scoring
 OWNER_PREFIX = "owner."  # owner.<field>: the process a run belongs to, so that a later run can tell it died
 TRIAL_STATE_TAG = "trial.state"  # COMPLETE, PRUNED or FAIL: a run's status has no word for pruned
 STUDY_TAG = "optuna.study"  # on each trial's run and on the version the search led to
+# numerics.<field> (device, precision, cpu, cpu_bf16_flags, cpu_capability, threads, torch): what decides
+# the bits of a trained model (mlcore.engine.precision.numerics), on the search and finetune runs and the version
+NUMERICS_PREFIX = "numerics."
 
 # Model-version tags (REASON_TAG is also on the register stage's run).
 METRIC_TAG = "test_{metric}"  # the version's own test metric, on its run's split: history, not the gate

@@ -6,6 +6,7 @@ import optuna
 
 from mlcore.config import Config
 from mlcore.config.environment import redact
+from mlcore.engine import precision
 from mlcore.search import claims, studies
 from mlcore.tracking import runs
 from tasks._search import pool, trials, workers
@@ -27,6 +28,7 @@ def run_budget(cfg: Config, stage_run_id: str | None, orphans: list[str]) -> opt
         todo = studies.remaining_budget(study, s.n_trials)
         runs.log_params(s.model_dump() | o.report() | {"storage": redact(s.storage), "study": name,
                                                        "device": str(o.device), "trials_to_run": todo})
+        runs.set_tags(runs.numerics_tags(precision.numerics(o.device, precision.resolve(s.precision, o.device))))
         print(f"search: study {name}: {studies.finished_trials(study)} trials done, {todo} to run, "
               f"{s.workers} worker(s); {o.train_rows} train rows, trials use {len(o.train)}; "
               f"max_length {o.length.max_length} (truncates {o.length.truncated_pct:.2f}% of train)")

@@ -96,8 +96,9 @@ def tracked_objective(cfg: Config, label2id, train, val, device, name: str, pare
 
     hooks = O.TrialHooks(
         run=trial_run, log=lambda metrics, step=None: runs.log_metrics(metrics, step=step),
-        keep=lambda model, number, value: O.keep_if_best(model, number, value, P.PRETRAINED, P.TRIAL_MODELS / name,
-                                                         claim_lock(name)),
+        keep=lambda model, number, value, finished: O.keep_if_best(
+            model, number, value, finished, cfg.search.tie_tolerance, P.PRETRAINED, P.TRIAL_MODELS / name,
+            claim_lock(name)),
         echo=lambda line: print(f"search: {line}"))
     return O.make_objective(cfg.search, P.PRETRAINED, label2id, train, val, device, hooks)
 
