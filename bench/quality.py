@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from mlcore.config import Config, parse_config  # noqa: E402
 from mlcore.metrics import macro_f1  # noqa: E402
 from mlcore.models import modeling  # noqa: E402
-from tasks import _runner  # noqa: E402
+from tasks._context import StageContext, stage_context  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "datasets"
 SST2_TRAIN_ROWS = 8000
@@ -121,14 +121,14 @@ def pipeline_samples(cfg: Config) -> dict:
             "finetune": finetune["epochs_run"] * len(pd.read_parquet(P.TRAIN))}
 
 
-def run_pipeline(cfg: Config) -> dict:
+def run_pipeline(ctx: StageContext) -> dict:
     from tasks import _paths as P
     from tasks import evaluate, finetune, prepare, pretrain, search
 
     times = {}
     for stage in (prepare, pretrain, search, finetune, evaluate):
         start = time.perf_counter()
-        stage.run(cfg)
+        stage.run(ctx)
         times[stage.STAGE] = round(time.perf_counter() - start, 1)
         log(f"{stage.STAGE}: {times[stage.STAGE]} s")
     metrics = json.loads(P.METRICS.read_text())
@@ -136,7 +136,7 @@ def run_pipeline(cfg: Config) -> dict:
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
             "baseline": {"accuracy": metrics["baseline_accuracy"], "macro_f1": metrics["baseline_macro_f1"]},
             "seconds": times, "rows": {k: v["rows"] for k, v in data["splits"].items()},
-            "best": json.loads(P.BEST_PARAMS.read_text()), "samples": pipeline_samples(cfg),
+            "best": json.loads(P.BEST_PARAMS.read_text()), "samples": pipeline_samples(ctx.cfg),
             "max_length": json.loads(P.FINETUNE_REPORT.read_text())["max_length"]}
 
 
@@ -185,9 +185,10 @@ def one_dataset(name: str, args) -> dict:
     with workspace() as tmp:
         # runtime.profile as the stage commands apply it: gpu-full's budgets on CUDA, the params
         # as written on a CPU (`--set runtime.profile=cpu-quick` measures the CPU recipe on a GPU)
-        cfg = _runner.effective(config(name, train_file(name, args.seed, tmp), tmp, args.overrides))
+        ctx = stage_context(config(name, train_file(name, args.seed, tmp), tmp, args.overrides))
+        cfg = ctx.cfg
         log(f"{name}: (a) the pipeline")
-        a = run_pipeline(cfg)
+        a = run_pipeline(ctx)
         out = {"pipeline": {k: v for k, v in a.items() if k != "baseline"}, "tfidf_lr": a["baseline"]}
         if args.keep:
             shutil.copytree(tmp, args.keep / name, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".checkpoints"))

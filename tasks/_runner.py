@@ -14,6 +14,7 @@ from mlcore.config import Config
 from mlcore.errors import entry_point, quiet_user_error_tracebacks
 from mlcore.tracking import runs
 from tasks import _dvc_state, _inputs
+from tasks._context import StageContext, stage_context
 from tasks._process import exit_on_sigterm
 from tasks._workspace import workspace_lock
 
@@ -23,19 +24,7 @@ logging.getLogger("dvc").setLevel(logging.WARNING)
 
 quiet_user_error_tracebacks()  # bad input inside a flow: its one paragraph, no traceback
 
-StageFn = Callable[[Config, str | None], dict]
-
-
-def effective(cfg: Config) -> Config:
-    """The config with runtime.profile applied for this machine's device (gpu-full raises
-    budgets on CUDA; mlcore/config/profiles.py); what it changed is printed."""
-    from mlcore.config import profiles
-    from mlcore.engine.device import resolve_device
-
-    resolved = profiles.effective(cfg, resolve_device(cfg.device()).type)
-    if resolved.changes:
-        print(f"runtime.profile {resolved.describe()}")
-    return resolved.config
+StageFn = Callable[[StageContext], dict]
 
 
 def cli(stage: str, run: StageFn, doc: str | None = None) -> Callable[[list[str] | None], int]:
@@ -50,14 +39,14 @@ def cli(stage: str, run: StageFn, doc: str | None = None) -> Callable[[list[str]
         args = parser.parse_args(argv)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         exit_on_sigterm()
-        cfg = effective(_inputs.load(args.params))  # its input paths checked before DVC's or a reader's first touch
+        ctx = stage_context(_inputs.load(args.params))  # input paths checked before DVC's or a reader's first touch
         # Under `dvc repro` (DVC_STAGE set) DVC already holds its own lock; run by hand,
         # the stage holds it too, so no `dvc repro` deletes its outputs under it.
         with workspace_lock(f"stage {stage}", wait=args.wait, hold_dvc="DVC_STAGE" not in os.environ):
-            closed = runs.close_orphans(cfg)  # MLflow runs a killed run of this workspace left RUNNING
+            closed = runs.close_orphans(ctx.cfg)  # MLflow runs a killed run of this workspace left RUNNING
             if closed:
                 print(f"ended FAILED in MLflow, left RUNNING by a killed run: {', '.join(closed)}")
-            result = run(cfg, None)
+            result = run(ctx)
         print(f"{stage}: done {result}")
         return 0
 
@@ -80,7 +69,7 @@ def as_task(stage: str, run: StageFn, outside_dvc: Callable[[Config], list] | No
             return {"stage": stage, "skipped": True}
         logger.info("%s runs: %s", stage, "forced" if not changed else _describe(changed))
         start = time.perf_counter()
-        result = run(effective(cfg), parent_run_id)
+        result = run(stage_context(cfg, parent_run_id))
         seconds = time.perf_counter() - start
         _dvc_state.commit(stage)
         runs.tag_run(parent_run_id, f"stage.{stage}", "ran")

@@ -7,8 +7,6 @@ import sys
 
 import pandas as pd
 
-from mlcore.config import Config
-from mlcore.engine.device import configure_threads, resolve_device
 from mlcore.metrics import classification_report
 from mlcore.models import baseline, calibration, modeling
 from mlcore.models.classifier import encode_split, predict_logits
@@ -16,14 +14,15 @@ from mlcore.plots import confusion_matrix_png
 from mlcore.tracking import runs
 from tasks import _io
 from tasks import _paths as P
+from tasks._context import StageContext
 from tasks._runner import as_task, cli
 
 STAGE = "evaluate"
 
 
-def run(cfg: Config, parent_run_id: str | None = None) -> dict:
-    configure_threads(cfg.runtime.num_threads)
-    device = resolve_device(cfg.device())
+def run(ctx: StageContext) -> dict:
+    cfg, parent_run_id = ctx.cfg, ctx.parent_run_id
+    device = ctx.device
     label2id = _io.label_map()
     labels = sorted(label2id, key=label2id.get)
     model, tokenizer = modeling.load_classifier(_io.require(P.CLASSIFIER, "finetune"), key="models/classifier")

@@ -8,24 +8,23 @@ from __future__ import annotations
 
 import sys
 
-from mlcore.config import Config
 from mlcore.data.hashing import files_digest
 from mlcore.engine import distributed, precision
-from mlcore.engine.device import configure_threads, resolve_device
 from mlcore.models import calibration, final, lengths, modeling
 from mlcore.models.classifier import encode_split, load_tokenizer
 from mlcore.tracking import runs
 from tasks import _io
 from tasks import _paths as P
+from tasks._context import StageContext
 from tasks._runner import as_task, cli
 
 STAGE = "finetune"
 
 
-def run(cfg: Config, parent_run_id: str | None = None) -> dict:
+def run(ctx: StageContext) -> dict:
+    cfg, parent_run_id = ctx.cfg, ctx.parent_run_id
     f = cfg.finetune
-    configure_threads(cfg.runtime.num_threads)
-    device = distributed.setup(resolve_device(cfg.device()))
+    device = distributed.setup(ctx.device)
     label2id, best = _io.label_map(), _io.read_json(P.BEST_PARAMS, "search")
     settings = final.settings_for(f, best, P.BEST_PARAMS)
     tokenizer = load_tokenizer(_io.require(P.PRETRAINED, "pretrain"))
@@ -37,7 +36,7 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
             "used.learning_rate": settings.learning_rate, "used.optimizer": settings.optimizer,
             "used.epochs": settings.epochs, "device": str(device)})
         runs.log_datasets({"train": train_df, "val": val_df}, P.SPLITS)
-        model, result = _fit(f, best, settings, label2id, train, val, device, tokenizer.pad_token_id)
+        model, result = _fit(f, best, settings, label2id, train, val, device, tokenizer)
         if not distributed.is_main():
             return {"rank": distributed.rank()}  # rank 0 writes the outputs
         tokenizer.model_max_length = length.max_length  # consumers truncate as training did
@@ -59,13 +58,14 @@ def run(cfg: Config, parent_run_id: str | None = None) -> dict:
     return {"best_epoch": result.best_epoch, "best_val_macro_f1": round(result.best_score, 4)}
 
 
-def _fit(f, best, settings, label2id, train, val, device, pad_id):
+def _fit(f, best, settings, label2id, train, val, device, tokenizer):
     """The search's best trial model as it is, or one trained with the best settings."""
     if f.reuse_best_trial:
-        return final.reuse(P.BEST_TRIAL_MODEL, val, device, pad_id, best, settings.precision)
+        return final.reuse(P.BEST_TRIAL_MODEL, val, device, tokenizer.pad_token_id, best, settings.precision)
     inputs = files_digest([P.TRAIN, P.VAL, P.LABEL_MAP, *sorted(P.PRETRAINED.glob("*"))])
     return final.train(P.PRETRAINED, label2id, train, val, settings, device, f.retrain_on_train_val,
-                       lambda e: runs.log_metrics(e, step=e["evaluation"]), P.CHECKPOINTS / STAGE, inputs)
+                       lambda e: runs.log_metrics(e, step=e["evaluation"]), P.CHECKPOINTS / STAGE, inputs,
+                       tokenizer)
 
 
 main = cli(STAGE, run, __doc__)

@@ -3,17 +3,18 @@ from __future__ import annotations
 
 import sys
 
-from mlcore.config import Config
 from mlcore.data import cleaning
 from mlcore.tracking import runs
 from tasks import _io
 from tasks import _paths as P
+from tasks._context import StageContext
 from tasks._runner import as_task, cli
 
 STAGE = "prepare"
 
 
-def run(cfg: Config, parent_run_id: str | None = None) -> dict:
+def run(ctx: StageContext) -> dict:
+    cfg, parent_run_id = ctx.cfg, ctx.parent_run_id
     p = cfg.prepare
     with runs.stage_run(cfg, STAGE, parent_run_id):
         runs.log_params(p.model_dump())

@@ -9,26 +9,26 @@ import sys
 
 import pandas as pd
 
-from mlcore.config import Config
 from mlcore.config.training import to_settings
 from mlcore.data.hashing import files_digest
 from mlcore.engine import distributed
 from mlcore.engine.batching import choose_max_length, encode
-from mlcore.engine.device import configure_threads, resolve_device, seed_everything
+from mlcore.engine.device import seed_everything
 from mlcore.models import checkpoint_link, mlm, modeling, wordpiece
 from mlcore.tracking import runs
 from tasks import _io
 from tasks import _paths as P
+from tasks._context import StageContext
 from tasks._runner import as_task, cli
 
 STAGE = "pretrain"
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_perplexity", "learning_rate", "samples_per_s"]
 
 
-def run(cfg: Config, parent_run_id: str | None = None) -> dict:
+def run(ctx: StageContext) -> dict:
+    cfg, parent_run_id = ctx.cfg, ctx.parent_run_id
     p = cfg.pretrain
-    configure_threads(cfg.runtime.num_threads)
-    device = distributed.setup(resolve_device(cfg.device()))
+    device = distributed.setup(ctx.device)
     seed_everything(p.seed)
     settings, _ = to_settings(p), checkpoint_link.refresh(p.init_from)  # dvc.lock then hashes this checkpoint
     # Training text plus the unlabelled text; val and test stay unseen by pretraining.

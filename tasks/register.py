@@ -15,12 +15,14 @@ from mlcore.tracking import audit, lineage, model_card, registration, runs
 from mlcore.tracking.tags import NOTE_TAG, REASON_TAG
 from tasks import _dvc_state, _io
 from tasks import _paths as P
+from tasks._context import StageContext
 from tasks._runner import as_task, cli
 
 STAGE = "register"
 
 
-def run(cfg: Config, parent_run_id: str | None = None) -> dict:
+def run(ctx: StageContext) -> dict:
+    cfg, parent_run_id = ctx.cfg, ctx.parent_run_id
     r = cfg.register
     metrics = _io.read_json(P.METRICS, "evaluate")
     _baseline_value(metrics, r.metric, r.require_beat_baseline)

@@ -14,22 +14,23 @@ import tempfile
 from pathlib import Path
 
 from mlcore import plots
-from mlcore.config import Config
 from mlcore.errors import UserError
 from mlcore.search import studies
 from mlcore.tracking import runs
 from tasks import _io
 from tasks import _paths as P
+from tasks._context import StageContext
 from tasks._runner import as_task, cli
 from tasks._search import dispatch
 
 STAGE = "search"
 
 
-def run(cfg: Config, parent_run_id: str | None = None) -> dict:
+def run(ctx: StageContext) -> dict:
+    cfg, parent_run_id = ctx.cfg, ctx.parent_run_id
     orphans = runs.close_orphans(cfg)
     with runs.stage_run(cfg, STAGE, parent_run_id) as stage:
-        study = dispatch.run_budget(cfg, stage.info.run_id if stage else None, orphans)
+        study = dispatch.run_budget(cfg, stage.info.run_id if stage else None, orphans, ctx.device)
         table = studies.trials_table(study)
         _io.write_csv(P.SEARCH_TRIALS, table)
         counts = table["state"].value_counts().to_dict()

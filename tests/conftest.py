@@ -15,6 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from tasks._context import stage_context
+
 ROOT = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -171,8 +173,8 @@ def run_two_worker_search(storage: str | None = None, in_flow: bool = False):
     # Trials of several seconds: the second process needs ~10 s to import and load before it joins.
     set_params(search=dict(n_trials=4, workers=2, pruner="none", epochs=10, batch_size=2, storage=storage))
     cfg = load_config()
-    prepare.run(cfg)
-    pretrain.run(cfg)
+    prepare.run(stage_context(cfg))
+    pretrain.run(stage_context(cfg))
     flow_run_id = None
     if in_flow:
         from prefect import flow
@@ -180,12 +182,12 @@ def run_two_worker_search(storage: str | None = None, in_flow: bool = False):
 
         @flow(name="search-in-a-flow")
         def searching():
-            search.run(cfg)
+            search.run(stage_context(cfg))
             return FlowRunContext.get().flow_run.id
 
         flow_run_id = searching()
     else:
-        search.run(cfg)
+        search.run(stage_context(cfg))
     name = json.loads(P.BEST_PARAMS.read_text())["study"]
     study = optuna.load_study(
         study_name=name, storage=studies.make_storage(storage, P.OPTUNA_DIR, cfg.search.study_name))

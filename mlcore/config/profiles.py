@@ -56,14 +56,17 @@ def effective(cfg: Config, device_type: str) -> Effective:
     """The config a stage runs with on `device_type` ("cuda", "cpu", ...). Idempotent:
     the effective config, resolved again, is unchanged (it names its profile)."""
     name = pick(cfg.runtime.profile, device_type)
+    if name != "gpu-full":  # only the profile's name changes: no need to validate the whole config again
+        named = cfg if name == cfg.runtime.profile else cfg.model_copy(
+            update={"runtime": cfg.runtime.model_copy(update={"profile": name})})
+        return Effective(named, cfg.runtime.profile, device_type, {})
     data = cfg.model_dump()
     data["runtime"]["profile"] = name
     changes = {}
-    if name == "gpu-full":
-        for dotted, floor in cfg.runtime.gpu_full.items():
-            section, key = dotted.split(".", 1)
-            value = _raised(data[section][key], floor)
-            if value != data[section][key]:
-                changes[dotted] = (data[section][key], value)
-                data[section][key] = value
+    for dotted, floor in cfg.runtime.gpu_full.items():
+        section, key = dotted.split(".", 1)
+        value = _raised(data[section][key], floor)
+        if value != data[section][key]:
+            changes[dotted] = (data[section][key], value)
+            data[section][key] = value
     return Effective(Config.model_validate(data), cfg.runtime.profile, device_type, changes)

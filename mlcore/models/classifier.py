@@ -104,13 +104,14 @@ def train_classifier(
 def finetune(
     checkpoint: str | Path, label2id: dict[str, int], train: Encoded, val: Encoded, settings: TrainSettings,
     device: torch.device, on_epoch: Callable[[dict], None] | None = None, checkpoint_dir: Path | None = None,
-    fingerprint: str = "", keep_best: bool = True, pooling: str | None = None,
+    fingerprint: str = "", keep_best: bool = True, pooling: str | None = None, tokenizer=None,
 ) -> tuple[torch.nn.Module, FitResult]:
     """A fresh classifier head on `checkpoint`, trained; returns (model at its best epoch,
     or its last with `keep_best=False`, and the result). `pooling` (cls, mean) overrides the
-    checkpoint's own (its config's classifier_pooling, which the pretrain stage sets)."""
+    checkpoint's own (its config's classifier_pooling, which the pretrain stage sets). `tokenizer`:
+    the checkpoint's, when the caller has it loaded already."""
     torch.manual_seed(settings.seed)  # the head's initialisation is part of the seeded run
-    model, tokenizer = modeling.load_classifier(checkpoint, label2id, pooling=pooling)
+    model, tokenizer = modeling.load_classifier(checkpoint, label2id, pooling=pooling, tokenizer=tokenizer)
     result = train_classifier(model, train, val, settings, device, tokenizer.pad_token_id,
                               on_epoch, checkpoint_dir, fingerprint, keep_best)
     return model, result

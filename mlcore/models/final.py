@@ -56,12 +56,13 @@ def reuse(model_dir: Path, val: Encoded, device: torch.device, pad_id: int, best
 
 def train(checkpoint: Path, label2id: dict[str, int], train_set: Encoded, val: Encoded, settings: TrainSettings,
           device: torch.device, retrain: bool, on_epoch: Callable[[dict], None] | None = None,
-          checkpoint_dir: Path | None = None, fingerprint: str = ""):
+          checkpoint_dir: Path | None = None, fingerprint: str = "", tokenizer=None):
     """A fresh head trained on train (the best evaluation kept), or on train + val (the last
     epoch kept: validation scores are logged but select nothing)."""
     model, result = finetune(checkpoint, label2id, joined(train_set, val) if retrain else train_set, val, settings,
                              device, on_epoch=on_epoch, checkpoint_dir=checkpoint_dir,
-                             fingerprint=fingerprint + ("-train+val" if retrain else ""), keep_best=not retrain)
+                             fingerprint=fingerprint + ("-train+val" if retrain else ""), keep_best=not retrain,
+                             tokenizer=tokenizer)
     if retrain:
         result.best_epoch, result.best_score = settings.epochs, result.history[-1]["val_macro_f1"]
     return model, result

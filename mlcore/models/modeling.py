@@ -210,8 +210,9 @@ def tie_output_embeddings(model) -> None:
 
 
 def load_classifier(path: str | Path, label2id: dict[str, int] | None = None, key: str = "model",
-                    pooling: str | None = None):
-    """A sequence classifier from `path`; with label2id a fresh head is added for those labels.
+                    pooling: str | None = None, tokenizer=None):
+    """A sequence classifier from `path` and its tokenizer (`tokenizer`, when the caller has
+    loaded it already); with label2id a fresh head is added for those labels.
     `pooling` (cls, mean) overrides the checkpoint's `classifier_pooling` (absent: cls)."""
     path = check_checkpoint(path, key)
     config = AutoConfig.from_pretrained(path, trust_remote_code=False)
@@ -220,7 +221,7 @@ def load_classifier(path: str | Path, label2id: dict[str, int] | None = None, ke
         config.label2id, config.id2label = dict(label2id), {i: label for label, i in label2id.items()}
     if pooling is not None:
         config.classifier_pooling = pooling
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     model = AutoModelForSequenceClassification.from_pretrained(
         path, config=config, use_safetensors=True, trust_remote_code=False, attn_implementation="sdpa")
     return classifier_pooling.prepare(model), tokenizer

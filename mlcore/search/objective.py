@@ -41,7 +41,10 @@ class TrialHooks:
 
 
 def make_objective(cfg: SearchConfig, checkpoint: Path, label2id: dict[str, int], train: Encoded, val: Encoded,
-                   device: torch.device, hooks: TrialHooks = TrialHooks()) -> Callable[[optuna.Trial], float]:
+                   device: torch.device, hooks: TrialHooks = TrialHooks(), tokenizer=None
+                   ) -> Callable[[optuna.Trial], float]:
+    """One trial: fine-tune `checkpoint` (its `tokenizer`, when loaded already) with the sampled
+    settings, reporting each evaluation to the pruner; returns the best val macro-F1."""
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("owner", liveness.owner())  # lets a later run tell a dead trial from a live one
         params = space.suggest(trial, cfg)
@@ -57,7 +60,8 @@ def make_objective(cfg: SearchConfig, checkpoint: Path, label2id: dict[str, int]
                     raise optuna.TrialPruned(f"pruned at epoch {e['epoch']}")
 
             settings = to_settings(cfg, **params)
-            model, result = finetune(checkpoint, label2id, train, val, settings, device, on_evaluation)
+            model, result = finetune(checkpoint, label2id, train, val, settings, device, on_evaluation,
+                                     tokenizer=tokenizer)
             trial.set_user_attr("best_epoch", result.best_epoch)
             complete = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             finished = {t.number: t.value for t in complete}

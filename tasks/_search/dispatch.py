@@ -3,6 +3,7 @@ it (search.workers under DVC), or on a Prefect process pool (search.workers insi
 from __future__ import annotations
 
 import optuna
+import torch
 
 from mlcore.config import Config
 from mlcore.config.environment import redact
@@ -12,14 +13,17 @@ from mlcore.tracking import runs
 from tasks._search import pool, trials, workers
 
 
-def run_budget(cfg: Config, stage_run_id: str | None, orphans: list[str]) -> optuna.Study:
-    """Run trials until `search.n_trials` have finished; returns the study."""
+def run_budget(cfg: Config, stage_run_id: str | None, orphans: list[str], device: torch.device | None = None
+               ) -> optuna.Study:
+    """Run trials until `search.n_trials` have finished; returns the study. `device`: the stage's
+    (tasks/_context.py); worker processes resolve their own."""
     s = cfg.search
     pooled = s.workers > 1 and pool.in_flow()
     # Extra workers start first: they need seconds to import and load the data.
     helpers = [] if pooled else workers.start(cfg, s.workers - 1, stage_run_id)
     try:
-        o = trials.open_study(cfg, trials.worker_threads(cfg) if s.workers > 1 else None, trains=not pooled)
+        o = trials.open_study(cfg, trials.worker_threads(cfg) if s.workers > 1 else None, trains=not pooled,
+                              device=device)
         study, name = o.study, o.name
         stale = studies.reap_stale_trials(study)
         if stale or orphans:
@@ -35,7 +39,7 @@ def run_budget(cfg: Config, stage_run_id: str | None, orphans: list[str]) -> opt
         if pooled:
             pool.run_pooled(cfg, study, trials.claim_lock(name), stage_run_id)
         else:
-            objective = trials.tracked_objective(cfg, o.label2id, o.train, o.val, o.device, name)
+            objective = trials.tracked_objective(cfg, o)
             claims.run_trials(study, pool.as_prefect_tasks(objective), s.n_trials, trials.claim_lock(name))
     except BaseException:
         workers.stop(helpers)  # SIGTERM or a failure here: the workers end their trials as FAIL

@@ -43,16 +43,17 @@ class Opened:
     name: str
     length: LengthChoice  # max_length, chosen over all of train
     train_rows: int  # rows of the whole train split
+    tokenizer: object  # the pretrained checkpoint's, loaded once for the data and every trial
 
     def report(self) -> dict:
         """What the search run logs about its data."""
         return self.length.report() | {"train_rows_used": len(self.train), "train_rows": self.train_rows}
 
 
-def search_data(s: SearchConfig, label2id: dict[str, int]) -> tuple[Encoded, Encoded, LengthChoice, int]:
+def search_data(s: SearchConfig, label2id: dict[str, int], tokenizer
+                ) -> tuple[Encoded, Encoded, LengthChoice, int]:
     """Train (its search.max_train_rows subsample, the same for every trial: from search.seed)
     and val encoded with the max_length chosen over all of train; and train's row count."""
-    tokenizer = load_tokenizer(_io.require(P.PRETRAINED, "pretrain"))
     train_df = _io.read_split(P.TRAIN)
     length = lengths.choose_for(s.max_length, P.PRETRAINED, tokenizer, train_df["text"])
     sample = train_df.iloc[stratified_subsample(train_df["label"], s.max_train_rows, s.seed)]
@@ -61,16 +62,19 @@ def search_data(s: SearchConfig, label2id: dict[str, int]) -> tuple[Encoded, Enc
     return train, val, length, len(train_df)
 
 
-def open_study(cfg: Config, threads: int | None = None, worker: int = 0, trains: bool = True) -> Opened:
+def open_study(cfg: Config, threads: int | None = None, worker: int = 0, trains: bool = True,
+               device: torch.device | None = None) -> Opened:
     """Device, label map, encoded train/val, the study and its name. `trains`: this process
-    runs trials itself (a pool's dispatcher does not, and takes no GPU)."""
+    runs trials itself (a pool's dispatcher does not, and takes no GPU). `device`: the stage's,
+    already resolved; a worker process resolves its own."""
     s = cfg.search
     configure_threads(threads or cfg.runtime.num_threads)
-    device = resolve_device(cfg.device())
+    device = device or resolve_device(cfg.device())
     if s.workers > 1 and trains:
         device = one_gpu_per_worker(device, P.OPTUNA_DIR / "gpu-slots")
     label2id = _io.label_map()
-    train, val, length, train_rows = search_data(s, label2id)
+    tokenizer = load_tokenizer(_io.require(P.PRETRAINED, "pretrain"))
+    train, val, length, train_rows = search_data(s, label2id, tokenizer)
     name = studies.study_name(s, inputs_digest())
     storage = cfg.optuna_storage()
     study = optuna.create_study(
@@ -78,12 +82,14 @@ def open_study(cfg: Config, threads: int | None = None, worker: int = 0, trains:
         direction="maximize", sampler=studies.make_sampler(s, worker), pruner=studies.make_pruner(s),
         load_if_exists=True,
     )
-    return Opened(device, label2id, train, val, study, name, length, train_rows)
+    return Opened(device, label2id, train, val, study, name, length, train_rows, tokenizer)
 
 
-def tracked_objective(cfg: Config, label2id, train, val, device, name: str, parent_run_id: str | None = None):
+def tracked_objective(cfg: Config, o: Opened, parent_run_id: str | None = None):
     """The core objective, each trial an MLflow run nested under the search run, and the
     study's best model so far kept under optuna/models/<study>."""
+    name = o.name
+
     @contextlib.contextmanager
     def trial_run(trial: optuna.Trial, params: dict):
         tags = {STUDY_TAG: name, "optuna.trial": str(trial.number)}
@@ -100,7 +106,7 @@ def tracked_objective(cfg: Config, label2id, train, val, device, name: str, pare
             model, number, value, finished, cfg.search.tie_tolerance, P.PRETRAINED, P.TRIAL_MODELS / name,
             claim_lock(name)),
         echo=lambda line: print(f"search: {line}"))
-    return O.make_objective(cfg.search, P.PRETRAINED, label2id, train, val, device, hooks)
+    return O.make_objective(cfg.search, P.PRETRAINED, o.label2id, o.train, o.val, o.device, hooks, o.tokenizer)
 
 
 def worker_threads(cfg: Config) -> int:
@@ -112,4 +118,4 @@ def start_worker(cfg: Config, worker: int, parent_run_id: str | None):
     the data and study once, MLflow pointed at the run's store; returns (study, objective)."""
     o = open_study(cfg, worker_threads(cfg), worker)
     runs.configure(cfg)
-    return o.study, tracked_objective(cfg, o.label2id, o.train, o.val, o.device, o.name, parent_run_id)
+    return o.study, tracked_objective(cfg, o, parent_run_id)
