@@ -2,7 +2,7 @@
 so Prefect would show it RUNNING forever. Each training flow run records its owner (host, pid,
 the pid's start time, workspace) in its tags; the next run of the flow in the workspace marks
 the runs whose owner is certainly dead CRASHED, with their running task runs, as MLflow runs
-and Optuna trials already are (mlcore/search/liveness.py decides what is dead).
+and Optuna trials already are (mlcore/liveness.py decides what is dead).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
 from prefect.context import FlowRunContext
 from prefect.states import Crashed
 
-from mlcore.search import liveness
+from mlcore import liveness
 
 OWNED = "pipeline-owner"  # the tag every owned flow run carries
 PREFIX = "owner."  # then owner.host=..., owner.pid=..., owner.start=..., owner.workspace=...

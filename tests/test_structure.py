@@ -46,7 +46,7 @@ def _module_file(name: str) -> Path | None:
 IGNORED = {"tasks/_runner.py", "tasks/_context.py", "tasks/_process.py", "tasks/_dvc_state.py", "tasks/_workspace.py",
            "mlcore/errors.py",
            "mlcore/tracking/runs.py", "mlcore/tracking/tags.py", "mlcore/tracking/store.py",
-           "mlcore/data/hashing.py", "mlcore/atomic.py"}
+           "mlcore/data/hashing.py", "mlcore/atomic.py", "mlcore/liveness.py"}
 
 
 def _project_imports(file: Path, seen: set[Path]) -> set[Path]:

@@ -1,3 +1,3 @@
 """The hyperparameter search: the space, the Optuna study and its storage, trial claiming under a
-budget, liveness of trial owners. Imports optuna, mlcore.config/atomic and mlcore.models/engine;
+budget. Imports optuna, mlcore.config/atomic and mlcore.models/engine;
 no Prefect, no MLflow."""

@@ -11,7 +11,7 @@ import optuna
 from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 from optuna.trial import TrialState
 
-from mlcore.search import liveness
+from mlcore import liveness
 
 
 @contextlib.contextmanager

@@ -15,13 +15,13 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from mlcore import atomic
+from mlcore import atomic, liveness
 from mlcore.config import SearchConfig
 from mlcore.config.training import to_settings
 from mlcore.engine.batching import Encoded
 from mlcore.models import modeling
 from mlcore.models.classifier import finetune, load_tokenizer
-from mlcore.search import claims, liveness, space, studies
+from mlcore.search import claims, space, studies
 
 
 def _no_run(trial: optuna.Trial, params: dict):

@@ -13,10 +13,10 @@ import mlflow
 import yaml
 from mlflow import MlflowClient
 
+from mlcore import liveness
 from mlcore.config import Config
 from mlcore.data.hashing import file_md5
 from mlcore.engine import distributed
-from mlcore.search import liveness
 from mlcore.tracking.sqlite_creation import create_whole
 from mlcore.tracking.store import SQLITE, resolve_store
 from mlcore.tracking.tags import KIND_TAG, NOTE_TAG, NUMERICS_PREFIX, OWNER_PREFIX, ROLE_TAG, TRIAL_STATE_TAG
