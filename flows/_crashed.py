@@ -73,18 +73,8 @@ def mark_dead_runs_crashed() -> list[str]:
     return marked
 
 
-def recover(cfg) -> None:
-    """Before a run: claim it, and close what killed runs of this workspace left open
-    (Prefect flow and task runs, MLflow runs; the search stage reaps Optuna trials itself)."""
-    from mlcore.tracking import runs
-
-    try:
-        claim_this_run()
-        crashed = mark_dead_runs_crashed()
-    except Exception as err:  # noqa: BLE001 - bookkeeping of old runs must not stop this one
-        print(f"warning: could not check Prefect for runs a kill left RUNNING: {err}")
-        crashed = []
-    closed = runs.close_orphans(cfg)
-    if crashed or closed:
-        print(f"a killed run left work open: marked CRASHED in Prefect: {', '.join(crashed) or 'none'}; "
-              f"ended FAILED in MLflow: {', '.join(closed) or 'none'}")
+def claim_and_mark_dead() -> list[str]:
+    """The flow's step of tasks/_recovery.py: claim this run, then mark CRASHED the runs of
+    this workspace whose owner died. Returns the names of the flow runs it marked."""
+    claim_this_run()
+    return mark_dead_runs_crashed()

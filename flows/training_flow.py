@@ -12,6 +12,7 @@ from flows import _crashed
 from flows._hooks import notify_failure, retry_only_transient
 from mlcore.tracking.runs import pipeline_run
 from tasks import _inputs, evaluate, finetune, prepare, pretrain, register, search
+from tasks._recovery import recover
 from tasks._workspace import workspace_lock
 
 FLOW_HOLDER = "the training-pipeline flow"
@@ -24,7 +25,7 @@ def training_pipeline(params: str = "params.yaml", force: bool = False, wait: bo
     cfg = _inputs.load(params)  # as the command line does: deployments run this flow without it
     results = {}
     with workspace_lock(FLOW_HOLDER, wait=wait, hold_dvc=True):
-        _crashed.recover(cfg)
+        recover(cfg, prefect=_crashed.claim_and_mark_dead)  # what a killed run left open, once
         with pipeline_run(cfg) as run_id:
             for stage_task in STAGE_TASKS:
                 results[stage_task.name] = stage_task(cfg, run_id, force)

@@ -16,6 +16,7 @@ from mlcore.tracking import runs
 from tasks import _dvc_state, _inputs
 from tasks._context import StageContext, stage_context
 from tasks._process import exit_on_sigterm
+from tasks._recovery import recover
 from tasks._workspace import workspace_lock
 
 # DVC logs "Updating lock file" at INFO through its own handler as well as Prefect's.
@@ -43,9 +44,7 @@ def cli(stage: str, run: StageFn, doc: str | None = None) -> Callable[[list[str]
         # Under `dvc repro` (DVC_STAGE set) DVC already holds its own lock; run by hand,
         # the stage holds it too, so no `dvc repro` deletes its outputs under it.
         with workspace_lock(f"stage {stage}", wait=args.wait, hold_dvc="DVC_STAGE" not in os.environ):
-            closed = runs.close_orphans(ctx.cfg)  # MLflow runs a killed run of this workspace left RUNNING
-            if closed:
-                print(f"ended FAILED in MLflow, left RUNNING by a killed run: {', '.join(closed)}")
+            recover(ctx.cfg)  # what a killed run of this workspace left open, once, before work
             result = run(ctx)
         print(f"{stage}: done {result}")
         return 0

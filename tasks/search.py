@@ -28,9 +28,8 @@ STAGE = "search"
 
 def run(ctx: StageContext) -> dict:
     cfg, parent_run_id = ctx.cfg, ctx.parent_run_id
-    orphans = runs.close_orphans(cfg)
     with runs.stage_run(cfg, STAGE, parent_run_id) as stage:
-        study = dispatch.run_budget(cfg, stage.info.run_id if stage else None, orphans, ctx.device)
+        study = dispatch.run_budget(cfg, stage.info.run_id if stage else None, ctx.device)
         table = studies.trials_table(study)
         _io.write_csv(P.SEARCH_TRIALS, table)
         counts = table["state"].value_counts().to_dict()

@@ -13,8 +13,7 @@ from mlcore.tracking import runs
 from tasks._search import pool, trials, workers
 
 
-def run_budget(cfg: Config, stage_run_id: str | None, orphans: list[str], device: torch.device | None = None
-               ) -> optuna.Study:
+def run_budget(cfg: Config, stage_run_id: str | None, device: torch.device | None = None) -> optuna.Study:
     """Run trials until `search.n_trials` have finished; returns the study. `device`: the stage's
     (tasks/_context.py); worker processes resolve their own."""
     s = cfg.search
@@ -26,9 +25,8 @@ def run_budget(cfg: Config, stage_run_id: str | None, orphans: list[str], device
                               device=device)
         study, name = o.study, o.name
         stale = studies.reap_stale_trials(study)
-        if stale or orphans:
-            print(f"search: trials {stale} of a process that died were failed and queued again; "
-                  f"MLflow runs closed as FAILED: {orphans}")
+        if stale:  # MLflow's side of the same kill was closed before the stage (tasks/_recovery.py)
+            print(f"search: trials {stale} of a process that died were failed and queued again")
         todo = studies.remaining_budget(study, s.n_trials)
         runs.log_params(s.model_dump() | o.report() | {"storage": redact(s.storage), "study": name,
                                                        "device": str(o.device), "trials_to_run": todo})
