@@ -11,13 +11,16 @@ from mlcore.tracking.store import holds, is_server, resolve_store
 from tasks import _paths as P
 
 
-def check_inputs(cfg: Config) -> None:
+def check_inputs(cfg: Config, data: bool = True) -> None:
     """Fail on bad data (unreadable, wrong columns, too small to split) or a bad checkpoint
-    before any stage starts, and so before Prefect starts its server."""
-    from mlcore.data import cleaning  # scikit-learn and transformers: imported only when a run will need them
-    from mlcore.models import modeling
+    before any stage starts, and so before Prefect starts its server. `data`: prepare will run;
+    its splits are kept for it (tasks/_prepared.py). When prepare is up to date, its data was
+    checked when it last ran."""
+    from mlcore.models import modeling  # transformers: imported only when a run will need it
+    from tasks import _prepared
 
-    cleaning.prepare_splits(cfg.prepare)
+    if data:
+        _prepared.compute_and_keep(cfg.prepare)
     if cfg.pretrain.init_from:
         modeling.check_masked_lm_checkpoint(cfg.pretrain.init_from, "pretrain.init_from")
 

@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     # no flow run behind; the flow takes it again (a no-op here) as deployments run it.
     with workspace_lock(FLOW_HOLDER, wait=args.wait, hold_dvc=True):
         checkpoint_link.refresh(cfg.pretrain.init_from)  # pretrain's DVC dependency on the checkpoint's files
-        if (not args.force and not STARTED.exists() and not _dvc_state.out_of_date()
-                and not _dvc_state.registry_changes(cfg)):
+        stale = [] if args.force else _dvc_state.out_of_date()
+        if not args.force and not STARTED.exists() and not stale and not _dvc_state.registry_changes(cfg):
             # Safe to skip the flow: every stage task would ask the same questions (DVC's, and
             # register's: is its version in the configured MLflow store?) and skip.
             # What is skipped is orchestration only: importing the stages (torch, transformers,
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         from flows.summary import check_inputs, summary
         from flows.training_flow import training_pipeline
 
-        check_inputs(cfg)
+        check_inputs(cfg, data=args.force or any(name.split(":")[-1] == "prepare" for name in stale))
         STARTED.parent.mkdir(parents=True, exist_ok=True)
         STARTED.write_text(f"{os.getpid()}\n")
         try:

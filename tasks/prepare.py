@@ -5,7 +5,7 @@ import sys
 
 from mlcore.data import cleaning
 from mlcore.tracking import runs
-from tasks import _io
+from tasks import _io, _prepared
 from tasks import _paths as P
 from tasks._context import StageContext
 from tasks._runner import as_task, cli
@@ -18,7 +18,7 @@ def run(ctx: StageContext) -> dict:
     p = cfg.prepare
     with runs.stage_run(cfg, STAGE, parent_run_id):
         runs.log_params(p.model_dump())
-        cleaned, splits = cleaning.prepare_splits(p)
+        cleaned, splits = _prepared.take(p)  # what the pipeline's pre-flight check computed, if it did
         with _io.replacing(P.SPLITS) as out:
             for name, path in (("train", P.TRAIN), ("val", P.VAL), ("test", P.TEST)):
                 splits[name].to_parquet(out / path.name, index=False)

@@ -1,0 +1,38 @@
+"""prepare's splits, computed once per process.
+
+The pipeline's command line computes them before Prefect starts, to fail early on bad data
+(flows/summary.check_inputs); the flow then runs the prepare stage in the same process, which
+takes them instead of reading and splitting the data again. Under `dvc repro` each stage is a
+process of its own and prepare computes them itself. The key is the prepare section and each
+input file's size and modification time, so changed data or params are never served stale.
+"""
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from mlcore.config import PrepareConfig
+from mlcore.data import cleaning
+
+_kept: dict[str, tuple[cleaning.CleanResult, dict[str, pd.DataFrame]]] = {}
+
+
+def _key(p: PrepareConfig) -> str:
+    files = [p.input] + ([p.test_input] if p.test_input else [])
+    stats = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+    return f"{p.model_dump_json()}|{stats}"
+
+
+def compute_and_keep(p: PrepareConfig) -> None:
+    """Compute the splits (raising what prepare would raise on bad data) and keep them for prepare."""
+    _kept.clear()
+    _kept[_key(p)] = cleaning.prepare_splits(p)
+
+
+def take(p: PrepareConfig) -> tuple[cleaning.CleanResult, dict[str, pd.DataFrame]]:
+    """The kept splits when they were computed from these params and files, else computed now.
+    Taking them releases them: the process holds one copy of the data, and only until prepare."""
+    kept = _kept.pop(_key(p), None)
+    _kept.clear()
+    return kept if kept is not None else cleaning.prepare_splits(p)
