@@ -344,13 +344,13 @@ def test_finetune_twice_saves_the_same_weights_bit_for_bit(tiny_project, set_par
 
     set_params(pretrain={"epochs": 0}, finetune={"epochs": 2})  # a seeded random BERT is base enough
     cfg = load_config()
-    prepare.run(cfg)
-    pretrain.run(cfg)
+    prepare.run(stage_context(cfg))
+    pretrain.run(stage_context(cfg))
     P.BEST_PARAMS.parent.mkdir(parents=True)  # the search's result, fixed: this test is about finetune
     P.BEST_PARAMS.write_text(json.dumps({"optimizer": "adamw", "learning_rate": 0.005, "trial": 0, "best_epoch": 2}))
 
     def once() -> tuple[str, dict]:
-        finetune.run(cfg)
+        finetune.run(stage_context(cfg))
         report = json.loads(P.FINETUNE_REPORT.read_text())
         assert report["epochs_run"] > 0 and report["resumed_from_epoch"] == 0  # trained afresh each time
         timing = ("mlflow_run_id", "tracking_overhead_pct")
