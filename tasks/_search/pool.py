@@ -21,8 +21,10 @@ import optuna
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from mlcore import liveness
 from mlcore.config import Config, parse_config
 from mlcore.search import claims, space
+from mlcore.tracking import runs
 
 _WORKER: dict = {}  # this pool process's study and objective, set by `_start_worker`
 
@@ -133,6 +135,7 @@ def run_pooled(cfg: Config, study, lock: Path, parent_run_id: str | None) -> int
                 t.join()
         except BaseException:
             _stop_pool(runner, threads)  # SIGTERM or Ctrl-C: do not wait for the running trials
+            _close_what_killed_processes_left(cfg, study)
             raise
     if failures:
         raise failures[0]
@@ -140,6 +143,22 @@ def run_pooled(cfg: Config, study, lock: Path, parent_run_id: str | None) -> int
 
 
 STOP_GRACE_S = 30  # how long a SIGTERM'd pool process may take to fail its trial
+
+
+def _close_what_killed_processes_left(cfg: Config, study) -> None:
+    """A pool process still busy after the grace was SIGKILLed (seen once, on a loaded 2-core
+    machine), so its MLflow run and its trial would stay RUNNING until the next run's recovery:
+    close them now as FAILED / FAIL (no retry is queued: the stage is stopping)."""
+    try:
+        closed = runs.close_orphans(cfg)
+        dead = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                if liveness.is_dead(t.user_attrs.get("owner"))]
+        for number in dead:
+            study.tell(number, state=optuna.trial.TrialState.FAIL)
+        if closed or dead:
+            print(f"search: closed what killed pool processes left: MLflow runs {closed}, trials {dead}")
+    except Exception as err:  # noqa: BLE001 - the stage is stopping; the next run's recovery closes them
+        print(f"warning: could not close what killed pool processes left: {err}")
 
 
 def _stop_pool(runner, slots: list[threading.Thread]) -> None:
