@@ -18,21 +18,28 @@ from mlcore.data import cleaning
 _kept: dict[str, tuple[cleaning.CleanResult, dict[str, pd.DataFrame]]] = {}
 
 
-def _key(p: PrepareConfig) -> str:
+def _key(p: PrepareConfig) -> str | None:
+    """None when an input cannot be read: nothing is kept, and prepare_splits says why."""
     files = [p.input] + ([p.test_input] if p.test_input else [])
-    stats = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+    try:
+        stats = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+    except OSError:
+        return None
     return f"{p.model_dump_json()}|{stats}"
 
 
 def compute_and_keep(p: PrepareConfig) -> None:
     """Compute the splits (raising what prepare would raise on bad data) and keep them for prepare."""
     _kept.clear()
-    _kept[_key(p)] = cleaning.prepare_splits(p)
+    key, splits = _key(p), cleaning.prepare_splits(p)
+    if key is not None:
+        _kept[key] = splits
 
 
 def take(p: PrepareConfig) -> tuple[cleaning.CleanResult, dict[str, pd.DataFrame]]:
     """The kept splits when they were computed from these params and files, else computed now.
     Taking them releases them: the process holds one copy of the data, and only until prepare."""
-    kept = _kept.pop(_key(p), None)
+    key = _key(p)
+    kept = _kept.pop(key, None) if key is not None else None
     _kept.clear()
     return kept if kept is not None else cleaning.prepare_splits(p)

@@ -2,6 +2,8 @@
 never served for other params or changed data."""
 import os
 
+import pytest
+
 from mlcore.config import load_config
 from tasks import _prepared
 
@@ -31,3 +33,12 @@ def test_prepare_takes_the_pre_flight_splits_and_never_stale_ones(tiny_project, 
     other = p.model_copy(update={"val_fraction": 0.2})
     _prepared.take(other)
     assert len(calls) == 6 and calls[-1] is other
+
+
+def test_a_missing_input_is_prepares_own_error(tiny_project):
+    from mlcore.errors import UserError
+
+    p = load_config().prepare.model_copy(update={"input": "data/raw/missing.csv"})
+    for step in (_prepared.compute_and_keep, _prepared.take):
+        with pytest.raises(UserError, match="missing.csv"):
+            step(p)
