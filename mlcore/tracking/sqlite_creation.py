@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PREFIX = "sqlite:///"  # the only scheme created here
+from mlcore.tracking.store import SQLITE as PREFIX  # the only scheme created here
 
 
 def create_whole(uri: str) -> bool:
