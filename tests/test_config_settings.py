@@ -84,7 +84,7 @@ def test_fingerprints_are_pinned():
 def test_searched_names_are_the_space_dimensions_plus_strategy():
     names = SearchSpace.settings_names()
     assert names == ("weight_decay", "warmup", "layerwise_lr_decay", "strategy", "freeze_layers", "batch_size",
-                     "schedule", "momentum")
+                     "schedule", "momentum", "augment")
     assert set(names) <= set(FIELDS)
     assert set(names) == set(SearchSpace.model_fields) | {"strategy"}
 
@@ -92,7 +92,8 @@ def test_searched_names_are_the_space_dimensions_plus_strategy():
 def test_searched_names_cover_what_a_trial_samples():
     cfg = parse_config({"search": {"sampler": "random", "optimizers": ["sgd_momentum"], "space": {
         "weight_decay": [1e-4, 1e-1], "warmup": [0.0, 0.2], "layerwise_lr_decay": [0.7, 1.0], "freeze_layers": [0, 1],
-        "batch_size": [16, 32], "schedule": ["linear", "cosine"], "momentum": [0.8, 0.95]}}}, environ={}).search
+        "batch_size": [16, 32], "schedule": ["linear", "cosine"], "momentum": [0.8, 0.95],
+        "augment": [0.0, 1.0]}}}, environ={}).search
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     sampled = set()
     study.optimize(lambda t: sampled.update(space.suggest(t, cfg)) or 0.0, n_trials=5)

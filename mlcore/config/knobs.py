@@ -90,6 +90,12 @@ class TrainingKnobs(Section):
     compile: bool = Field(False, description="torch.compile the model (pays off on long GPU runs)")
     num_workers: int = Field(0, ge=0, description="DataLoader workers for batching; 0: in the main process")
     resume: bool = Field(True, description="a checkpoint each epoch; a rerun after a crash resumes from the last one")
+    augment: float | Literal["auto"] = Field(
+        "auto", description="images: strength of the training-batch augmentation (random resized crop, rotation, "
+                            "translation), 0 to 1; 0: off; auto: the measured image default (text: off)")
+    augment_flip: bool = Field(
+        True, description="images: random horizontal flips of training batches (turn off for digits and "
+                          "characters, whose mirror image is another class)")
     eval_every_steps: int | None = Field(
         None, ge=1, description="also evaluate every N optimizer steps (null: at each epoch's end only); "
                                 "patience and the pruner count evaluations")

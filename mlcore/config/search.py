@@ -31,6 +31,7 @@ class SearchSpace(Section):
     schedule: list[Schedule] | None = Field(None, description="e.g. [linear, cosine]")
     momentum: tuple[float, float] | None = Field(
         None, description="e.g. [0.8, 0.99]; sampled for sgd_momentum / sgd_nesterov trials only")
+    augment: tuple[float, float] | None = Field(None, description="images: e.g. [0.0, 1.0], augmentation strength")
 
     @classmethod
     def settings_names(cls) -> tuple[str, ...]:
@@ -44,7 +45,7 @@ class SearchSpace(Section):
 
     @model_validator(mode="after")
     def _ranges(self):
-        for key in ("weight_decay", "warmup", "layerwise_lr_decay", "freeze_layers", "momentum"):
+        for key in ("weight_decay", "warmup", "layerwise_lr_decay", "freeze_layers", "momentum", "augment"):
             bounds = getattr(self, key)
             if bounds is not None and not bounds[0] < bounds[1]:
                 raise ValueError(f"space.{key}: low ({bounds[0]}) must be below high ({bounds[1]})")

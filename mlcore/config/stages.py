@@ -30,6 +30,13 @@ class PrepareConfig(Section):
         None, description="a separate table of test rows (the same columns; not a DVC dependency: after "
                           "changing it in place run `dvc repro -f prepare`); input then gives train and val")
     seed: int = Field(42, description="random seed of the split")
+    modality: Literal["auto", "text", "image"] = Field(
+        "auto", description="auto: image for a folder of class folders, IDX files or a table with "
+                            "prepare.image_column; else text (prepare says what it decided)")
+    image_column: str = Field("image", description="images: the table column of image paths, relative to the table")
+    image_size: int | Literal["auto"] = Field(
+        "auto", description="images: the stored square size; auto: the native size when all images share one "
+                            "(at most 256 px), else the median short side (at most 256), resized and centre-cropped")
 
     @property
     def predefined(self) -> bool:
@@ -68,6 +75,9 @@ class PretrainConfig(TrainingKnobs):
     mlm_probability: float = stage_key(0.15, "share of tokens masked (80% [MASK], 10% random, 10% kept)", gt=0, lt=1)
     whole_word_masking: bool = stage_key(False, "mask every piece of a chosen word together")
     packing: bool = stage_key(False, "concatenate texts into full max_length blocks (no padding)")
+    input_size: int = stage_key(
+        64, "images: the square side in pixels the network sees (stored images are resized per batch)",
+        ge=8, le=1024)
     seed: int = Field(42, description="random seed")
 
     @model_validator(mode="after")

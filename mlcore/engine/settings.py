@@ -12,6 +12,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+_IDENTITY_IF_SET = {"augment": "auto", "augment_flip": True}
+
 
 @dataclass(frozen=True, kw_only=True)
 class TrainSettings:
@@ -45,10 +47,17 @@ class TrainSettings:
     compile: bool
     num_workers: int
     resume: bool
+    augment: float | str  # images only; "auto": the image default (mlcore.models.vision)
+    augment_flip: bool
     eval_every_steps: int | None  # None: evaluate at each epoch's end only
 
     def fingerprint(self) -> str:
         """Identity of a run for resuming: settings that do not change the result are left out."""
         skip = {"resume", "num_workers", "eval_batch_size"}
         data = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+        # The image keys join the identity only when set, so that every text checkpoint saved
+        # before they existed still resumes.
+        for key, unset in _IDENTITY_IF_SET.items():
+            if data[key] == unset:
+                del data[key]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -42,4 +42,6 @@ def suggest(trial: optuna.Trial, cfg: SearchConfig) -> dict:
         params["schedule"] = trial.suggest_categorical("schedule", list(space.schedule))
     if space.momentum and optimizer in MOMENTUM_OPTIMIZERS:  # conditional: absent from other trials
         params["momentum"] = trial.suggest_float("momentum", *space.momentum)
+    if space.augment:
+        params["augment"] = trial.suggest_float("augment", *space.augment)
     return params
