@@ -57,6 +57,7 @@ from mlcore.engine.batching import encode
 from mlcore.engine.device import resolve_device
 from mlcore.engine.settings import TrainSettings
 from mlcore.metrics import macro_f1
+from mlcore.modality.text import TEXT
 from mlcore.models import modeling
 from mlcore.models.classifier import finetune, load_tokenizer
 from mlcore.search import claims, space, studies
@@ -157,7 +158,7 @@ def run_ours(args, cfg, model_dir, label2id, enc, device) -> dict:
         direction="maximize", sampler=studies.make_sampler(cfg), pruner=studies.make_pruner(cfg))
 
     # The search stage's own objective, without MLflow and with nothing kept on disk.
-    objective = make_objective(cfg, model_dir, label2id, enc["train"], enc["val"], device)
+    objective = make_objective(cfg, TEXT, model_dir, label2id, enc["train"], enc["val"], device)
 
     with tempfile.TemporaryDirectory() as tmp:
         claims.run_trials(study, objective, cfg.n_trials, Path(tmp) / "claim.lock")

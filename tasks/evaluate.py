@@ -1,5 +1,6 @@
-"""evaluate: score the classifier on the held-out test split, next to the TF-IDF + logistic
-regression baseline trained on the rows the classifier trained on (train, or train + val)."""
+"""evaluate: score the classifier on the held-out test split, next to the simple baseline (text: TF-IDF +
+logistic regression; images: logistic regression on the pixels) trained on the rows the classifier
+trained on (train, or train + val)."""
 from __future__ import annotations
 
 import json
@@ -7,9 +8,9 @@ import sys
 
 import pandas as pd
 
+from mlcore import modality
 from mlcore.metrics import classification_report
-from mlcore.models import baseline, calibration, modeling
-from mlcore.models.classifier import encode_split, predict_logits
+from mlcore.models import baseline, calibration
 from mlcore.plots import confusion_matrix_png
 from mlcore.tracking import runs
 from tasks import _io
@@ -25,23 +26,25 @@ def run(ctx: StageContext) -> dict:
     device = ctx.device
     label2id = _io.label_map()
     labels = sorted(label2id, key=label2id.get)
-    model, tokenizer = modeling.load_classifier(_io.require(P.CLASSIFIER, "finetune"), key="models/classifier")
+    kind = modality.of_splits(P.TEST)
+    model, processor = kind.load_classifier(_io.require(P.CLASSIFIER, "finetune"), key="models/classifier")
     test_df = _io.read_split(P.TEST)
-    test = encode_split(tokenizer, test_df, label2id, tokenizer.model_max_length)
+    test = kind.encode(processor, test_df, label2id, kind.fixed(processor))
     with runs.stage_run(cfg, STAGE, parent_run_id):
         runs.log_datasets({"test": test_df}, P.SPLITS)
-        logits = predict_logits(model.to(device), test, device, cfg.evaluate.batch_size, tokenizer.pad_token_id)
+        logits = kind.predict_logits(model.to(device), test, device, processor, cfg.evaluate.batch_size)
         preds = logits.argmax(1)
         report = classification_report(test.labels, preds, labels) | calibration.report(
             logits, test.labels, calibration.stored(P.CLASSIFIER))
         confusion = report.pop("confusion_matrix")
         train_df = _training_rows()
-        report |= baseline.headline(baseline.evaluate(
-            train_df["text"], train_df["label"].map(label2id), test_df["text"], test.labels, labels))
+        report |= baseline.headline(kind.baseline(train_df, train_df["label"].map(label2id), test_df, test.labels,
+                                                  labels))
         _io.write_json(P.METRICS, report)
         _io.write_json(P.CONFUSION_JSON, confusion)
         confusion_matrix_png(confusion["matrix"], labels, P.CONFUSION_PNG)
-        predictions = {"text": test_df["text"], "actual": test_df["label"], "predicted": [labels[i] for i in preds]}
+        predictions = {kind.row_column: test_df[kind.row_column], "actual": test_df["label"],
+                       "predicted": [labels[i] for i in preds]}
         _io.write_csv(P.PREDICTIONS, pd.DataFrame(predictions))
         runs.log_metrics({f"test_{k}": v for k, v in report.items()})
         for label, scores in report["per_class"].items():

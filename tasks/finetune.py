@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import sys
 
+from mlcore import modality
 from mlcore.data.hashing import files_digest
 from mlcore.engine import distributed, precision
-from mlcore.models import calibration, final, lengths, modeling
-from mlcore.models.classifier import encode_split, load_tokenizer
+from mlcore.models import calibration, final
 from mlcore.tracking import runs
 from tasks import _io
 from tasks import _paths as P
@@ -27,26 +27,26 @@ def run(ctx: StageContext) -> dict:
     device = distributed.setup(ctx.device)
     label2id, best = _io.label_map(), _io.read_json(P.BEST_PARAMS, "search")
     settings = final.settings_for(f, best, P.BEST_PARAMS)
-    tokenizer = load_tokenizer(_io.require(P.PRETRAINED, "pretrain"))
+    kind = modality.of_splits(P.TRAIN)
+    processor = kind.processor(_io.require(P.PRETRAINED, "pretrain"))
     train_df, val_df = _io.read_split(P.TRAIN), _io.read_split(P.VAL)
-    length = lengths.choose_for(f.max_length, P.PRETRAINED, tokenizer, train_df["text"])
-    train, val = (encode_split(tokenizer, df, label2id, length.max_length) for df in (train_df, val_df))
+    shape = kind.choose(f.max_length, P.PRETRAINED, processor, train_df)
+    train, val = (kind.encode(processor, df, label2id, shape) for df in (train_df, val_df))
     with runs.stage_run(cfg, STAGE, parent_run_id) as active:
-        runs.log_params(f.model_dump() | length.report() | {
+        runs.log_params(f.model_dump() | shape.report() | {
             "used.learning_rate": settings.learning_rate, "used.optimizer": settings.optimizer,
             "used.epochs": settings.epochs, "device": str(device)})
         runs.log_datasets({"train": train_df, "val": val_df}, P.SPLITS)
-        model, result = _fit(f, best, settings, label2id, train, val, device, tokenizer)
+        model, result = _fit(kind, f, best, settings, label2id, train, val, device, processor)
         if not distributed.is_main():
             return {"rank": distributed.rank()}  # rank 0 writes the outputs
-        tokenizer.model_max_length = length.max_length  # consumers truncate as training did
         numerics = precision.numerics(device, precision.resolve(settings.precision, device))  # for the lineage
-        summary = final.summary(result, settings, f) | length.report() | final.calibrate(
-            model, val, device, tokenizer.pad_token_id, f.retrain_on_train_val) | {
+        summary = final.summary(result, settings, f) | shape.report() | final.calibrate(
+            kind, model, val, device, processor, f.retrain_on_train_val) | {
             "device": str(device), "precision": numerics["precision"], "numerics": numerics,
             "mlflow_run_id": active.info.run_id if active else None}
         with _io.replacing(P.CLASSIFIER) as out:
-            modeling.save(model.cpu(), tokenizer, out, extra={"stage": STAGE, **summary})
+            kind.save(model.cpu(), processor, out, extra={"stage": STAGE, **summary}, shape=shape)
             calibration.store(out, summary["temperature"])
         _io.write_json(P.FINETUNE_REPORT, summary)
         _io.write_csv(P.FINETUNE_HISTORY, result.history)
@@ -58,14 +58,14 @@ def run(ctx: StageContext) -> dict:
     return {"best_epoch": result.best_epoch, "best_val_macro_f1": round(result.best_score, 4)}
 
 
-def _fit(f, best, settings, label2id, train, val, device, tokenizer):
+def _fit(kind, f, best, settings, label2id, train, val, device, processor):
     """The search's best trial model as it is, or one trained with the best settings."""
     if f.reuse_best_trial:
-        return final.reuse(P.BEST_TRIAL_MODEL, val, device, tokenizer.pad_token_id, best, settings.precision)
+        return final.reuse(kind, P.BEST_TRIAL_MODEL, val, device, processor, best, settings.precision)
     inputs = files_digest([P.TRAIN, P.VAL, P.LABEL_MAP, *sorted(P.PRETRAINED.glob("*"))])
-    return final.train(P.PRETRAINED, label2id, train, val, settings, device, f.retrain_on_train_val,
+    return final.train(kind, P.PRETRAINED, label2id, train, val, settings, device, f.retrain_on_train_val,
                        lambda e: runs.log_metrics(e, step=e["evaluation"]), P.CHECKPOINTS / STAGE, inputs,
-                       tokenizer)
+                       processor)
 
 
 main = cli(STAGE, run, __doc__)

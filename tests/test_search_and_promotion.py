@@ -84,6 +84,7 @@ def test_the_best_trial_is_the_earliest_of_a_near_tie():
 
 
 def test_the_search_result_and_the_kept_model_agree_on_the_best_trial(tmp_path, tiny_base_dir):
+    from mlcore.modality.text import TEXT
     from mlcore.models import modeling
     from mlcore.search.objective import keep_if_best
 
@@ -94,7 +95,7 @@ def test_the_search_result_and_the_kept_model_agree_on_the_best_trial(tmp_path, 
     for number, value in values.items():  # one at a time, as the search runs them by default
         finished = {t.number: t.value for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
         if value is not None:
-            keep_if_best(model, number, value, finished, 1e-4, tiny_base_dir, kept, tmp_path / "lock")
+            keep_if_best(TEXT, model, number, value, finished, 1e-4, tiny_base_dir, kept, tmp_path / "lock")
         study.add_trial(optuna.trial.create_trial(
             params={"learning_rate": 1e-4}, distributions={"learning_rate": optuna.distributions.FloatDistribution(
                 1e-5, 1e-3, log=True)}, value=value,
@@ -105,8 +106,8 @@ def test_the_search_result_and_the_kept_model_agree_on_the_best_trial(tmp_path, 
     assert json.loads((kept / "trial.json").read_text()) == {"trial": 1, "value": 0.79171}
     # parallel workers: trial 6 finishes before trial 5, which ties with it: the earlier trial is kept
     finished = {number: value for number, value in values.items() if value is not None}
-    assert keep_if_best(model, 6, 0.80, finished, 1e-4, tiny_base_dir, kept, tmp_path / "lock")
-    assert keep_if_best(model, 5, 0.79995, finished, 1e-4, tiny_base_dir, kept, tmp_path / "lock")
+    assert keep_if_best(TEXT, model, 6, 0.80, finished, 1e-4, tiny_base_dir, kept, tmp_path / "lock")
+    assert keep_if_best(TEXT, model, 5, 0.79995, finished, 1e-4, tiny_base_dir, kept, tmp_path / "lock")
     assert json.loads((kept / "trial.json").read_text()) == {"trial": 5, "value": 0.79995}
 
 

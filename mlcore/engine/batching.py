@@ -39,6 +39,9 @@ class LengthChoice:
         return {"max_length": self.max_length, "max_length_setting": self.setting,
                 "truncated_pct": round(self.truncated_pct, 3)}
 
+    def describe(self) -> str:
+        return f"max_length {self.max_length} (truncates {self.truncated_pct:.2f}% of train)"
+
 
 def resolve_max_length(setting: int | str, lengths: Sequence[int], limit: int | None,
                        percentile: float = AUTO_PERCENTILE) -> LengthChoice:

@@ -12,13 +12,11 @@ import torch
 
 from mlcore.config import FinetuneConfig, SearchSpace
 from mlcore.config.training import to_settings
-from mlcore.engine.batching import Encoded
 from mlcore.engine.loop import FitResult
 from mlcore.engine.settings import TrainSettings
 from mlcore.errors import UserError
 from mlcore.metrics import macro_f1
-from mlcore.models import calibration, modeling
-from mlcore.models.classifier import finetune, joined, predict_logits
+from mlcore.models import calibration
 
 # Settings the search can sample (search.space); a searched one is taken from the best trial.
 SEARCHED = SearchSpace.settings_names()
@@ -41,28 +39,28 @@ def settings_for(f: FinetuneConfig, best: dict, source: Path) -> TrainSettings:
     return dataclasses.replace(settings, epochs=max(1, math.ceil(best["best_epoch"] - 1e-9)), patience=None)
 
 
-def reuse(model_dir: Path, val: Encoded, device: torch.device, pad_id: int, best: dict, precision_name: str):
+def reuse(kind, model_dir: Path, val, device: torch.device, processor, best: dict, precision_name: str):
     """The search's best trial model as it is (finetune.reuse_best_trial), scored on val with
-    the precision the trial was scored with."""
+    the precision the trial was scored with. `kind`: the modality (mlcore.modality)."""
     if not model_dir.is_dir():
         raise UserError(f"{model_dir}: missing, but finetune.reuse_best_trial is true. The search ships the model "
                         f"it kept only when that is the picked trial's (its output says when not, e.g. after "
                         f"search.tie_tolerance changed), and searches older than this feature keep none: rerun the "
                         f"search (`dvc repro -f search`), or set finetune.reuse_best_trial: false to retrain.")
-    model, _ = modeling.load_classifier(model_dir, key="finetune.reuse_best_trial")
-    preds = predict_logits(model.to(device), val, device, pad_id=pad_id, precision_name=precision_name).argmax(1)
+    model, _ = kind.load_classifier(model_dir, key="finetune.reuse_best_trial")
+    preds = kind.predict_logits(model.to(device), val, device, processor, precision_name=precision_name).argmax(1)
     return model, FitResult(best_epoch=best.get("best_epoch") or 0, best_score=macro_f1(val.labels, preds))
 
 
-def train(checkpoint: Path, label2id: dict[str, int], train_set: Encoded, val: Encoded, settings: TrainSettings,
+def train(kind, checkpoint: Path, label2id: dict[str, int], train_set, val, settings: TrainSettings,
           device: torch.device, retrain: bool, on_epoch: Callable[[dict], None] | None = None,
-          checkpoint_dir: Path | None = None, fingerprint: str = "", tokenizer=None):
+          checkpoint_dir: Path | None = None, fingerprint: str = "", processor=None):
     """A fresh head trained on train (the best evaluation kept), or on train + val (the last
     epoch kept: validation scores are logged but select nothing)."""
-    model, result = finetune(checkpoint, label2id, joined(train_set, val) if retrain else train_set, val, settings,
-                             device, on_epoch=on_epoch, checkpoint_dir=checkpoint_dir,
-                             fingerprint=fingerprint + ("-train+val" if retrain else ""), keep_best=not retrain,
-                             tokenizer=tokenizer)
+    model, result = kind.finetune(checkpoint, label2id, kind.joined(train_set, val) if retrain else train_set, val,
+                                  settings, device, on_epoch=on_epoch, checkpoint_dir=checkpoint_dir,
+                                  fingerprint=fingerprint + ("-train+val" if retrain else ""), keep_best=not retrain,
+                                  processor=processor)
     if retrain:
         result.best_epoch, result.best_score = settings.epochs, result.history[-1]["val_macro_f1"]
     return model, result
@@ -77,11 +75,11 @@ def summary(result: FitResult, settings: TrainSettings, f: FinetuneConfig) -> di
             "tracking_overhead_pct": 100 * result.tracking_seconds / max(result.train_seconds, 1e-9)}
 
 
-def calibrate(model, val: Encoded, device: torch.device, pad_id: int, seen_in_training: bool) -> dict:
+def calibrate(kind, model, val, device: torch.device, processor, seen_in_training: bool) -> dict:
     """Fit the temperature on validation logits (fp32, as the MLflow model scores); the caller stores
     it with the saved model (`calibration.store`). With retraining on train + val those rows were
     trained on, so T comes out lower than it should."""
-    logits = predict_logits(model.to(device), val, device, pad_id=pad_id)
+    logits = kind.predict_logits(model.to(device), val, device, processor)
     labels = np.asarray(val.labels)
     temperature = calibration.fit_temperature(logits, labels)
     fitted = calibration.report(logits, labels, temperature)

@@ -18,9 +18,6 @@ from optuna.trial import TrialState
 from mlcore import atomic, liveness
 from mlcore.config import SearchConfig
 from mlcore.config.training import to_settings
-from mlcore.engine.batching import Encoded
-from mlcore.models import modeling
-from mlcore.models.classifier import finetune, load_tokenizer
 from mlcore.search import claims, space, studies
 
 
@@ -40,11 +37,12 @@ class TrialHooks:
     echo: Callable[[str], None] = lambda line: None
 
 
-def make_objective(cfg: SearchConfig, checkpoint: Path, label2id: dict[str, int], train: Encoded, val: Encoded,
-                   device: torch.device, hooks: TrialHooks = TrialHooks(), tokenizer=None
+def make_objective(cfg: SearchConfig, kind, checkpoint: Path, label2id: dict[str, int], train, val,
+                   device: torch.device, hooks: TrialHooks = TrialHooks(), processor=None
                    ) -> Callable[[optuna.Trial], float]:
-    """One trial: fine-tune `checkpoint` (its `tokenizer`, when loaded already) with the sampled
-    settings, reporting each evaluation to the pruner; returns the best val macro-F1."""
+    """One trial: fine-tune `checkpoint` of the modality `kind` (mlcore.modality; `processor`: its
+    tokenizer, when loaded already) with the sampled settings, reporting each evaluation to the
+    pruner; returns the best val macro-F1."""
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("owner", liveness.owner())  # lets a later run tell a dead trial from a live one
         params = space.suggest(trial, cfg)
@@ -60,8 +58,8 @@ def make_objective(cfg: SearchConfig, checkpoint: Path, label2id: dict[str, int]
                     raise optuna.TrialPruned(f"pruned at epoch {e['epoch']}")
 
             settings = to_settings(cfg, **params)
-            model, result = finetune(checkpoint, label2id, train, val, settings, device, on_evaluation,
-                                     tokenizer=tokenizer)
+            model, result = kind.finetune(checkpoint, label2id, train, val, settings, device, on_evaluation,
+                                          processor=processor)
             trial.set_user_attr("best_epoch", result.best_epoch)
             complete = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             finished = {t.number: t.value for t in complete}
@@ -73,8 +71,8 @@ def make_objective(cfg: SearchConfig, checkpoint: Path, label2id: dict[str, int]
     return objective
 
 
-def keep_if_best(model: torch.nn.Module, number: int, value: float, finished: dict[int, float], tolerance: float,
-                 checkpoint: Path, best_dir: Path, lock: Path) -> bool:
+def keep_if_best(kind, model: torch.nn.Module, number: int, value: float, finished: dict[int, float],
+                 tolerance: float, checkpoint: Path, best_dir: Path, lock: Path) -> bool:
     """Save the trial's model when it is the study's best so far by the rule the search's
     result uses (studies.pick_best over `finished`, the kept trial and this one), so finetune
     can reuse it instead of retraining. One copy per study, written under the claim lock
@@ -88,6 +86,6 @@ def keep_if_best(model: torch.nn.Module, number: int, value: float, finished: di
         if studies.pick_best(values, tolerance) != number:
             return False
         with atomic.directory(best_dir) as tmp:
-            modeling.save(model.cpu(), load_tokenizer(checkpoint), tmp, extra={"stage": "search", "trial": number})
+            kind.save(model.cpu(), kind.processor(checkpoint), tmp, extra={"stage": "search", "trial": number})
             (tmp / "trial.json").write_text(json.dumps({"trial": number, "value": value}))
     return True

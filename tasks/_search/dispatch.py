@@ -32,8 +32,7 @@ def run_budget(cfg: Config, stage_run_id: str | None, device: torch.device | Non
                                                        "device": str(o.device), "trials_to_run": todo})
         runs.set_tags(runs.numerics_tags(precision.numerics(o.device, precision.resolve(s.precision, o.device))))
         print(f"search: study {name}: {studies.finished_trials(study)} trials done, {todo} to run, "
-              f"{s.workers} worker(s); {o.train_rows} train rows, trials use {len(o.train)}; "
-              f"max_length {o.length.max_length} (truncates {o.length.truncated_pct:.2f}% of train)")
+              f"{s.workers} worker(s); {o.train_rows} train rows, trials use {len(o.train)}; {o.shape.describe()}")
         if pooled:
             pool.run_pooled(cfg, study, trials.claim_lock(name), stage_run_id)
         else:

@@ -9,13 +9,11 @@ from dataclasses import dataclass
 import optuna
 import torch
 
+from mlcore import modality
 from mlcore.config import Config, SearchConfig
 from mlcore.data.hashing import files_digest
 from mlcore.data.sampling import stratified_subsample
-from mlcore.engine.batching import Encoded, LengthChoice
 from mlcore.engine.device import configure_threads, one_gpu_per_worker, resolve_device
-from mlcore.models import lengths
-from mlcore.models.classifier import encode_split, load_tokenizer
 from mlcore.search import objective as O
 from mlcore.search import studies
 from mlcore.tracking import runs
@@ -37,29 +35,29 @@ class Opened:
     """What a search process works on: the device, the data, the study and its name."""
     device: torch.device
     label2id: dict[str, int]
-    train: Encoded  # search.max_train_rows of train (stratified, seeded), or all of it
-    val: Encoded
+    train: object  # search.max_train_rows of train (stratified, seeded), or all of it; the modality's encoding
+    val: object
     study: optuna.Study
     name: str
-    length: LengthChoice  # max_length, chosen over all of train
+    shape: object  # max_length for text (chosen over all of train), the input size for images
     train_rows: int  # rows of the whole train split
-    tokenizer: object  # the pretrained checkpoint's, loaded once for the data and every trial
+    kind: object  # the modality (mlcore.modality)
+    processor: object  # the pretrained checkpoint's tokenizer, loaded once for the data and every trial
 
     def report(self) -> dict:
         """What the search run logs about its data."""
-        return self.length.report() | {"train_rows_used": len(self.train), "train_rows": self.train_rows}
+        return self.shape.report() | {"train_rows_used": len(self.train), "train_rows": self.train_rows}
 
 
-def search_data(s: SearchConfig, label2id: dict[str, int], tokenizer
-                ) -> tuple[Encoded, Encoded, LengthChoice, int]:
+def search_data(s: SearchConfig, label2id: dict[str, int], kind, processor):
     """Train (its search.max_train_rows subsample, the same for every trial: from search.seed)
-    and val encoded with the max_length chosen over all of train; and train's row count."""
+    and val encoded with the shape (max_length) chosen over all of train; the shape; and train's row count."""
     train_df = _io.read_split(P.TRAIN)
-    length = lengths.choose_for(s.max_length, P.PRETRAINED, tokenizer, train_df["text"])
+    shape = kind.choose(s.max_length, P.PRETRAINED, processor, train_df)
     sample = train_df.iloc[stratified_subsample(train_df["label"], s.max_train_rows, s.seed)]
-    train = encode_split(tokenizer, sample, label2id, length.max_length)
-    val = encode_split(tokenizer, _io.read_split(P.VAL), label2id, length.max_length)
-    return train, val, length, len(train_df)
+    train = kind.encode(processor, sample, label2id, shape)
+    val = kind.encode(processor, _io.read_split(P.VAL), label2id, shape)
+    return train, val, shape, len(train_df)
 
 
 def open_study(cfg: Config, threads: int | None = None, worker: int = 0, trains: bool = True,
@@ -73,8 +71,9 @@ def open_study(cfg: Config, threads: int | None = None, worker: int = 0, trains:
     if s.workers > 1 and trains:
         device = one_gpu_per_worker(device, P.OPTUNA_DIR / "gpu-slots")
     label2id = _io.label_map()
-    tokenizer = load_tokenizer(_io.require(P.PRETRAINED, "pretrain"))
-    train, val, length, train_rows = search_data(s, label2id, tokenizer)
+    kind = modality.of_splits(P.TRAIN)
+    processor = kind.processor(_io.require(P.PRETRAINED, "pretrain"))
+    train, val, shape, train_rows = search_data(s, label2id, kind, processor)
     name = studies.study_name(s, inputs_digest())
     storage = cfg.optuna_storage()
     study = optuna.create_study(
@@ -82,7 +81,7 @@ def open_study(cfg: Config, threads: int | None = None, worker: int = 0, trains:
         direction="maximize", sampler=studies.make_sampler(s, worker), pruner=studies.make_pruner(s),
         load_if_exists=True,
     )
-    return Opened(device, label2id, train, val, study, name, length, train_rows, tokenizer)
+    return Opened(device, label2id, train, val, study, name, shape, train_rows, kind, processor)
 
 
 def tracked_objective(cfg: Config, o: Opened, parent_run_id: str | None = None):
@@ -103,10 +102,11 @@ def tracked_objective(cfg: Config, o: Opened, parent_run_id: str | None = None):
     hooks = O.TrialHooks(
         run=trial_run, log=lambda metrics, step=None: runs.log_metrics(metrics, step=step),
         keep=lambda model, number, value, finished: O.keep_if_best(
-            model, number, value, finished, cfg.search.tie_tolerance, P.PRETRAINED, P.TRIAL_MODELS / name,
+            o.kind, model, number, value, finished, cfg.search.tie_tolerance, P.PRETRAINED, P.TRIAL_MODELS / name,
             claim_lock(name)),
         echo=lambda line: print(f"search: {line}"))
-    return O.make_objective(cfg.search, P.PRETRAINED, o.label2id, o.train, o.val, o.device, hooks, o.tokenizer)
+    return O.make_objective(cfg.search, o.kind, P.PRETRAINED, o.label2id, o.train, o.val, o.device, hooks,
+                            o.processor)
 
 
 def worker_threads(cfg: Config) -> int:
