@@ -5,9 +5,9 @@ register.min_delta (otherwise `challenger`; the version's `gate.reason` tag says
 of `champion` is appended to the registered model's audit record."""
 from __future__ import annotations
 
-import json
 import sys
 
+from mlcore import modality
 from mlcore.config import Config
 from mlcore.data.hashing import files_digest
 from mlcore.errors import UserError
@@ -29,9 +29,10 @@ def run(ctx: StageContext) -> dict:
     label2id = _io.label_map()
     splits = {name: _io.read_split(path) for name, path in (("train", P.TRAIN), ("val", P.VAL), ("test", P.TEST))}
     classifier = _io.require(P.CLASSIFIER, "finetune")
+    kind = modality.of_splits(P.TEST)
     # the weights and the test metrics, not config.json, which carries training-time timings
     digest = files_digest([*sorted(classifier.glob("*.safetensors")), P.METRICS])
-    card = _card_inputs(cfg, metrics, sorted(label2id, key=label2id.get))
+    card = _card_inputs(cfg, metrics, sorted(label2id, key=label2id.get), kind.card_facts(classifier))
     with runs.stage_run(cfg, STAGE, parent_run_id) as active:
         runs.log_params(r.model_dump())
         runs.log_metrics({f"test_{k}": v for k, v in metrics.items()})
@@ -40,7 +41,7 @@ def run(ctx: StageContext) -> dict:
                                     finetune=card.finetune, best=card.best, test_digest=card.test_digest)
         record, text = registration.register(registration.Request(
             r.model_name, r.metric, r.min_delta, r.require_beat_baseline, classifier, digest,
-            splits["test"]["text"].tolist(), splits["test"]["label"].tolist(), card, tags, P.CONFUSION_PNG,
+            kind.model_inputs(splits["test"]), splits["test"]["label"].tolist(), card, tags, P.CONFUSION_PNG,
             audit.actor(f"register stage, pipeline run {parent_run_id or 'none (dvc repro)'}")))
         record["run_id"] = active.info.run_id
         runs.set_tags({"registered.version": record["version"], "registered.alias": record["alias"],
@@ -51,15 +52,14 @@ def run(ctx: StageContext) -> dict:
     return {"version": record["version"], "alias": record["alias"]}
 
 
-def _card_inputs(cfg: Config, metrics: dict, labels: list[str]) -> model_card.CardInputs:
-    """The model card's inputs: every report the earlier stages wrote."""
-    pooling = json.loads((P.CLASSIFIER / "config.json").read_text()).get("classifier_pooling", "cls")
+def _card_inputs(cfg: Config, metrics: dict, labels: list[str], facts: dict) -> model_card.CardInputs:
+    """The model card's inputs: every report the earlier stages wrote, and the modality's own facts."""
     return model_card.CardInputs(
         name=cfg.register.model_name, labels=labels, metric=cfg.register.metric, decision={}, metrics=metrics,
         data_report=_io.read_json(P.DATA_REPORT, "prepare"), finetune=_io.read_json(P.FINETUNE_REPORT, "finetune"),
         pretrain=_io.read_json(P.PRETRAIN_REPORT, "pretrain"), best=_io.read_json(P.BEST_PARAMS, "search"),
         source=cfg.prepare.input, source_md5=runs.raw_data_hash(cfg.prepare.input), checkpoint=cfg.pretrain.init_from,
-        test_digest=files_digest([P.TEST]), extra={"pooling": pooling})
+        test_digest=files_digest([P.TEST]), extra=facts)
 
 
 def _baseline_value(metrics: dict, metric: str, required: bool) -> float | None:

@@ -10,13 +10,13 @@ from tasks import _prepared
 
 def test_prepare_takes_the_pre_flight_splits_and_never_stale_ones(tiny_project, monkeypatch):
     calls = []
-    original = _prepared.cleaning.prepare_splits
+    original = _prepared.dataset.prepare
 
     def counted(p):
         calls.append(p)
         return original(p)
 
-    monkeypatch.setattr(_prepared.cleaning, "prepare_splits", counted)
+    monkeypatch.setattr(_prepared.dataset, "prepare", counted)
     p = load_config().prepare
     _prepared.compute_and_keep(p)
     first = _prepared.take(p)

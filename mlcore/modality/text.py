@@ -2,6 +2,7 @@
 the TF-IDF + logistic regression baseline."""
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,6 +57,15 @@ class Text:
         if shape is not None:
             processor.model_max_length = shape.max_length  # consumers truncate as training did
         return modeling.save(model.cpu(), processor, out, extra=extra)
+
+    def model_inputs(self, df: pd.DataFrame) -> list[str]:
+        """What the registered model is given for these rows (the champion gate scores it)."""
+        return df["text"].tolist()
+
+    def card_facts(self, classifier_dir: Path) -> dict:
+        """What the model card states about the model's input."""
+        config = json.loads((classifier_dir / "config.json").read_text())
+        return {"modality": "text", "pooling": config.get("classifier_pooling", "cls")}
 
     def baseline(self, train_df: pd.DataFrame, train_y, test_df: pd.DataFrame, test_y, labels: list[str]) -> dict:
         return baseline.evaluate(train_df["text"], train_y, test_df["text"], test_y, labels)

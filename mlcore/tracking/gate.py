@@ -26,10 +26,11 @@ class ChampionScore(NamedTuple):
     unscored_reason: str | None = None  # why it could not be scored, when it could not
 
 
-def score_champion(name: str, texts: list[str], labels: list[str], label_names: list[str],
+def score_champion(name: str, inputs: list[str] | pd.DataFrame, labels: list[str], label_names: list[str],
                    metric: str) -> ChampionScore:
-    """Load `models:/<name>@champion` and score it on these rows (labels by name). A champion
-    that cannot be loaded, predicts another label set or fails to predict is reported, not raised."""
+    """Load `models:/<name>@champion` and score it on these rows (texts, or the input frame of
+    images; labels by name). A champion that cannot be loaded, predicts another label set or fails
+    to predict (a text model given images) is reported, not raised."""
     client = MlflowClient()
     try:
         version = client.get_model_version_by_alias(name, "champion")
@@ -43,7 +44,8 @@ def score_champion(name: str, texts: list[str], labels: list[str], label_names: 
 
         with without_type_hint_advice():
             model = mlflow.pyfunc.load_model(f"models:/{name}/{number}")
-        scored = model.predict(pd.DataFrame({"text": texts}), params={"return_scores": True})
+        frame = inputs if isinstance(inputs, pd.DataFrame) else pd.DataFrame({"text": list(inputs)})
+        scored = model.predict(frame, params={"return_scores": True})
     except Exception as err:  # noqa: BLE001 - any failure of an old model is a finding, not a crash
         return ChampionScore(number, None, stored_value, f"could not load or score it: {_short(err)}")
     theirs = sorted(c.removeprefix("score_") for c in scored.columns if c.startswith("score_"))

@@ -41,17 +41,26 @@ def render(c: CardInputs) -> str:
     return "\n\n".join(sections) + "\n"
 
 
+def _image(c: CardInputs) -> bool:
+    return c.extra.get("modality") == "image"
+
+
+def baseline_name(c: CardInputs) -> str:
+    return "logistic regression on the pixels" if _image(c) else "TF-IDF + logistic regression"
+
+
 def _summary(c: CardInputs) -> str:
     m, d = c.metrics, c.decision
     baseline = m.get(f"baseline_{c.metric}")
-    versus = f" (TF-IDF + logistic regression: {baseline:.4f})" if baseline is not None else ""
-    start = c.checkpoint or "a BERT pretrained from scratch"
-    return (f"Text classifier ({', '.join(c.labels)}) fine-tuned from {start} on {c.source}. On its held-out "
-            f"test split ({m.get('n', '?')} rows) it scores accuracy {m['accuracy']:.4f} and macro-F1 "
-            f"{m['macro_f1']:.4f}{versus}; registered as `{d['alias']}` ({d['reason']}). "
-            f"Load it with `mlflow.pyfunc.load_model(\"models:/{c.name}@champion\")` and call "
-            f"`predict(pd.DataFrame({{\"text\": [...]}}))`; `params={{\"return_scores\": True}}` adds calibrated "
-            f"per-class probabilities.")
+    versus = f" ({baseline_name(c)}: {baseline:.4f})" if baseline is not None else ""
+    start = c.checkpoint or ("a small ResNet trained from scratch" if _image(c) else "a BERT pretrained from scratch")
+    call = ("`predict(pd.DataFrame({\"image\": [png_or_jpeg_bytes, ...]}))` (a JSON request sends the bytes "
+            "base64-encoded)" if _image(c) else "`predict(pd.DataFrame({\"text\": [...]}))`")
+    return (f"{'Image' if _image(c) else 'Text'} classifier ({', '.join(c.labels)}) fine-tuned from {start} on "
+            f"{c.source}. On its held-out test split ({m.get('n', '?')} rows) it scores accuracy {m['accuracy']:.4f} "
+            f"and macro-F1 {m['macro_f1']:.4f}{versus}; registered as `{d['alias']}` ({d['reason']}). "
+            f"Load it with `mlflow.pyfunc.load_model(\"models:/{c.name}@champion\")` and call {call}; "
+            f"`params={{\"return_scores\": True}}` adds calibrated per-class probabilities.")
 
 
 def _data(c: CardInputs) -> str:
@@ -74,10 +83,14 @@ def _recipe(c: CardInputs) -> str:
     p, f, b = c.pretrain, c.finetune, c.best
     searched = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(b.items())
                          if k not in ("trial", "study", "value", "best_epoch"))
+    start = (f"- Checkpoint: {c.checkpoint or 'none (a small ResNet from scratch)'} ({c.extra.get('architecture')}, "
+             f"{c.extra.get('parameters', '?')} parameters); input {c.extra.get('input_size')} px."
+             if _image(c) else
+             f"- Checkpoint: {c.checkpoint or 'none (a BERT pretrained from scratch)'}; pooling "
+             f"{c.extra.get('pooling', 'cls')}; continued MLM pretraining: {p.get('epochs', 0)} epoch(s).")
     return "\n".join([
         "## Training recipe",
-        f"- Checkpoint: {c.checkpoint or 'none (a BERT pretrained from scratch)'}; pooling "
-        f"{c.extra.get('pooling', 'cls')}; continued MLM pretraining: {p.get('epochs', 0)} epoch(s).",
+        start,
         f"- Search: Optuna study `{b.get('study', '?')}`, best trial {b.get('trial', '?')}: {searched}.",
         f"- Fine-tuning: {f.get('optimizer', '?')} at learning rate {f.get('learning_rate', 0):.3g}, best epoch "
         f"{f.get('best_epoch', '?')} of {f.get('epochs_run', '?')} (trained on {f.get('trained_on', 'train')}); "
@@ -108,7 +121,7 @@ def _results(c: CardInputs) -> str:
     lines = ["## Test results", "| | accuracy | macro-F1 |", "|---|---|---|",
              f"| this model | {m['accuracy']:.4f} | {m['macro_f1']:.4f} |"]
     if "baseline_accuracy" in m:
-        lines.append(f"| TF-IDF + logistic regression | {m['baseline_accuracy']:.4f} | {m['baseline_macro_f1']:.4f} |")
+        lines.append(f"| {baseline_name(c)} | {m['baseline_accuracy']:.4f} | {m['baseline_macro_f1']:.4f} |")
     if d.get("champion_value") is not None:
         value = f"{d['champion_value']:.4f}"
         cells = f"{value} | – |" if c.metric == "accuracy" else f"– | {value} |"
@@ -131,7 +144,22 @@ def _calibration(m: dict) -> str:
             f"**{m['ece']:.4f}** after. The scores `return_scores` gives are the calibrated ones.")
 
 
+def _image_input(c: CardInputs) -> list[str]:
+    e = c.extra
+    grey = "grey images are repeated to 3 channels" if e.get("channels") == 1 else "colour images"
+    return [f"- Input: any image Pillow reads (PNG, JPEG, ...). It is converted to {e.get('channels')} channel(s) "
+            f"({grey}; transparency composited on white), resized (short side, then centre crop) to the stored "
+            f"{e.get('stored_size')} px, then to {e.get('input_size')}x{e.get('input_size')} px, and normalised with "
+            f"mean {e.get('mean')} and std {e.get('std')}: exactly as in training.",
+            f"- Domain: the images of `{c.source}`. On other kinds of image, measure before trusting it."]
+
+
 def _limits(c: CardInputs) -> str:
+    if _image(c):
+        return "\n".join(["## Intended use and limits",
+                          f"- Labels: {', '.join(c.labels)}. Every input gets one of them; there is no 'none of "
+                          f"these'.", *_image_input(c),
+                          "- Not for decisions about people without a human in the loop."])
     f = c.finetune
     language = LANGUAGES.get(c.checkpoint or "", "the language of the training data")
     return "\n".join([

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 from mlflow import MlflowClient
 
 from mlcore.tracking import gate, model_card, registry
@@ -32,7 +33,7 @@ class Request:
     require_beat_baseline: bool
     classifier: Path
     digest: str  # what the version is made from (tags.SOURCE_TAG)
-    test_texts: list[str]
+    test_inputs: list[str] | pd.DataFrame  # the model's input for the test rows: texts, or a frame of images
     test_labels: list[str]
     card: model_card.CardInputs  # its decision is filled in here
     lineage: dict[str, str]
@@ -47,7 +48,7 @@ def register(req: Request) -> tuple[dict, str]:
     labels, value = req.card.labels, req.card.metrics[req.metric]
     baseline = req.card.metrics.get(f"baseline_{req.metric}")
     existing = registry.find_version(req.name, req.digest)
-    champion = gate.score_champion(req.name, req.test_texts, req.test_labels, labels, req.metric)
+    champion = gate.score_champion(req.name, req.test_inputs, req.test_labels, labels, req.metric)
     if existing is not None and champion.version == existing:  # a register rerun: its version already won
         return _as_registered(req, client, existing, value, baseline)
     decision = _decide(req, champion, value, baseline)
@@ -58,7 +59,7 @@ def register(req: Request) -> tuple[dict, str]:
         card_path = Path(tmp) / "MODEL_CARD.md"
         card_path.write_text(card)
         version_ = existing or registry.log_classifier(
-            req.classifier, req.test_texts[:3], labels, req.name, req.digest,
+            req.classifier, req.test_inputs[:3], labels, req.name, req.digest,
             extra_artifacts={"model_card": card_path, "confusion_matrix": req.confusion_png},
             tags=req.lineage).version
         mlflow.log_artifact(str(card_path), "model_card")
@@ -100,7 +101,7 @@ def _decide(req: Request, champion: gate.ChampionScore, value: float, baseline: 
         return Decision(decision.alias, f"{reason} (champion version {champion.version} was not compared: "
                                         f"{champion.unscored_reason}; this model's own test result decided)")
     if champion.value is not None:
-        return Decision(decision.alias, f"{decision.reason} (both on this run's {len(req.test_texts)} test rows)")
+        return Decision(decision.alias, f"{decision.reason} (both on this run's {len(req.test_inputs)} test rows)")
     return decision
 
 

@@ -19,6 +19,21 @@ from mlcore.tracking.tags import SOURCE_TAG
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 # Shipped with the model (MLflow code_paths): the classifier's pooling, which pyfunc_model imports.
 POOLING_CODE = Path(__file__).parents[1] / "models" / "classifier_pooling.py"
+TEXT_PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "pandas", "numpy")
+
+
+def as_frame(inputs: list[str] | pd.DataFrame) -> pd.DataFrame:
+    """The model's input frame: texts as the `text` column; a frame (images) as it is."""
+    return inputs if isinstance(inputs, pd.DataFrame) else pd.DataFrame({"text": list(inputs)})
+
+
+def _flavour(model_dir: Path) -> tuple[Path, list[str], tuple[str, ...]]:
+    """The pyfunc code, what ships beside it, and the packages it needs: text or image."""
+    from mlcore.tracking import pyfunc_image_files
+
+    if pyfunc_image_files.is_image_model(model_dir):
+        return pyfunc_image_files.CODE, pyfunc_image_files.code_paths(), pyfunc_image_files.PACKAGES
+    return PYFUNC_CODE, [str(POOLING_CODE)], TEXT_PACKAGES
 
 
 def find_version(name: str, digest: str) -> str | None:
@@ -32,29 +47,30 @@ def find_version(name: str, digest: str) -> str | None:
     return str(max(same)) if same else None
 
 
-def log_classifier(model_dir: Path, example_texts: list[str], labels: list[str], registered_name: str,
+def log_classifier(model_dir: Path, examples: list[str] | pd.DataFrame, labels: list[str], registered_name: str,
                    digest: str | None = None, extra_artifacts: dict[str, Path] | None = None,
                    tags: dict[str, str] | None = None):
     """Log the model under the active run and register a new version of `registered_name`
     (created with its SOURCE_TAG and `tags` in one call, so no version is ever without them).
+    `examples`: a few texts, or an input frame (images: an `image` column of encoded bytes).
     `extra_artifacts` (the model card, ...) travel inside the logged model."""
-    example = pd.DataFrame({"text": example_texts})
-    output = pd.Series([labels[0]] * len(example_texts), name="label")
+    example = as_frame(examples)
+    output = pd.Series([labels[0]] * len(example), name="label")
     signature = infer_signature(example, output, params={"return_scores": False})
-    packages = ("torch", "transformers", "tokenizers", "safetensors", "pandas", "numpy")
+    code, code_paths, packages = _flavour(model_dir)
     reqs = [f"{pkg}=={version(pkg)}" for pkg in packages]
     with without_type_hint_advice():
-        info = _log(model_dir, example, signature, reqs, extra_artifacts or {})
+        info = _log(model_dir, example, signature, reqs, extra_artifacts or {}, code, code_paths)
     all_tags = {**(tags or {}), **({SOURCE_TAG: digest} if digest else {})}
     return mlflow.register_model(info.model_uri, registered_name, tags=all_tags or None)
 
 
-def _log(model_dir, example, signature, reqs, extra_artifacts):
+def _log(model_dir, example, signature, reqs, extra_artifacts, code: Path, code_paths: list[str]):
     return mlflow.pyfunc.log_model(
         name="model",
-        python_model=str(PYFUNC_CODE),
+        python_model=str(code),
         artifacts={"model_dir": str(model_dir), **{k: str(v) for k, v in extra_artifacts.items()}},
-        code_paths=[str(POOLING_CODE)],
+        code_paths=code_paths,
         signature=signature,
         input_example=example,
         pip_requirements=reqs,
