@@ -30,6 +30,9 @@ class PrepareConfig(Section):
         None, description="a separate table of test rows (the same columns; not a DVC dependency: after "
                           "changing it in place run `dvc repro -f prepare`); input then gives train and val")
     seed: int = Field(42, description="random seed of the split")
+    modality: Literal["auto", "text", "image"] = Field("auto", description="auto: image for a folder of class folders, IDX files or a table with prepare.image_column; else text")
+    image_column: str = Field("image", description="images: the table column of image paths, relative to the table")
+    image_size: int | Literal["auto"] = Field("auto", description="images: the stored square size; auto: the native size when all images share one (at most 256 px), else the median short side (at most 256), resized and centre-cropped")
 
     @property
     def predefined(self) -> bool:
