@@ -182,7 +182,7 @@ class _Run:
 
     def _train_batch(self, batch: dict, ep: _Epoch) -> bool:
         """One micro-batch on the device; True when the optimizer stepped."""
-        rows = len(batch["input_ids"])
+        rows = len(batch["labels"])
         loss, stepped = self.stepper.micro_batch(transfer.to_device(batch, self.device), ep.index)
         ep.add(loss, rows)
         ep.index += 1
