@@ -132,6 +132,13 @@ def test_pixel_batch_without_augmentation_is_resize_and_normalise():
         assert torch.allclose(a, b, atol=1e-5) or torch.allclose(a, b.flip(-1), atol=1e-5)
 
 
+def test_grey_images_are_rgb_images_with_equal_channels():
+    grey = squares(4, 0, side=10).pixels
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    rgb = np.repeat(grey, 3, axis=-1)
+    torch.testing.assert_close(pixel_batch(grey, 16, mean, std), pixel_batch(rgb, 16, mean, std))
+
+
 def test_augmentation_is_a_function_of_seed_epoch_and_batch():
     data = squares(16, 0, side=28)
     def run(seed, epoch):
@@ -152,6 +159,7 @@ def test_batches_keep_order_and_labels():
     assert [len(idx) for idx, _ in got] == [4, 4, 2]
     assert np.array_equal(np.concatenate([idx for idx, _ in got]), order)
     assert torch.equal(got[0][1]["labels"], torch.tensor(data.labels[order[:4]]))
+    assert transfer.host_side_masks(got[0][1]).keys() == {"pixel_values", "labels"}  # the CUDA path's
     moved = transfer.to_device(got[0][1], CPU)  # no attention mask: the batch moves as it is
     assert set(moved) == {"pixel_values", "labels"} and torch.equal(moved["pixel_values"], got[0][1]["pixel_values"])
 

@@ -43,6 +43,9 @@ class ImageConfig:
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, not {self.channels}")
         self.id2label = {int(i): label for i, label in self.id2label.items()}  # JSON keys are strings
+        if self.num_labels != len(self.label2id) or self.input_size < 1:
+            raise ValueError(f"num_labels {self.num_labels} for {len(self.label2id)} labels, input_size "
+                             f"{self.input_size}: a label map of num_labels labels and a positive input size")
 
     # `layers.override_dropout` sets the config attributes BERT knows, when they exist; this
     # alias makes it record the rate in `dropout`, so that a saved model says what it trained with.
