@@ -66,7 +66,7 @@ def affine_params(n: int, augment: Augment, generator: torch.Generator | None) -
     s = augment.strength
     area = 1 - MIN_AREA * s * (u[:, 0] + 1) / 2
     log_aspect = MAX_LOG_ASPECT * s * u[:, 1]
-    w = torch.sqrt(area * log_aspect.exp()).clamp(max=1)  # half-widths, as fractions of the image's
+    w = torch.sqrt(area * log_aspect.exp()).clamp(max=1)  # the crop's sides, as fractions of the image's
     h = torch.sqrt(area / log_aspect.exp()).clamp(max=1)
     angle = torch.deg2rad(MAX_ROTATION_DEG * s * u[:, 2])
     cx = (1 - w) * u[:, 3] + 2 * MAX_SHIFT * s * u[:, 4]  # the crop anywhere inside, then a shift
