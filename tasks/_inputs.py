@@ -18,7 +18,8 @@ from mlcore.models.checkpoint_link import PACKAGE
 _FIX = {
     "--params": "Pass a params file that this user can read (e.g. --params params.yaml)",
     "prepare.input": "Point prepare.input in params.yaml at the data file itself (.csv, .tsv, .jsonl or "
-                     ".parquet), or fix the path, link or permissions",
+                     ".parquet; for images also a folder of class folders or of IDX files), or fix the path, "
+                     "link or permissions",
     "prepare.test_input": "Point prepare.test_input in params.yaml at the test rows' file itself, or fix "
                           "the path, link or permissions",
     "pretrain.init_from": "Point pretrain.init_from in params.yaml at a checkpoint directory (saved with "
@@ -40,13 +41,18 @@ def user_paths(cfg: Config) -> list[tuple[str, str, str]]:
     stage's MLflow run hashes prepare.input, and DVC hashes them all. A checkpoint reference with
     nothing at its path is left out: it is a hub id or a package, or missing, which pretrain's
     own check says in its words."""
-    found = [("prepare.input", cfg.prepare.input, "file")]
+    found = [("prepare.input", cfg.prepare.input, _kind(cfg.prepare.input))]
     if cfg.prepare.test_input:
-        found.append(("prepare.test_input", cfg.prepare.test_input, "file"))
+        found.append(("prepare.test_input", cfg.prepare.test_input, _kind(cfg.prepare.test_input)))
     ref = cfg.pretrain.init_from
     if ref and not str(ref).startswith(PACKAGE) and os.path.lexists(Path(ref).expanduser()):
         found.append(("pretrain.init_from", str(Path(ref).expanduser()), "dir"))
     return found
+
+
+def _kind(path: str) -> str:
+    """A data input is a file (a table, an IDX file) or a folder (images: class folders, IDX files)."""
+    return "dir" if os.path.isdir(path) else "file"
 
 
 def check(path: str | Path, key: str, expect: str) -> None:

