@@ -27,10 +27,13 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_perplexity", "learnin
 
 
 def run(ctx: StageContext) -> dict:
-    if modality.name_of_splits(_io.require(P.TRAIN, "prepare")) == "image":
-        return _images(ctx)
-    cfg, parent_run_id = ctx.cfg, ctx.parent_run_id
-    p = cfg.pretrain
+    images = modality.name_of_splits(_io.require(P.TRAIN, "prepare")) == "image"
+    return _images(ctx) if images else _text(ctx)
+
+
+def _text(ctx: StageContext) -> dict:
+    """Text: masked-LM pretraining continued, or from scratch, or the checkpoint adopted (epochs 0)."""
+    cfg, parent_run_id, p = ctx.cfg, ctx.parent_run_id, ctx.cfg.pretrain
     device = distributed.setup(ctx.device)
     seed_everything(p.seed)
     settings, _ = to_settings(p), checkpoint_link.refresh(p.init_from)  # dvc.lock then hashes this checkpoint
