@@ -1,4 +1,4 @@
-"""Batch scoring: label a table of texts with a registered model, resumably, as a Prefect flow.
+"""Batch scoring: label a table of texts, or images, with a registered model, resumably, as a Prefect flow.
 
     python -m flows.batch_predict --model models:/sentiment@champion --input new.csv --output scored.parquet
     python -m flows.batch_predict --model models:/sentiment/3 --input new.jsonl.gz --output scored.csv \\
@@ -6,7 +6,9 @@
     python -m flows.batch_predict --model models:/sentiment@champion --input inbox/today.csv \\
         --output scored/today.parquet --cron "0 3 * * *"      # serve it: every day at 03:00 UTC
 
-Input: .csv, .tsv, .jsonl or .parquet (.csv, .tsv and .jsonl may end in .gz or .bz2).
+Input: .csv, .tsv, .jsonl or .parquet (.csv, .tsv and .jsonl may end in .gz or .bz2). For an image
+model: a folder of images (each file under it is a row, its `path` column relative to the folder),
+or a table whose --image-column holds image paths; a missing or unreadable file is a bad row.
 Output, by its name: .parquet (also with no extension), .csv or .jsonl (+ .gz/.bz2). It has every
 input column, rows in the input's order, then `label`, one `score_<class>` per class and `reason`
 (CSV/TSV columns are kept as the text they are: no type guessing, so ids keep leading zeros).
@@ -30,13 +32,14 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+from pathlib import Path
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows._hooks import notify_failure, retry_only_transient
 from mlcore.errors import entry_point, quiet_user_error_tracebacks
-from mlcore.scoring import batch, rows, store
+from mlcore.scoring import batch, images, rows, store
 from mlcore.scoring import output as scored
 from mlcore.scoring.model_uri import ModelRef
 from mlcore.scoring.plan import chunk_plan
@@ -61,7 +64,10 @@ def resolve_model(uri: str, experiment: str = EXPERIMENT) -> ModelRef:
 
 
 @task(name="read-input", cache_policy=NO_CACHE)
-def read_input(path: str, text_column: str) -> rows.Rows:
+def read_input(path: str, text_column: str, image_column: str | None = None) -> rows.Rows:
+    """Texts, or images: a folder of them, or a table whose `image_column` names their files."""
+    if image_column or Path(path).is_dir():
+        return images.read_image_rows(path, image_column or images.PATH_COLUMN)
     return rows.read_rows(path, text_column)
 
 
@@ -79,9 +85,10 @@ def score(ref: ModelRef, data: rows.Rows, out: str, chunk_rows: int) -> tuple:
     def predict(frame):
         return model().predict(frame, params={"return_scores": True})
 
-    progress = batch.score_chunks(texts, plan, chunks, predict, ref.uri)
+    frame = batch.text_frame if data.base is None else functools.partial(images.frame_of, base=data.base)
+    progress = batch.score_chunks(texts, plan, chunks, predict, ref.uri, frame=frame)
     results = chunks.load()
-    return results, batch.result_columns(results, lambda: predict, ref.uri), progress
+    return results, batch.result_columns(results, lambda: predict, ref.uri, frame), progress
 
 
 @task(name="write-output", cache_policy=NO_CACHE)
@@ -99,9 +106,9 @@ def record_run(meta: dict, progress: batch.Progress, chunk_rows: int, experiment
 @flow(name="batch-scoring", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 @retry_only_transient
 def batch_scoring(model: str, input: str, output: str, text_column: str = TEXT_COLUMN,
-                  chunk_rows: int = CHUNK_ROWS, experiment: str = EXPERIMENT) -> dict:
+                  chunk_rows: int = CHUNK_ROWS, experiment: str = EXPERIMENT, image_column: str | None = None) -> dict:
     ref = resolve_model(model, experiment)
-    data = read_input(input, text_column)
+    data = read_input(input, text_column, image_column)
     results, columns, progress = score(ref, data, output, chunk_rows)
     meta = write_output(data, results, columns, ref, output)
     run_id = record_run(meta, progress, chunk_rows, experiment)
@@ -114,11 +121,15 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, metavar="URI",
                         help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/model or a path")
-    parser.add_argument("--input", required=True, metavar="FILE", help="the table to score (.csv/.tsv/.jsonl/.parquet)")
+    parser.add_argument("--input", required=True, metavar="FILE",
+                        help="the table to score (.csv/.tsv/.jsonl/.parquet), or a folder of images")
     parser.add_argument("--output", required=True, metavar="FILE",
                         help="the scored table; its extension picks the format (.parquet, .csv or .jsonl)")
     parser.add_argument("--text-column", default=TEXT_COLUMN, metavar="NAME",
                         help=f"the column to score (default: {TEXT_COLUMN})")
+    parser.add_argument("--image-column", metavar="NAME",
+                        help="images: the table column of image file paths (relative to the table's folder); "
+                             "a folder as --input is scored image by image without it")
     parser.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS, metavar="N",
                         help=f"rows per saved chunk: the most a kill can lose (default: {CHUNK_ROWS})")
     parser.add_argument("--experiment", default=EXPERIMENT, metavar="NAME",
@@ -152,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--chunk-rows and --timeout must be positive")
     scored.output_format(args.output)  # a name with no format fails now, not after the scoring
     parameters = dict(model=args.model, input=args.input, output=args.output, text_column=args.text_column,
-                      chunk_rows=args.chunk_rows, experiment=args.experiment)
+                      chunk_rows=args.chunk_rows, experiment=args.experiment, image_column=args.image_column)
     if args.cron:
         from flows.deploy import serve_all
 
@@ -163,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     exit_on_sigterm()
     # Checked before Prefect starts: bad input, a missing column or an unknown model costs
     # seconds and leaves no flow run. The flow checks again, as a deployment runs it directly.
-    read_input.fn(args.input, args.text_column)
+    read_input.fn(args.input, args.text_column, args.image_column)
     resolve_model.fn(args.model, args.experiment)
     meta = batch_scoring(**parameters)
     version = f" (version {meta['model_version']})" if meta["model_version"] else ""

@@ -16,13 +16,27 @@ def check_inputs(cfg: Config, data: bool = True) -> None:
     before any stage starts, and so before Prefect starts its server. `data`: prepare will run;
     its splits are kept for it (tasks/_prepared.py). When prepare is up to date, its data was
     checked when it last ran."""
-    from mlcore.models import modeling  # transformers: imported only when a run will need it
+    from mlcore.data.images import detect_modality
     from tasks import _prepared
 
     if data:
         _prepared.compute_and_keep(cfg.prepare)
-    if cfg.pretrain.init_from:
+    if detect_modality(cfg.prepare)[0] == "image":
+        from mlcore.models.vision import start
+
+        start.check_init_from(cfg.pretrain.init_from)
+    elif cfg.pretrain.init_from:
+        from mlcore.models import modeling  # transformers: imported only when a run will need it
+
         modeling.check_masked_lm_checkpoint(cfg.pretrain.init_from, "pretrain.init_from")
+
+
+def _baseline_name() -> str:
+    """The simple model the gate compares against, as the model card names it."""
+    from mlcore import modality
+
+    images = P.TEST.exists() and modality.name_of_splits(P.TEST) == "image"
+    return "pixel baseline (logistic regression)" if images else "TF-IDF baseline"
 
 
 def duration(seconds: float) -> str:
@@ -101,7 +115,7 @@ def _baseline_text(metrics: dict) -> str:
         return ""
     parts = [f"{name} {metrics[f'baseline_{key}']:.4f} (model {metrics[key] - metrics[f'baseline_{key}']:+.4f})"
              for key, name in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"))]
-    return "  | TF-IDF baseline: " + "  ".join(parts)
+    return f"  | {_baseline_name()}: " + "  ".join(parts)
 
 
 def _champion_text(reg: dict) -> str:

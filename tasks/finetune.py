@@ -26,8 +26,8 @@ def run(ctx: StageContext) -> dict:
     f = cfg.finetune
     device = distributed.setup(ctx.device)
     label2id, best = _io.label_map(), _io.read_json(P.BEST_PARAMS, "search")
-    settings = final.settings_for(f, best, P.BEST_PARAMS)
     kind = modality.of_splits(P.TRAIN)
+    settings = kind.adjusted(final.settings_for(f, best, P.BEST_PARAMS), P.PRETRAINED, device)
     processor = kind.processor(_io.require(P.PRETRAINED, "pretrain"))
     train_df, val_df = _io.read_split(P.TRAIN), _io.read_split(P.VAL)
     shape = kind.choose(f.max_length, P.PRETRAINED, processor, train_df)

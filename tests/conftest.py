@@ -124,6 +124,40 @@ def tiny_project(tmp_path, monkeypatch):
     return project
 
 
+def write_digits(folder: Path, n: int = 600) -> None:
+    """scikit-learn's 8x8 digits as grey PNGs in one folder per class (the ImageFolder layout)."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for i, (image, label) in enumerate(zip(digits.images[:n], digits.target[:n], strict=True)):
+        (folder / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image * 16).clip(0, 255).astype(np.uint8)).save(folder / str(label) / f"{i}.png")
+
+
+def image_params(data_path: str) -> dict:
+    """The image pipeline, small enough for a 2-core CPU: a ResNet from scratch at 16 px."""
+    return {
+        "prepare": {"input": data_path, "group_column": None, "val_fraction": 0.15, "test_fraction": 0.15},
+        "pretrain": {"init_from": None, "input_size": 16},
+        "search": {"n_trials": 2, "epochs": 1, "max_train_rows": 300, "batch_size": 32, "lr_min": 0.002,
+                   "lr_max": 0.01},
+        "finetune": {"epochs": 3, "batch_size": 32, "augment": 0.3, "augment_flip": False},
+        "register": {"model_name": "tiny-digits"},
+        "runtime": {"device": "cpu"},
+        "tracking": {"experiment": "tests"},
+    }
+
+
+@pytest.fixture
+def image_project(tiny_project):
+    """The tiny project with 600 of scikit-learn's digits as its data instead of reviews."""
+    write_digits(tiny_project / "data" / "raw" / "digits")
+    (tiny_project / "params.yaml").write_text(yaml.safe_dump(image_params("data/raw/digits"), sort_keys=False))
+    return tiny_project
+
+
 @pytest.fixture(name="set_params")
 def set_params_fixture(tiny_project):
     """`set_params(**sections)` on the tiny project's params.yaml (see the function above)."""

@@ -43,13 +43,11 @@ def augment_of(s: TrainSettings) -> Augment:
     return Augment(strength=AUGMENT_DEFAULT if s.augment == "auto" else float(s.augment), flip=s.augment_flip)
 
 
-def _precision_for(architecture: str, settings: TrainSettings, device: torch.device) -> TrainSettings:
+def _precision_for(architecture: str, setting: str, device: torch.device) -> str:
     """precision auto trains EfficientNet-Lite0 in fp32 on a CPU: its depthwise convolutions ran
     1.4-2x slower in bf16 autocast than in fp32 on the 2-core AMD EPYC (avx512_bf16), where the ResNet
     gained from bf16."""
-    if settings.precision == "auto" and device.type == "cpu" and architecture != "resnet":
-        return dataclasses.replace(settings, precision="fp32")
-    return settings
+    return "fp32" if setting == "auto" and device.type == "cpu" and architecture != "resnet" else setting
 
 
 class Image:
@@ -77,12 +75,20 @@ class Image:
     def joined(self, a: ImageSet, b: ImageSet) -> ImageSet:
         return ImageSet(np.concatenate([a.pixels, b.pixels]), np.concatenate([a.labels, b.labels]))
 
+    def precision(self, setting: str, checkpoint: Path, device: torch.device) -> str:
+        """The precision setting training on `checkpoint`'s network uses (auto resolved for it)."""
+        architecture = json.loads((Path(checkpoint) / "config.json").read_text())["architecture"]
+        return _precision_for(architecture, setting, device)
+
+    def adjusted(self, settings: TrainSettings, checkpoint: Path, device: torch.device) -> TrainSettings:
+        """The settings training will use on `checkpoint`'s network."""
+        return dataclasses.replace(settings, precision=self.precision(settings.precision, checkpoint, device))
+
     def finetune(self, checkpoint: Path, label2id: dict[str, int], train: ImageSet, val: ImageSet,
                  settings: TrainSettings, device: torch.device, on_epoch: Callable[[dict], None] | None = None,
                  checkpoint_dir: Path | None = None, fingerprint: str = "", keep_best: bool = True,
                  processor=None) -> tuple[torch.nn.Module, FitResult]:
-        architecture = json.loads((Path(checkpoint) / "config.json").read_text())["architecture"]
-        settings = _precision_for(architecture, settings, device)
+        settings = self.adjusted(settings, checkpoint, device)
         return image_classifier.finetune(checkpoint, label2id, train, val, settings, device, augment_of(settings),
                                          on_epoch, checkpoint_dir, fingerprint, keep_best)
 

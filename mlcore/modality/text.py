@@ -31,6 +31,13 @@ class Text:
         """The shape a saved classifier was trained with (None: its own limit)."""
         return None
 
+    def precision(self, setting: str, checkpoint: Path, device: torch.device) -> str:
+        return setting
+
+    def adjusted(self, settings: TrainSettings, checkpoint: Path, device: torch.device) -> TrainSettings:
+        """The settings training will use (text: as given)."""
+        return settings
+
     def encode(self, processor, df: pd.DataFrame, label2id: dict[str, int], shape: LengthChoice | None) -> Encoded:
         max_length = shape.max_length if shape is not None else processor.model_max_length
         return classifier.encode_split(processor, df, label2id, max_length)

@@ -12,9 +12,15 @@ from tqdm.auto import tqdm
 from mlcore.errors import UserError
 from mlcore.scoring.store import ChunkStore
 
-# predict gets a one-column frame {"text": [...]} and returns one row per text: `label`
-# and, from a classifier that gives them, one `score_<class>` column per class.
+# predict gets a one-column frame ({"text": [...]}, or {"image": [bytes]}) and returns one row per
+# input: `label` and, from a classifier that gives them, one `score_<class>` column per class.
 Predict = Callable[[pd.DataFrame], pd.DataFrame | pd.Series]
+# The model's input frame for a chunk's values (texts, or image paths).
+Frame = Callable[[list], pd.DataFrame]
+
+
+def text_frame(texts: list) -> pd.DataFrame:
+    return pd.DataFrame({"text": pd.Series(texts, dtype=object)})
 
 
 @dataclass(frozen=True)
@@ -43,9 +49,10 @@ def as_results(out: pd.DataFrame | pd.Series, n: int, where: str) -> pd.DataFram
 
 
 def score_chunks(texts: pd.Series, plan: list[np.ndarray], store: ChunkStore, predict: Predict,
-                 where: str, progress: bool = True) -> Progress:
+                 where: str, progress: bool = True, frame: Frame = text_frame) -> Progress:
     """Score each chunk of `plan` not yet in `store` (opened: ChunkStore.open) and save it there as
-    soon as it is done. `texts` is indexed by row position; `where` names the model in errors."""
+    soon as it is done. `texts` is indexed by row position; `where` names the model in errors;
+    `frame` makes the model's input from a chunk's values."""
     done = store.finished()
     todo = [i for i in range(len(plan)) if i not in done]
     resumed_rows = sum(len(plan[i]) for i in done if i < len(plan))
@@ -55,17 +62,18 @@ def score_chunks(texts: pd.Series, plan: list[np.ndarray], store: ChunkStore, pr
     with bar:
         for index in todo:
             rows = plan[index]
-            batch = pd.DataFrame({"text": texts.loc[rows].tolist()})
+            batch = frame(texts.loc[rows].tolist())
             store.save(index, rows, as_results(predict(batch), len(rows), where))
             scored += len(rows)
             bar.update(len(rows))
     return Progress(len(plan), len(done), scored, time.perf_counter() - start)
 
 
-def result_columns(results: pd.DataFrame, predict: Callable[[], Predict], where: str) -> list[str]:
+def result_columns(results: pd.DataFrame, predict: Callable[[], Predict], where: str,
+                   frame: Frame = text_frame) -> list[str]:
     """The columns the model answers with (`label`, then its scores): from the saved results, or,
     when there are none (every row bad, or an empty input), from the model's answer to no rows,
     so an output's columns do not depend on its rows."""
     if len(results.columns):
         return list(results.columns)
-    return list(as_results(predict()(pd.DataFrame({"text": pd.Series([], dtype=object)})), 0, where).columns)
+    return list(as_results(predict()(frame([])), 0, where).columns)

@@ -29,10 +29,11 @@ class Rows:
     text_column: str
     reasons: pd.Series
     digest: str  # md5 of the file: a resumed run checks it is scoring the same input
+    base: Path | None = None  # images: the folder the paths are relative to (mlcore/scoring/images.py)
 
     @property
     def good(self) -> pd.Series:
-        """The texts to score, indexed by row position."""
+        """The texts (or image paths) to score, indexed by row position."""
         return self.table[self.text_column][self.reasons.isna().to_numpy()].astype(str)
 
 

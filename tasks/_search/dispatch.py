@@ -10,6 +10,7 @@ from mlcore.config.environment import redact
 from mlcore.engine import precision
 from mlcore.search import claims, studies
 from mlcore.tracking import runs
+from tasks import _paths as P
 from tasks._search import pool, trials, workers
 
 
@@ -30,7 +31,8 @@ def run_budget(cfg: Config, stage_run_id: str | None, device: torch.device | Non
         todo = studies.remaining_budget(study, s.n_trials)
         runs.log_params(s.model_dump() | o.report() | {"storage": redact(s.storage), "study": name,
                                                        "device": str(o.device), "trials_to_run": todo})
-        runs.set_tags(runs.numerics_tags(precision.numerics(o.device, precision.resolve(s.precision, o.device))))
+        runs.set_tags(runs.numerics_tags(precision.numerics(o.device, precision.resolve(
+            o.kind.precision(s.precision, P.PRETRAINED, o.device), o.device))))
         print(f"search: study {name}: {studies.finished_trials(study)} trials done, {todo} to run, "
               f"{s.workers} worker(s); {o.train_rows} train rows, trials use {len(o.train)}; {o.shape.describe()}")
         if pooled:

@@ -22,6 +22,21 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_init_from(ref: str | None) -> None:
+    """What starting_point will accept, checked without loading anything (the pipeline's pre-flight)."""
+    if ref is None or str(ref).strip() == EFFICIENTNET_PACKAGE:
+        if ref is not None:
+            efficientnet.weights_file()  # the package is installed
+        return
+    if not checkpoint.is_image_checkpoint(Path(ref).expanduser()):
+        raise UserError(_NOT_IMAGE.format(ref=ref, package=EFFICIENTNET_PACKAGE))
+
+
+_NOT_IMAGE = ("pretrain.init_from: {ref!r} is not an image checkpoint, and prepare found images. Set it to {package} "
+              "(EfficientNet-Lite0 with ImageNet weights, offline), to a directory this pipeline saved for images "
+              "(models/pretrained or models/classifier), or to null for a small ResNet trained from scratch.")
+
+
 def starting_point(p: PretrainConfig, channels: int) -> tuple[network.ImageClassifier, dict]:
     """(the network, its report) for images of `channels` channels."""
     if p.epochs:
@@ -29,19 +44,15 @@ def starting_point(p: PretrainConfig, channels: int) -> tuple[network.ImageClass
                         f"masked-language modelling, for text only. Set pretrain.epochs: 0 (the ImageNet checkpoint "
                         f"is adopted as it is, or init_from: null trains a ResNet from scratch in finetune).")
     ref = p.init_from
+    check_init_from(ref)
     if ref is None:
         model, weights = resnet.new_resnet({"0": 0}, input_size=p.input_size, channels=channels), None
     elif str(ref).strip() == EFFICIENTNET_PACKAGE:
         weights = efficientnet.weights_file()
         model = efficientnet.pretrained_efficientnet(input_size=p.input_size, channels=channels)
-    elif checkpoint.is_image_checkpoint(Path(ref).expanduser()):
+    else:
         weights = Path(ref).expanduser() / checkpoint.WEIGHTS
         model = checkpoint.load(Path(ref).expanduser(), key="pretrain.init_from")
-    else:
-        raise UserError(f"pretrain.init_from: {ref!r} is not an image checkpoint, and prepare found images. Set it "
-                        f"to {EFFICIENTNET_PACKAGE} (EfficientNet-Lite0 with ImageNet weights, offline), to a "
-                        f"directory this pipeline saved for images (models/pretrained or models/classifier), or to "
-                        f"null for a small ResNet trained from scratch.")
     model.config.channels = channels
     return model, {"init_from": ref, "init_weights_sha256": _sha256(weights) if weights else None,
                    "architecture": model.config.architecture, "parameters": network.count_parameters(model),
