@@ -65,8 +65,10 @@ def test_six_stages_train_register_and_serve_an_image_classifier(image_project, 
     assert list(as_text) == list(labels[:5])
     scored = model.predict(pd.DataFrame({"image": images[:3]}), params={"return_scores": True})
     assert np.allclose(scored[[f"score_{d}" for d in range(10)]].sum(axis=1), 1.0, atol=1e-5)
-    with pytest.raises(Exception, match="paths are refused"):
+    with pytest.raises(Exception, match=r"missing inputs \['image'\]"):  # the signature refuses it first
         model.predict(pd.DataFrame({"path": ["/etc/passwd"]}))
+    with pytest.raises(ValueError, match="paths are refused"):  # and the model's own code after it
+        model.unwrap_python_model().predict(None, pd.DataFrame({"path": ["/etc/passwd"]}))
 
     # The gate scores an image champion on this run's rows as it does a text one.
     MlflowClient().set_registered_model_alias("tiny-digits", "champion", "1")
@@ -96,7 +98,7 @@ def _batch_scoring_reads_a_folder_and_reports_bad_files(project, images: list[by
     by_path = dict(zip(scored["path"], scored["label"], strict=True))
     assert [by_path[f"{'more/' if i % 2 else ''}img{i}.png"] for i in range(4)] == labels
     bad = scored[scored["path"] == "broken.png"].iloc[0]
-    assert bad["label"] is None and "truncated or damaged" in bad["reason"]
+    assert pd.isna(bad["label"]) and "truncated or damaged" in bad["reason"]
 
 
 def _served_model_takes_base64_and_refuses_paths(project, images: list[bytes], labels: list[str]):

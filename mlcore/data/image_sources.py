@@ -45,6 +45,10 @@ def _check_classes(root: Path, classes: list[Path]) -> None:
     if names and all(n.lower() in predefined.NAMES for n in names):
         raise UserError(f"{root}: its folders {names} look like splits, not classes. Point prepare.input at the "
                         f"train folder (a folder of class folders) and prepare.test_input at the test folder.")
+    if not classes:
+        raise UserError(f"{root}: is a directory with no class folders and no IDX files. Point prepare.input at "
+                        f"a data file (.csv, .tsv, .jsonl or .parquet), or, for images, at a folder of class "
+                        f"folders ({root}/<label>/<image file>) or of IDX files.")
     if len(classes) < 2:
         raise UserError(f"{root}: holds {len(classes)} class folder(s) {names}; a classifier needs at least 2. "
                         f"Lay the images out as {root}/<label>/<image file>, one folder per class.")
