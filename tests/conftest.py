@@ -144,6 +144,7 @@ def image_params(data_path: str) -> dict:
         "search": {"n_trials": 2, "epochs": 1, "max_train_rows": 300, "batch_size": 32, "lr_min": 0.002,
                    "lr_max": 0.01},
         "finetune": {"epochs": 3, "batch_size": 32, "augment": 0.3, "augment_flip": False},
+        "evaluate": {"batch_size": 64},
         "register": {"model_name": "tiny-digits"},
         "runtime": {"device": "cpu"},
         "tracking": {"experiment": "tests"},

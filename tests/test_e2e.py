@@ -147,3 +147,23 @@ def test_stage_failure_marks_runs_failed(tiny_project, prefect_api):
     statuses = {r.info.run_name: r.info.status for r in client.search_runs([exp.experiment_id])}
     assert statuses == {"pipeline": "FAILED", "prepare": "FAILED"}
     assert json.loads(dvc("status", "--json"))  # nothing was recorded as up to date
+
+
+def test_image_flow_and_dvc_agree(image_project, prefect_api, set_params):
+    """Images through the same flow and `dvc repro`: digits as class folders, a ResNet from scratch."""
+    from flows.training_flow import training_pipeline
+
+    first = training_pipeline("params.yaml")
+    assert ran(first) == list(STAGES)
+    assert json.loads(dvc("status", "--json")) == {}
+    metrics = json.loads(open("reports/metrics.json").read())
+    assert metrics["accuracy"] > 0.8 and 0 < metrics["baseline_accuracy"] <= 1
+    assert json.loads(open("reports/pretrain.json").read())["architecture"] == "resnet"
+    # A changed augmentation strength reruns finetune and what follows, under dvc repro as under the flow.
+    set_params(finetune={"augment": 0.6})
+    out = dvc("repro")
+    assert re.findall(r"Running stage '(\w+)'", out) == ["finetune", "evaluate", "register"]
+    assert json.loads(dvc("status", "--json")) == {}
+    assert ran(training_pipeline("params.yaml")) == []
+    versions = MlflowClient().search_model_versions("name = 'tiny-digits'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]
