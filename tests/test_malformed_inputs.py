@@ -138,7 +138,47 @@ def gpt2_checkpoint(path: Path) -> None:
 
 BERT_CONFIG = json.dumps({"model_type": "bert", "vocab_size": 100, "hidden_size": 8, "num_hidden_layers": 1,
                           "num_attention_heads": 1, "intermediate_size": 8})
+def png(colour: int = 128) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def image_files(files: dict[str, bytes | None], **prepare) -> Callable[[Path], dict]:
+    """Files under bad/imgs/ (None: an empty folder); prepare.input the folder, or a table in it."""
+    def setup(project: Path) -> dict:
+        for name, body in files.items():
+            path = project / BAD / "imgs" / name
+            if body is None:
+                path.mkdir(parents=True, exist_ok=True)
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(body)
+        return {"prepare": {"input": str(BAD / "imgs"), "group_column": None, **prepare}}
+    return setup
+
+
+IDX_HEADER = (0x0803).to_bytes(4, "big") + (10).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+IDX_LABELS = (0x0801).to_bytes(4, "big") + (10).to_bytes(4, "big") + bytes(10)
+PATH_TABLE = "image,label\n" + "".join(f"{c}{i}.png,{c}\n" for c in "ab" for i in range(6))
+
 CASES = [
+    # images: the same boundary as text
+    Case("image_idx_header_disagrees", image_files({"train-images-idx3-ubyte": IDX_HEADER + bytes(100),
+                                                    "train-labels-idx1-ubyte": IDX_LABELS}),
+         ["bad/imgs/train-images-idx3-ubyte"]),
+    Case("image_class_folder_empty", image_files({"a/1.png": png(), "a/2.png": png(9), "b": None}),
+         ["bad/imgs/b", "holds no image files"]),
+    Case("image_class_all_unreadable", image_files({**{f"a/{i}.png": png(i) for i in range(6)},
+                                                    "b/1.png": NOISE, "b/2.png": png()[:40]}),
+         ["bad/imgs/b"]),
+    Case("image_table_paths_nowhere", image_files({"list.csv": PATH_TABLE.encode()}, input="bad/imgs/list.csv",
+                                                  label_column="label"),
+         ["bad/imgs/list.csv", "a0.png"]),
     # data files: compression, encodings, formats
     Case("truncated_bz2", data_file("r.csv.bz2", lambda: bz2.compress(csv_text().encode())[:3000]),
          ["bad/r.csv.bz2", "truncated"]),
