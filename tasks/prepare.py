@@ -21,7 +21,7 @@ def run(ctx: StageContext) -> dict:
         runs.log_params(p.model_dump())
         prepared = _prepared.take(p)  # what the pipeline's pre-flight check computed, if it did
         cleaned, splits = prepared.cleaned, prepared.splits
-        print(f"prepare: {prepared.modality} data ({prepared.reason})", file=sys.stderr)
+        print(f"prepare: {prepared.modality} data: {prepared.reason}", file=sys.stderr)
         with _io.replacing(P.SPLITS) as out:
             for name, path in (("train", P.TRAIN), ("val", P.VAL), ("test", P.TEST)):
                 splits[name].to_parquet(out / path.name, index=False)
