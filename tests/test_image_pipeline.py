@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -58,6 +59,10 @@ def test_six_stages_train_register_and_serve_an_image_classifier(image_project, 
     test = pd.read_parquet(P.TEST)
     images = [png_bytes(p) for p in to_array(test)]
     model = mlflow.pyfunc.load_model("models:/tiny-digits/1")
+    # What ships with it never shadows the project's package: loading puts the model's code folder
+    # on sys.path, which every process started later inherits.
+    shipped = [Path(p) for p in sys.path if (Path(p) / "image_classifier_code").is_dir()]
+    assert shipped and not any((p / "mlcore").exists() for p in shipped)
     labels = model.predict(pd.DataFrame({"image": images}))
     evaluated = pd.read_csv(P.PREDICTIONS)
     assert (labels.to_numpy() == evaluated["predicted"].astype(str).to_numpy()).mean() >= 0.99

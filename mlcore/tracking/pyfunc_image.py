@@ -2,8 +2,9 @@
 
 MLflow copies this file into the logged model and runs it at load time, so no pickle is ever
 written or read. It imports the project's network, decoder and batch transform from the copy
-shipped beside it (pyfunc_image_files.SHIPPED, as MLflow code_paths): consumers need torch,
-safetensors, Pillow and efficientnet-lite-pytorch, nothing of this project.
+shipped beside it (pyfunc_image_files: the SHIPPED modules as the package
+`image_classifier_code`, so that it never shadows a `mlcore` of the consumer's): consumers need
+torch, safetensors, Pillow and efficientnet-lite-pytorch, nothing of this project.
 
     model = mlflow.pyfunc.load_model("models:/<name>@champion")
     model.predict(pd.DataFrame({"image": [open("shoe.png", "rb").read()]}))  # -> labels
@@ -29,9 +30,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mlcore.data.pixels import decode_image
-from mlcore.engine.images import pixel_batch
-from mlcore.models import vision
+try:  # in a logged model: the copy shipped beside it (pyfunc_image_files.PACKAGE), on sys.path at load time
+    from image_classifier_code.data.pixels import decode_image
+    from image_classifier_code.engine.images import pixel_batch
+    from image_classifier_code.models import vision
+except ImportError:  # in the project, where MLflow runs this file once while logging it
+    from mlcore.data.pixels import decode_image
+    from mlcore.engine.images import pixel_batch
+    from mlcore.models import vision
 
 BATCH_SIZE = 64
 

@@ -1,14 +1,21 @@
 """What an image classifier's MLflow model is made of: its pyfunc code (pyfunc_image.py), the
 project modules that code imports, shipped beside it (MLflow code_paths) so that a consumer
-needs nothing of this project, and the packages it needs."""
+needs nothing of this project, and the packages it needs.
+
+The modules ship as a package of their own name, PACKAGE, with their `mlcore.` imports renamed
+to it. Loading a model puts its code folder first on sys.path, and child processes inherit that
+path: a partial package named `mlcore` there would shadow the real one in every process the
+loader starts later (a search pool's workers failed with "No module named mlcore.data.hashing")."""
 from __future__ import annotations
 
 import json
-import shutil
+import re
 import tempfile
 from pathlib import Path
 
 CODE = Path(__file__).with_name("pyfunc_image.py")
+PACKAGE = "image_classifier_code"
+_IMPORTS = re.compile(r"^(\s*)(from|import) mlcore\b", re.MULTILINE)
 _MLCORE = Path(__file__).parents[1]
 # The modules pyfunc_image imports, and theirs: the networks, the batch transform, the decoder.
 SHIPPED = ["__init__.py", "errors.py", "atomic.py", "models/__init__.py", "models/vision/__init__.py",
@@ -24,12 +31,17 @@ def is_image_model(model_dir: Path) -> bool:
     return config.is_file() and json.loads(config.read_text()).get("model_type") == "image-classifier"
 
 
+def renamed(source: str) -> str:
+    """A module's source with its imports of mlcore made imports of PACKAGE."""
+    return _IMPORTS.sub(lambda m: f"{m.group(1)}{m.group(2)} {PACKAGE}", source)
+
+
 def code_paths() -> list[str]:
-    """A copy of just the SHIPPED modules, as a package named mlcore."""
+    """A copy of just the SHIPPED modules, as the package PACKAGE."""
     staging = tempfile.TemporaryDirectory(prefix="pyfunc-image-")
     _staging.append(staging)
     for name in SHIPPED:
-        target = Path(staging.name) / "mlcore" / name
+        target = Path(staging.name) / PACKAGE / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(_MLCORE / name, target)
-    return [str(Path(staging.name) / "mlcore")]
+        target.write_text(renamed((_MLCORE / name).read_text()))
+    return [str(Path(staging.name) / PACKAGE)]
