@@ -51,12 +51,15 @@ run-fashion-mnist: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# In parallel processes (pytest-xdist), one per core unless told (make test TEST_WORKERS=1);
+# worksteal hands a waiting worker queued tests, so the long ones near the end do not run alone.
+TEST_WORKERS ?= auto
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 # The quick tier, for while you edit: no slow or end-to-end tests (under 2 minutes on 2 cores).
 test-fast: lint
-	$(BIN)/python -m pytest -m "not slow and not e2e"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow and not e2e"
 
 # Serves the nightly deployment against the server of `make ui-prefect` (run that first);
 # SERVE_ARGS for options, e.g. make serve SERVE_ARGS='--cron "0 */6 * * *" --timeout 7200'.

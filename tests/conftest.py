@@ -4,11 +4,13 @@ Nothing here needs the network or ../shared.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +27,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from test servers
+# A Prefect home (and so an ephemeral-server database) per test process, made before Prefect is
+# imported: the suite runs in parallel workers (pytest-xdist), and two flows' temporary servers
+# migrating and writing one SQLite file at once fail with "database is locked".
+if "PREFECT_HOME" not in os.environ or os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"prefect-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
+    atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 
 POSITIVE = ["great", "wonderful", "superb", "delightful", "moving", "brilliant", "charming", "masterful"]
 NEGATIVE = ["awful", "boring", "terrible", "dull", "mess", "tedious", "clumsy", "lifeless"]

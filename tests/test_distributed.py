@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from mlcore.models import modeling
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_two_processes_split_the_batches_and_agree(tmp_path, tiny_base_dir, pooling):
     """With mean pooling too: the unused BERT pooler is dropped, so DDP waits for no gradient."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    # A free port, not a fixed one: the suite runs in parallel workers (pytest-xdist).
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            str(ROOT / "tests" / "ddp_worker.py"), str(tiny_base_dir), str(tmp_path), pooling]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", **_env()})
     assert done.returncode == 0, done.stderr[-3000:]
