@@ -22,7 +22,8 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 
 # Settings that do not change what a trial means: n_trials is a budget, tie_tolerance picks among
 # finished trials, the rest is plumbing.
-_NOT_IDENTITY = ("n_trials", "tie_tolerance", "storage", "study_name", "resume", "num_workers", "workers")
+_NOT_IDENTITY = ("n_trials", "tie_tolerance", "storage", "study_name", "resume", "num_workers", "workers",
+                 "heartbeat_interval", "grace_period")
 
 
 def make_sampler(cfg: SearchConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
@@ -52,15 +53,18 @@ def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
 
 
-def make_storage(url: str | None, default_dir: Path, study_name: str):
-    """An RDB URL (PostgreSQL for several machines) gets Optuna's heartbeat: a trial
-    whose worker stops beating for `grace_period` is failed and retried once with the
-    same parameters. Otherwise a JournalFile in the project (safe for several processes;
-    its dead trials are found by `reap_stale_trials`)."""
+def make_storage(url: str | None, default_dir: Path, study_name: str, heartbeat: SearchConfig | None = None):
+    """An RDB URL (PostgreSQL for several machines), given `heartbeat` (the search settings),
+    gets Optuna's heartbeat: a trial whose worker stops beating for `search.grace_period`
+    is failed and retried once with the same parameters. Otherwise a JournalFile in the
+    project (safe for several processes; its dead trials are found by `reap_stale_trials`).
+    Without `heartbeat` the storage only reads and writes the study (a test inspecting it)."""
     if url and "://" in url:
+        if heartbeat is None:
+            return optuna.storages.RDBStorage(url)
         return optuna.storages.RDBStorage(
-            url, heartbeat_interval=30, grace_period=120,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+            url, heartbeat_interval=heartbeat.heartbeat_interval, grace_period=heartbeat.grace_period,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
     path = Path(url) if url else default_dir / f"{study_name}.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
     mend_torn_journal(path)

@@ -77,7 +77,7 @@ def open_study(cfg: Config, threads: int | None = None, worker: int = 0, trains:
     name = studies.study_name(s, inputs_digest())
     storage = cfg.optuna_storage()
     study = optuna.create_study(
-        study_name=name, storage=studies.make_storage(storage, P.OPTUNA_DIR, s.study_name),
+        study_name=name, storage=studies.make_storage(storage, P.OPTUNA_DIR, s.study_name, heartbeat=s),
         direction="maximize", sampler=studies.make_sampler(s, worker), pruner=studies.make_pruner(s),
         load_if_exists=True,
     )
