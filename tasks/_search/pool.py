@@ -24,9 +24,10 @@ from prefect.cache_policies import NO_CACHE
 from mlcore import liveness
 from mlcore.config import Config, parse_config
 from mlcore.search import claims, space
+from mlcore.search.studies import StudyHandle
 from mlcore.tracking import runs
 
-_WORKER: dict = {}  # this pool process's study and objective, set by `_start_worker`
+_WORKER: dict = {}  # this pool process's study handle and objective, set by `_start_worker`
 
 
 def _start_worker(config_json: str, parent_run_id: str | None) -> None:
@@ -36,19 +37,18 @@ def _start_worker(config_json: str, parent_run_id: str | None) -> None:
 
     exit_on_sigterm()  # the stage stopping: the current trial ends as FAIL, its MLflow run FAILED
     cfg = parse_config(json.loads(config_json), "search.workers pool")
-    study, objective = trials.start_worker(cfg, 0, parent_run_id)
-    _WORKER.update(study=study, objective=objective)
+    handle, objective = trials.start_worker(cfg, 0, parent_run_id)
+    _WORKER.update(handle=handle, objective=objective)
 
 
 @task(name="trial", task_run_name="trial-{number}", cache_policy=NO_CACHE)
-def pooled_trial(number: int, trial_id: int) -> dict:
+def pooled_trial(number: int) -> dict:
     """Run trial `number` (already claimed by the stage) in this pool process. A pruned trial
     completes with its state in the result: pruning is a search outcome, not a task failure."""
     from tasks._search import pool  # the module itself: this function travels by value
 
-    worker = pool._WORKER
-    trial = optuna.Trial(worker["study"], trial_id)
-    state = claims.run_claimed(worker["study"], trial, worker["objective"])
+    handle = pool._WORKER["handle"]
+    state = claims.run_claimed(handle, claims.claimed(handle, number), pool._WORKER["objective"])
     return {"trial": number, "state": state.name}
 
 
@@ -105,7 +105,7 @@ def _children_use_this_api():
             os.environ["PREFECT_API_URL"] = old
 
 
-def run_pooled(cfg: Config, study, lock: Path, parent_run_id: str | None) -> int:
+def run_pooled(cfg: Config, h: StudyHandle, lock: Path, parent_run_id: str | None) -> int:
     """Run the study's remaining budget as task runs on `search.workers` pool processes."""
     from prefect.task_runners import ProcessPoolTaskRunner
 
@@ -115,12 +115,14 @@ def run_pooled(cfg: Config, study, lock: Path, parent_run_id: str | None) -> int
         space.suggest(trial, cfg.search)
 
     def slot(runner):
+        def hand_over(trial):  # to a free pool process, which runs and records it
+            ran.append(trial.number)
+            runner.submit(pooled_trial, {"number": trial.number}).result()
+
         try:
             # Parameters are drawn at the claim, by this process's sampler: pool processes share
             # one seed, so sampling there would repeat the same random start-up trials.
-            while not failures and (trial := claims.claim_trial(study, cfg.search.n_trials, lock, sample)) is not None:
-                ran.append(trial.number)
-                runner.submit(pooled_trial, {"number": trial.number, "trial_id": trial._trial_id}).result()
+            claims.run_trials(h, cfg.search.n_trials, lock, hand_over, sample, stop=lambda: bool(failures))
         except BaseException as err:  # noqa: BLE001 - re-raised in the stage's thread below
             failures.append(err)
 
@@ -135,7 +137,7 @@ def run_pooled(cfg: Config, study, lock: Path, parent_run_id: str | None) -> int
                 t.join()
         except BaseException:
             _stop_pool(runner, threads)  # SIGTERM or Ctrl-C: do not wait for the running trials
-            _close_what_killed_processes_left(cfg, study)
+            _close_what_killed_processes_left(cfg, h.study)
             raise
     if failures:
         raise failures[0]
