@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
 import threading
 import time
@@ -126,6 +127,7 @@ def run_pooled(cfg: Config, h: StudyHandle, lock: Path, parent_run_id: str | Non
         except BaseException as err:  # noqa: BLE001 - re-raised in the stage's thread below
             failures.append(err)
 
+    earlier = set(multiprocessing.active_children())
     with _children_use_this_api(), ProcessPoolTaskRunner(
             max_workers=n, initializer=_start_worker, initargs=(json.dumps(cfg.model_dump()), parent_run_id)) as runner:
         threads = [threading.Thread(target=slot, args=(runner,), name=f"search-slot-{i}", daemon=True)
@@ -136,7 +138,8 @@ def run_pooled(cfg: Config, h: StudyHandle, lock: Path, parent_run_id: str | Non
             for t in threads:
                 t.join()
         except BaseException:
-            _stop_pool(runner, threads)  # SIGTERM or Ctrl-C: do not wait for the running trials
+            # SIGTERM or Ctrl-C: do not wait for the running trials
+            _stop_pool(set(multiprocessing.active_children()) - earlier, threads)
             _close_what_killed_processes_left(cfg, h.study)
             raise
     if failures:
@@ -163,15 +166,15 @@ def _close_what_killed_processes_left(cfg: Config, study) -> None:
         print(f"warning: could not close what killed pool processes left: {err}")
 
 
-def _stop_pool(runner, slots: list[threading.Thread]) -> None:
+def _stop_pool(processes, slots: list[threading.Thread]) -> None:
     """SIGTERM to the pool's processes: their running trials end as FAIL, which resolves
     each slot's task future and ends the slot. Then SIGKILL the processes, which the
     executor would otherwise keep (it catches the SystemExit of a task and waits for the
     next one) and join at interpreter exit, holding the flow, and its ephemeral API server,
-    alive. Prefect has no public call for this, so the executor's process table is read
-    directly."""
-    processes = getattr(getattr(runner, "_executor", None), "_processes", None) or {}
-    alive = [p for p in list(processes.values()) if p.is_alive()]
+    alive. Prefect has no public call that lists them: `processes` are the multiprocessing
+    children this process started since the pool opened (nothing else here starts one then;
+    the ephemeral API server is a plain subprocess, started before)."""
+    alive = [p for p in processes if p.is_alive()]
     for process in alive:
         process.terminate()
     deadline = time.monotonic() + STOP_GRACE_S
