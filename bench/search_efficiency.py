@@ -154,14 +154,16 @@ def run_grid(args, cfg, model_dir, label2id, enc, device) -> dict:
 
 
 def run_ours(args, cfg, model_dir, label2id, enc, device) -> dict:
+    storage = optuna.storages.InMemoryStorage()
     study = optuna.create_study(
-        direction="maximize", sampler=studies.make_sampler(cfg), pruner=studies.make_pruner(cfg))
+        storage=storage, direction="maximize", sampler=studies.make_sampler(cfg), pruner=studies.make_pruner(cfg))
+    handle = studies.StudyHandle.of(study, storage)
 
     # The search stage's own objective, without MLflow and with nothing kept on disk.
     objective = make_objective(cfg, TEXT, model_dir, label2id, enc["train"], enc["val"], device)
 
     with tempfile.TemporaryDirectory() as tmp:
-        claims.run_trials(study, objective, cfg.n_trials, Path(tmp) / "claim.lock")
+        claims.run_trials(handle, cfg.n_trials, Path(tmp) / "claim.lock", claims.run_here(handle, objective))
     trials = study.get_trials(deepcopy=False)
     for t in trials:
         log(f"ours {t.number}: {t.params} {t.state.name} at epoch {t.user_attrs.get('epochs_trained')} -> {t.value}")

@@ -106,6 +106,12 @@ class SearchConfig(TrainingKnobs):
     storage: str | None = stage_key(None, "null: optuna/<study_name>.journal; or a postgresql:// URL; "
                                           "OPTUNA_STORAGE overrides it")
     study_name: str = stage_key("classifier-search", "the study's name, before its settings-and-inputs fingerprint")
+    # RDB storages only (PostgreSQL): a JournalFile has no heartbeat, its dead trials are found by owner pid.
+    heartbeat_interval: int = stage_key(
+        30, "seconds between a running trial's heartbeats on an RDB storage (postgresql://)", ge=1)
+    grace_period: int = stage_key(
+        120, "seconds without a heartbeat after which the next claim fails a trial and retries it once "
+             "with the same parameters (RDB storage); above heartbeat_interval", ge=1)
 
     @model_validator(mode="after")
     def _lr_range(self) -> SearchConfig:
@@ -127,4 +133,11 @@ class SearchConfig(TrainingKnobs):
                 raise ValueError("grid.learning_rate: list positive numbers")
             if any(v is not None for v in self.space.model_dump().values()):
                 raise ValueError("sampler grid searches grid.optimizer x grid.learning_rate only; set space.* to null")
+        return self
+
+    @model_validator(mode="after")
+    def _heartbeat(self) -> SearchConfig:
+        if self.grace_period <= self.heartbeat_interval:
+            raise ValueError(f"grace_period ({self.grace_period}) must be above heartbeat_interval "
+                             f"({self.heartbeat_interval}), or a live trial between two beats is failed")
         return self

@@ -1,17 +1,22 @@
 """Claiming trials under a budget: ask/tell under a file lock (and a PostgreSQL advisory lock
-across machines), so parallel workers never overshoot `n_trials`."""
+across machines), so parallel workers never overshoot `n_trials`; and running a claimed
+trial, with its heartbeat on an RDB storage. Every search path (the stage's own loop, worker
+processes, a Prefect process pool) claims with `claim_trial` and runs with `run_claimed`."""
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import hashlib
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
-from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from mlcore import liveness
+from mlcore.search.studies import StudyHandle
 
 
 @contextlib.contextmanager
@@ -26,17 +31,16 @@ def locked(path: Path):
 
 
 @contextlib.contextmanager
-def _database_lock(study: optuna.Study):
+def _database_lock(h: StudyHandle):
     """On PostgreSQL, an advisory lock per study: workers on other machines, which do not
     share the file lock, claim one at a time too. A no-op for other storages."""
-    storage = getattr(study._storage, "_backend", study._storage)  # Optuna caches RDBStorage
-    engine = getattr(storage, "engine", None)
+    engine = h.storage.engine if isinstance(h.storage, RDBStorage) else None
     if engine is None or engine.dialect.name != "postgresql":
         yield
         return
     from sqlalchemy import text
 
-    key = int.from_bytes(hashlib.sha256(f"optuna-claim:{study.study_name}".encode()).digest()[:8], "big", signed=True)
+    key = int.from_bytes(hashlib.sha256(f"optuna-claim:{h.study.study_name}".encode()).digest()[:8], "big", signed=True)
     with engine.connect() as conn:
         conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
         try:
@@ -45,18 +49,18 @@ def _database_lock(study: optuna.Study):
             conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
 
 
-def claim_trial(study: optuna.Study, n_trials: int, lock: Path, sample=None) -> optuna.Trial | None:
+def claim_trial(h: StudyHandle, n_trials: int, lock: Path, sample=None) -> optuna.Trial | None:
     """A new trial, or None once finished + running trials reach the budget. The count and
     the ask happen under one lock (a file lock on this machine, plus an advisory lock on
     PostgreSQL across machines), so parallel workers never overshoot the budget."""
-    with locked(lock), _database_lock(study):
-        if is_heartbeat_enabled(study._storage):
-            optuna.storages.fail_stale_trials(study)  # silent workers on any machine: FAIL, then retried
-        trials = study.get_trials(deepcopy=False)
+    with locked(lock), _database_lock(h):
+        if h.heartbeat_interval is not None:
+            optuna.storages.fail_stale_trials(h.study)  # silent workers on any machine: FAIL, then retried
+        trials = h.study.get_trials(deepcopy=False)
         taken = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING) for t in trials)
         if taken >= n_trials:
             return None
-        trial = study.ask()
+        trial = h.study.ask()
         # The claimer owns it until the process that runs it records itself (a pool process).
         trial.set_user_attr("owner", liveness.owner())
         if sample is not None:
@@ -64,31 +68,72 @@ def claim_trial(study: optuna.Study, n_trials: int, lock: Path, sample=None) -> 
         return trial
 
 
-def run_claimed(study: optuna.Study, trial: optuna.Trial, objective) -> TrialState:
+def claimed(h: StudyHandle, number: int) -> optuna.Trial:
+    """Trial `number`, claimed by another process, to run in this one (a pool process)."""
+    return optuna.Trial(h.study, h.trial_id(number))
+
+
+@contextlib.contextmanager
+def _heartbeat(h: StudyHandle, trial: optuna.Trial):
+    """Beat for `trial` every `search.heartbeat_interval` seconds while it runs, on an RDB
+    storage with a heartbeat: ask/tell does not beat on its own, as study.optimize does. A
+    beat that fails (the database restarting, say) is retried at the next one, so one lost
+    connection does not leave a live trial to be failed as stale."""
+    interval = h.heartbeat_interval
+    if interval is None:
+        yield
+        return
+    trial_id, stop = h.trial_id(trial.number), threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                h.storage.record_heartbeat(trial_id)
+            except Exception as err:  # noqa: BLE001 - the next beat tries again
+                print(f"warning: heartbeat of trial {trial.number} failed: {err}")
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-trial-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def run_claimed(h: StudyHandle, trial: optuna.Trial, objective) -> TrialState:
     """Run one claimed trial and record its outcome. A diverging trial (FloatingPointError)
     fails alone; anything else fails it and is raised."""
-    # ask/tell does not beat on its own, as study.optimize does; Optuna's helper is a
-    # no-op for storages without a heartbeat (JournalFile).
     try:
-        with get_heartbeat_thread(trial._trial_id, study._storage):
+        with _heartbeat(h, trial):
             value = objective(trial)
     except optuna.TrialPruned:
-        study.tell(trial, state=TrialState.PRUNED)
+        h.study.tell(trial, state=TrialState.PRUNED)
         return TrialState.PRUNED
     except FloatingPointError:
-        study.tell(trial, state=TrialState.FAIL)
+        h.study.tell(trial, state=TrialState.FAIL)
         return TrialState.FAIL
     except BaseException:
-        study.tell(trial, state=TrialState.FAIL)
+        h.study.tell(trial, state=TrialState.FAIL)
         raise
-    study.tell(trial, value)
+    h.study.tell(trial, value)
     return TrialState.COMPLETE
 
 
-def run_trials(study: optuna.Study, objective, n_trials: int, lock: Path) -> int:
-    """One worker's loop (ask/tell): claim, run and record trials until the budget is taken."""
+def run_here(h: StudyHandle, objective) -> Callable[[optuna.Trial], TrialState]:
+    """`run_trials`' `run` for a process that trains: each claimed trial runs here."""
+    return lambda trial: run_claimed(h, trial, objective)
+
+
+def run_trials(h: StudyHandle, n_trials: int, lock: Path, run: Callable[[optuna.Trial], object],
+               sample=None, stop: Callable[[], bool] = lambda: False) -> int:
+    """One worker's loop (ask/tell): claim a trial and have `run` run and record it, until the
+    budget is taken or `stop()`. `run` is `run_here(...)`, or a pool's hand-over of the
+    trial to a pool process, which runs it with `run_claimed` there. Returns the trials claimed."""
     ran = 0
-    while (trial := claim_trial(study, n_trials, lock)) is not None:
+    while not stop() and (trial := claim_trial(h, n_trials, lock, sample)) is not None:
         ran += 1
-        run_claimed(study, trial, objective)
+        run(trial)
     return ran

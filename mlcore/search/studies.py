@@ -6,11 +6,12 @@ import json
 import os
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import pandas as pd
-from optuna.storages import JournalStorage
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
@@ -19,10 +20,36 @@ from mlcore.config import SearchConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# Each claimed trial beats on its own thread (claims.run_claimed), as study.optimize's would.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 # Settings that do not change what a trial means: n_trials is a budget, tie_tolerance picks among
 # finished trials, the rest is plumbing.
-_NOT_IDENTITY = ("n_trials", "tie_tolerance", "storage", "study_name", "resume", "num_workers", "workers")
+_NOT_IDENTITY = ("n_trials", "tie_tolerance", "storage", "study_name", "resume", "num_workers", "workers",
+                 "heartbeat_interval", "grace_period")
+
+
+@dataclass(frozen=True)
+class StudyHandle:
+    """A study with the storage we built for it. Optuna keeps an RDBStorage only behind a
+    cache of its own, so the heartbeat and the claim's advisory lock use this one."""
+    study: optuna.Study
+    storage: BaseStorage
+    study_id: int
+
+    @classmethod
+    def of(cls, study: optuna.Study, storage: BaseStorage) -> StudyHandle:
+        """`study`, created or loaded on `storage`."""
+        return cls(study, storage, storage.get_study_id_from_name(study.study_name))
+
+    @property
+    def heartbeat_interval(self) -> int | None:
+        """Seconds between a running trial's heartbeats; None where the storage has no heartbeat."""
+        return self.storage.get_heartbeat_interval() if isinstance(self.storage, RDBStorage) else None
+
+    def trial_id(self, number: int) -> int:
+        """The storage's id of trial `number` (what heartbeats and `optuna.Trial` take)."""
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
 
 
 def make_sampler(cfg: SearchConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
@@ -52,15 +79,18 @@ def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
 
 
-def make_storage(url: str | None, default_dir: Path, study_name: str):
-    """An RDB URL (PostgreSQL for several machines) gets Optuna's heartbeat: a trial
-    whose worker stops beating for `grace_period` is failed and retried once with the
-    same parameters. Otherwise a JournalFile in the project (safe for several processes;
-    its dead trials are found by `reap_stale_trials`)."""
+def make_storage(url: str | None, default_dir: Path, study_name: str, heartbeat: SearchConfig | None = None):
+    """An RDB URL (PostgreSQL for several machines), given `heartbeat` (the search settings),
+    gets Optuna's heartbeat: a trial whose worker stops beating for `search.grace_period`
+    is failed and retried once with the same parameters. Otherwise a JournalFile in the
+    project (safe for several processes; its dead trials are found by `reap_stale_trials`).
+    Without `heartbeat` the storage only reads and writes the study (a test inspecting it)."""
     if url and "://" in url:
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=30, grace_period=120,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+        if heartbeat is None:
+            return RDBStorage(url)
+        return RDBStorage(
+            url, heartbeat_interval=heartbeat.heartbeat_interval, grace_period=heartbeat.grace_period,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
     path = Path(url) if url else default_dir / f"{study_name}.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
     mend_torn_journal(path)
@@ -117,6 +147,14 @@ def _after_last_newline(journal, size: int, chunk: int = 1 << 16) -> int:
     return 0
 
 
+def open_study(cfg: SearchConfig, name: str, url: str | None, default_dir: Path, worker: int = 0) -> StudyHandle:
+    """Create the study `name` on its storage, or load it when it exists."""
+    storage = make_storage(url, default_dir, cfg.study_name, heartbeat=cfg)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
+                                sampler=make_sampler(cfg, worker), pruner=make_pruner(cfg), load_if_exists=True)
+    return StudyHandle.of(study, storage)
+
+
 def study_name(cfg: SearchConfig, inputs_digest: str) -> str:
     """Same settings and inputs -> same study (a rerun continues it); changed ones -> a fresh study."""
     identity = {k: v for k, v in cfg.model_dump().items() if k not in _NOT_IDENTITY} | {"inputs": inputs_digest}
@@ -140,8 +178,8 @@ def reap_stale_trials(study: optuna.Study) -> list[int]:
     reaped = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if liveness.is_dead(trial.user_attrs.get("owner")):
-            # Optuna's own fail_stale_trials does the same, for heartbeat storages only.
-            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            # What Optuna's fail_stale_trials does for heartbeat storages: FAIL, then a retry.
+            study.tell(trial.number, state=TrialState.FAIL)
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
             reaped.append(trial.number)
     return reaped

@@ -36,10 +36,10 @@ def run_budget(cfg: Config, stage_run_id: str | None, device: torch.device | Non
         print(f"search: study {name}: {studies.finished_trials(study)} trials done, {todo} to run, "
               f"{s.workers} worker(s); {o.train_rows} train rows, trials use {len(o.train)}; {o.shape.describe()}")
         if pooled:
-            pool.run_pooled(cfg, study, trials.claim_lock(name), stage_run_id)
+            pool.run_pooled(cfg, o.handle, trials.claim_lock(name), stage_run_id)
         else:
-            objective = trials.tracked_objective(cfg, o)
-            claims.run_trials(study, pool.as_prefect_tasks(objective), s.n_trials, trials.claim_lock(name))
+            objective = pool.as_prefect_tasks(trials.tracked_objective(cfg, o))
+            claims.run_trials(o.handle, s.n_trials, trials.claim_lock(name), claims.run_here(o.handle, objective))
     except BaseException:
         workers.stop(helpers)  # SIGTERM or a failure here: the workers end their trials as FAIL
         raise

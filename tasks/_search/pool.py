@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
 import threading
 import time
@@ -24,9 +25,10 @@ from prefect.cache_policies import NO_CACHE
 from mlcore import liveness
 from mlcore.config import Config, parse_config
 from mlcore.search import claims, space
+from mlcore.search.studies import StudyHandle
 from mlcore.tracking import runs
 
-_WORKER: dict = {}  # this pool process's study and objective, set by `_start_worker`
+_WORKER: dict = {}  # this pool process's study handle and objective, set by `_start_worker`
 
 
 def _start_worker(config_json: str, parent_run_id: str | None) -> None:
@@ -36,19 +38,18 @@ def _start_worker(config_json: str, parent_run_id: str | None) -> None:
 
     exit_on_sigterm()  # the stage stopping: the current trial ends as FAIL, its MLflow run FAILED
     cfg = parse_config(json.loads(config_json), "search.workers pool")
-    study, objective = trials.start_worker(cfg, 0, parent_run_id)
-    _WORKER.update(study=study, objective=objective)
+    handle, objective = trials.start_worker(cfg, 0, parent_run_id)
+    _WORKER.update(handle=handle, objective=objective)
 
 
 @task(name="trial", task_run_name="trial-{number}", cache_policy=NO_CACHE)
-def pooled_trial(number: int, trial_id: int) -> dict:
+def pooled_trial(number: int) -> dict:
     """Run trial `number` (already claimed by the stage) in this pool process. A pruned trial
     completes with its state in the result: pruning is a search outcome, not a task failure."""
     from tasks._search import pool  # the module itself: this function travels by value
 
-    worker = pool._WORKER
-    trial = optuna.Trial(worker["study"], trial_id)
-    state = claims.run_claimed(worker["study"], trial, worker["objective"])
+    handle = pool._WORKER["handle"]
+    state = claims.run_claimed(handle, claims.claimed(handle, number), pool._WORKER["objective"])
     return {"trial": number, "state": state.name}
 
 
@@ -105,7 +106,7 @@ def _children_use_this_api():
             os.environ["PREFECT_API_URL"] = old
 
 
-def run_pooled(cfg: Config, study, lock: Path, parent_run_id: str | None) -> int:
+def run_pooled(cfg: Config, h: StudyHandle, lock: Path, parent_run_id: str | None) -> int:
     """Run the study's remaining budget as task runs on `search.workers` pool processes."""
     from prefect.task_runners import ProcessPoolTaskRunner
 
@@ -115,15 +116,18 @@ def run_pooled(cfg: Config, study, lock: Path, parent_run_id: str | None) -> int
         space.suggest(trial, cfg.search)
 
     def slot(runner):
+        def hand_over(trial):  # to a free pool process, which runs and records it
+            ran.append(trial.number)
+            runner.submit(pooled_trial, {"number": trial.number}).result()
+
         try:
             # Parameters are drawn at the claim, by this process's sampler: pool processes share
             # one seed, so sampling there would repeat the same random start-up trials.
-            while not failures and (trial := claims.claim_trial(study, cfg.search.n_trials, lock, sample)) is not None:
-                ran.append(trial.number)
-                runner.submit(pooled_trial, {"number": trial.number, "trial_id": trial._trial_id}).result()
+            claims.run_trials(h, cfg.search.n_trials, lock, hand_over, sample, stop=lambda: bool(failures))
         except BaseException as err:  # noqa: BLE001 - re-raised in the stage's thread below
             failures.append(err)
 
+    earlier = set(multiprocessing.active_children())
     with _children_use_this_api(), ProcessPoolTaskRunner(
             max_workers=n, initializer=_start_worker, initargs=(json.dumps(cfg.model_dump()), parent_run_id)) as runner:
         threads = [threading.Thread(target=slot, args=(runner,), name=f"search-slot-{i}", daemon=True)
@@ -134,8 +138,9 @@ def run_pooled(cfg: Config, study, lock: Path, parent_run_id: str | None) -> int
             for t in threads:
                 t.join()
         except BaseException:
-            _stop_pool(runner, threads)  # SIGTERM or Ctrl-C: do not wait for the running trials
-            _close_what_killed_processes_left(cfg, study)
+            # SIGTERM or Ctrl-C: do not wait for the running trials
+            _stop_pool(set(multiprocessing.active_children()) - earlier, threads)
+            _close_what_killed_processes_left(cfg, h.study)
             raise
     if failures:
         raise failures[0]
@@ -161,15 +166,15 @@ def _close_what_killed_processes_left(cfg: Config, study) -> None:
         print(f"warning: could not close what killed pool processes left: {err}")
 
 
-def _stop_pool(runner, slots: list[threading.Thread]) -> None:
+def _stop_pool(processes, slots: list[threading.Thread]) -> None:
     """SIGTERM to the pool's processes: their running trials end as FAIL, which resolves
     each slot's task future and ends the slot. Then SIGKILL the processes, which the
     executor would otherwise keep (it catches the SystemExit of a task and waits for the
     next one) and join at interpreter exit, holding the flow, and its ephemeral API server,
-    alive. Prefect has no public call for this, so the executor's process table is read
-    directly."""
-    processes = getattr(getattr(runner, "_executor", None), "_processes", None) or {}
-    alive = [p for p in list(processes.values()) if p.is_alive()]
+    alive. Prefect has no public call that lists them: `processes` are the multiprocessing
+    children this process started since the pool opened (nothing else here starts one then;
+    the ephemeral API server is a plain subprocess, started before)."""
+    alive = [p for p in processes if p.is_alive()]
     for process in alive:
         process.terminate()
     deadline = time.monotonic() + STOP_GRACE_S

@@ -32,17 +32,21 @@ def claim_lock(name: str):
 
 @dataclass
 class Opened:
-    """What a search process works on: the device, the data, the study and its name."""
+    """What a search process works on: the device, the data, the study (with its storage) and its name."""
     device: torch.device
     label2id: dict[str, int]
     train: object  # search.max_train_rows of train (stratified, seeded), or all of it; the modality's encoding
     val: object
-    study: optuna.Study
+    handle: studies.StudyHandle
     name: str
     shape: object  # max_length for text (chosen over all of train), the input size for images
     train_rows: int  # rows of the whole train split
     kind: object  # the modality (mlcore.modality)
     processor: object  # the pretrained checkpoint's tokenizer, loaded once for the data and every trial
+
+    @property
+    def study(self) -> optuna.Study:
+        return self.handle.study
 
     def report(self) -> dict:
         """What the search run logs about its data."""
@@ -75,13 +79,8 @@ def open_study(cfg: Config, threads: int | None = None, worker: int = 0, trains:
     processor = kind.processor(_io.require(P.PRETRAINED, "pretrain"))
     train, val, shape, train_rows = search_data(s, label2id, kind, processor)
     name = studies.study_name(s, inputs_digest())
-    storage = cfg.optuna_storage()
-    study = optuna.create_study(
-        study_name=name, storage=studies.make_storage(storage, P.OPTUNA_DIR, s.study_name),
-        direction="maximize", sampler=studies.make_sampler(s, worker), pruner=studies.make_pruner(s),
-        load_if_exists=True,
-    )
-    return Opened(device, label2id, train, val, study, name, shape, train_rows, kind, processor)
+    handle = studies.open_study(s, name, cfg.optuna_storage(), P.OPTUNA_DIR, worker)
+    return Opened(device, label2id, train, val, handle, name, shape, train_rows, kind, processor)
 
 
 def tracked_objective(cfg: Config, o: Opened, parent_run_id: str | None = None):
@@ -115,7 +114,7 @@ def worker_threads(cfg: Config) -> int:
 
 def start_worker(cfg: Config, worker: int, parent_run_id: str | None):
     """A worker process's start-up (plain worker or pool process): its share of the cores,
-    the data and study once, MLflow pointed at the run's store; returns (study, objective)."""
+    the data and study once, MLflow pointed at the run's store; returns (study handle, objective)."""
     o = open_study(cfg, worker_threads(cfg), worker)
     runs.configure(cfg)
-    return o.study, tracked_objective(cfg, o, parent_run_id)
+    return o.handle, tracked_objective(cfg, o, parent_run_id)

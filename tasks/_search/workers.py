@@ -54,8 +54,9 @@ def main(argv: list[str]) -> int:
     cfg = parse_config(json.loads(Path(argv[0]).read_text()), argv[0])
     worker = int(argv[1]) if len(argv) > 1 else 1
     parent = argv[2] if len(argv) > 2 else None
-    study, objective = trials.start_worker(cfg, worker, parent)
-    ran = claims.run_trials(study, objective, cfg.search.n_trials, trials.claim_lock(study.study_name))
+    handle, objective = trials.start_worker(cfg, worker, parent)
+    ran = claims.run_trials(handle, cfg.search.n_trials, trials.claim_lock(handle.study.study_name),
+                            claims.run_here(handle, objective))
     print(f"search worker: {ran} trial(s) run")
     return 0
 
