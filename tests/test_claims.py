@@ -69,3 +69,20 @@ def test_heartbeat_settings_are_checked_and_are_not_the_studys_identity():
     plain, quick = SearchConfig(), SearchConfig(heartbeat_interval=1, grace_period=2)
     assert (plain.heartbeat_interval, plain.grace_period) == (30, 120)
     assert studies.study_name(plain, "d") == studies.study_name(quick, "d")
+
+
+def test_a_grid_search_ends_at_its_last_point_without_an_error(tmp_path):
+    """Optuna's grid sampler calls study.stop() after the last point, which raises under ask/tell."""
+    cfg = parse_config({"search": {"sampler": "grid", "n_trials": 2,
+                                   "grid": {"optimizer": ["adam"], "learning_rate": [0.001, 0.01]}}}).search
+    h = studies.open_study(cfg, "grid", None, tmp_path)
+    seen = []
+
+    def objective(trial):
+        seen.append((trial.suggest_categorical("optimizer", ["adam"]),
+                     trial.suggest_float("learning_rate", 0.001, 0.01, log=True)))
+        return 1.0
+
+    assert claims.run_trials(h, 2, tmp_path / "claim.lock", claims.run_here(h, objective)) == 2
+    assert sorted(seen) == [("adam", 0.001), ("adam", 0.01)]
+    assert [t.state for t in h.study.trials] == [TrialState.COMPLETE] * 2

@@ -52,6 +52,16 @@ class StudyHandle:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
 
 
+class GridWithinBudget(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, less its stop: after the last grid point's result it calls
+    `study.stop()`, which raises outside `study.optimize`, so under ask/tell the search stage
+    failed at its last trial (stored COMPLETE all the same). The claim loop already ends at
+    search.n_trials."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        return None
+
+
 def make_sampler(cfg: SearchConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
     """`worker` offsets the seed: parallel workers with one seed would draw the same
     random start-up trials and run each of them twice."""
@@ -59,7 +69,7 @@ def make_sampler(cfg: SearchConfig, worker: int = 0) -> optuna.samplers.BaseSamp
     if cfg.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if cfg.sampler == "grid":
-        return optuna.samplers.GridSampler(dict(cfg.grid), seed=seed)
+        return GridWithinBudget(dict(cfg.grid), seed=seed)
     # Few trials: start TPE after 3 random ones rather than Optuna's default 10.
     # group=True: the learning rate's range depends on the optimizer (a conditional space).
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=min(3, cfg.n_trials))
