@@ -13,7 +13,8 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 # The image demo, in a workspace of its own (tasks/_demo_workspace.py): Fashion-MNIST from Debian's
 # dataset-fashion-mnist package, fine-tuned from EfficientNet-Lite0; the text demo's outputs stay as they are.
-.PHONY: install data run run-fashion-mnist lint test test-fast ui-mlflow ui-prefect serve serve-model clean
+.PHONY: install data run run-fashion-mnist lint test test-fast ui-mlflow ui-prefect serve serve-model \
+	team-up team-down team-status clean
 
 # The link behind pretrain's DVC dependency on the checkpoint (mlcore/models/checkpoint_link.py):
 # `dvc status` and `dvc repro` need it in every checkout, so installing makes it.
@@ -86,6 +87,20 @@ ui-mlflow: $(STAMP)
 # The Prefect server: API, UI and the scheduler that creates the scheduled runs.
 ui-prefect: $(STAMP)
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+
+# The servers a team shares (docs/team.md): PostgreSQL, an MLflow tracking server and a Prefect
+# server on it, detached, with their data in .team/. On loopback unless told: make team-up
+# TEAM_HOST=0.0.0.0 (every TEAM_* variable of `python -m team up --help` passes through).
+# team-up prints the export lines that point the pipeline at them: eval "$$(make -s team-up)".
+team-up: $(STAMP)
+	@$(BIN)/python -m team up
+
+# Stops the three; the data stays for the next team-up (`python -m team down --purge` deletes it).
+team-down: $(STAMP)
+	@$(BIN)/python -m team down
+
+team-status: $(STAMP)
+	@$(BIN)/python -m team status
 
 clean:
 	rm -rf $(VENV)

@@ -21,8 +21,9 @@ def _start_time(pid: int) -> str | None:
         return None
 
 
-def owner() -> dict[str, str]:
-    pid = os.getpid()
+def owner(pid: int | None = None) -> dict[str, str]:
+    """The record of process `pid` (default: this one), for `is_dead` to judge later."""
+    pid = os.getpid() if pid is None else pid
     return {"host": socket.gethostname(), "pid": str(pid), "start": _start_time(pid) or ""}
 
 

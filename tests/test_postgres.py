@@ -1,35 +1,16 @@
 """Two search workers on a real PostgreSQL server (Debian's postgresql package, started here
 on loopback): the finished trials equal the budget, with no duplicate and none lost."""
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from team.postgres import find_server_binaries
 from tests.servers import free_port
 
-
-def _server_binaries() -> tuple[str | None, str | None]:
-    """(initdb, pg_ctl): from PATH, else from Debian's /usr/lib/postgresql/<version>/bin of the
-    highest version that has both; None where not installed."""
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
-    if initdb and pg_ctl:
-        return initdb, pg_ctl
-
-    def version(bin_dir: Path) -> tuple[int, ...]:
-        return tuple(int(n) for n in re.findall(r"\d+", bin_dir.parent.name))
-
-    dirs = [d for d in Path("/usr/lib/postgresql").glob("*/bin")
-            if (d / "initdb").is_file() and (d / "pg_ctl").is_file()]
-    if not dirs:
-        return None, None
-    best = max(dirs, key=version)
-    return str(best / "initdb"), str(best / "pg_ctl")
-
-
-INITDB, PG_CTL = _server_binaries()
+INITDB, PG_CTL = find_server_binaries() or (None, None)
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     INITDB is None or PG_CTL is None,
