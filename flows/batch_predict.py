@@ -47,7 +47,7 @@ from mlcore.tracking import scoring as tracking
 from mlcore.tracking.scoring import load as _load
 
 CHUNK_ROWS = 1000
-EXPERIMENT = "batch-scoring"
+EXPERIMENT = tracking.EXPERIMENT
 TEXT_COLUMN = "text"
 DEPLOYMENT_NAME = "scheduled-scoring"
 TIMEOUT_S = 6 * 3600  # a day's file scores in minutes to hours on a CPU; longer than this is stuck

@@ -17,41 +17,38 @@ from mlcore import liveness
 from mlcore.config import Config
 from mlcore.data.hashing import file_md5
 from mlcore.engine import distributed
+from mlcore.tracking import ui
 from mlcore.tracking.sqlite_creation import create_whole
 from mlcore.tracking.store import SQLITE, resolve_store
-from mlcore.tracking.tags import KIND_TAG, NOTE_TAG, NUMERICS_PREFIX, OWNER_PREFIX, ROLE_TAG, TRIAL_STATE_TAG
+from mlcore.tracking.tags import NUMERICS_PREFIX, OWNER_PREFIX, ROLE_TAG, TRIAL_STATE_TAG
 
 # MLflow's own INFO chatter ("View run ... at ...") drowns the pipeline's progress output.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
-KIND = "custom_model_development"  # KIND_TAG's value: a model-training experiment, not a GenAI one
-
-
 def configure(cfg: Config) -> str:
     """Point MLflow at the configured store and experiment; returns the experiment id."""
-    return use_experiment(resolve_store(cfg), cfg.tracking.experiment)
+    return use_experiment(resolve_store(cfg), cfg.tracking.experiment, ui.training(cfg.register.metric))
 
 
-def use_experiment(uri: str, name: str) -> str:
-    """Point MLflow at store `uri` and experiment `name` (made, tagged as model training, if it
-    is not there); returns the experiment id."""
+def use_experiment(uri: str, name: str, look: ui.Look | None = None) -> str:
+    """Point MLflow at store `uri` and experiment `name` (made if it is not there), tagged as model
+    training with `look`'s description and saved views (mlcore/tracking/ui.py); returns its id."""
+    look = look or ui.Look(note="")  # the kind alone
     create_whole(uri)  # a kill while MLflow creates a SQLite store would break it for good
     mlflow.set_tracking_uri(uri)
     client = MlflowClient()
     exp = client.get_experiment_by_name(name)
     if exp is not None:
-        if exp.tags.get(KIND_TAG) != KIND:  # an experiment made before the kind was set
-            client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
+        for key, value in ui.wanted_tags(exp.tags, look).items():  # an experiment made by an older release
+            client.set_experiment_tag(exp.experiment_id, key, value)
         mlflow.set_experiment(experiment_id=exp.experiment_id)
         return exp.experiment_id
     location = None
     if uri.startswith(SQLITE):
         # Keep artifacts next to the database instead of wherever the cwd happens to be.
         location = (Path(uri.removeprefix(SQLITE)).resolve().parent / "mlartifacts").as_uri()
-    exp_id = client.create_experiment(name, artifact_location=location, tags={KIND_TAG: KIND, NOTE_TAG: (
-        "Runs of the fine-tuning pipeline: one `pipeline` run per execution, a child run per stage, "
-        "search trials nested under `search`. The registered model is the product.")})
+    exp_id = client.create_experiment(name, artifact_location=location, tags=ui.wanted_tags({}, look))
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 

@@ -6,11 +6,13 @@ so a name here is part of what older runs and versions already carry: rename wit
 """
 
 # Run tags (and experiment tags).
-KIND_TAG = "mlflow.experimentKind"  # MLflow's own: without it MLflow 3's UI may open the experiment in its GenAI view
+# MLflow's own: what the experiment is for. MLflow 3.17's UI no longer reads it to pick the view it
+# opens (the workflowType in the URL does: mlcore/tracking/ui.py); other clients may.
+KIND_TAG = "mlflow.experimentKind"
 NOTE_TAG = "mlflow.note.content"  # MLflow's own: the description it shows for an experiment or a run
 ROLE_TAG = "pipeline.role"  # pipeline, stage or batch-scoring
 OWNER_PREFIX = "owner."  # owner.<field>: the process a run belongs to, so that a later run can tell it died
-TRIAL_STATE_TAG = "trial.state"  # COMPLETE, PRUNED or FAIL: a run's status has no word for pruned
+TRIAL_STATE_TAG = "trial.state"  # COMPLETE, PRUNED (its run FINISHED) or FAIL: a run's status has no word for pruned
 STUDY_TAG = "optuna.study"  # on each trial's run and on the version the search led to
 # numerics.<field> (device, precision, cpu, cpu_bf16_flags, cpu_capability, threads, torch): what decides
 # the bits of a trained model (mlcore.engine.precision.numerics), on the search and finetune runs and the version

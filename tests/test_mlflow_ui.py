@@ -1,0 +1,77 @@
+"""What MLflow's UI shows of the pipeline: each experiment opens as model training in its own saved
+view with its own description, and the links we print say so (mlcore/tracking/ui.py)."""
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from mlcore.tracking import runs, ui
+from mlcore.tracking.tags import KIND_TAG, NOTE_TAG
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)  # an earlier test's use_experiment set another
+    return uri
+
+
+def _state(tags: dict, key: str) -> dict:
+    envelope = json.loads(tags[f"{ui.VIEW_TAG_PREFIX}{key}"])
+    assert isinstance(envelope["name"], str) and isinstance(envelope["createdAt"], int)  # what the UI checks
+    return json.loads(envelope["state"])
+
+
+def test_each_experiment_gets_its_kind_its_own_description_and_its_saved_view(store):
+    client = MlflowClient()
+    training = client.get_experiment(runs.use_experiment(store, "train", ui.training("accuracy")))
+    scoring = client.get_experiment(runs.use_experiment(store, "batch-scoring", ui.batch_scoring()))
+    assert training.tags[KIND_TAG] == scoring.tags[KIND_TAG] == "custom_model_development"
+    assert "fine-tuning pipeline" in training.tags[NOTE_TAG] and "Batch-scoring" in scoring.tags[NOTE_TAG]
+    pipeline = _state(training.tags, "pipeline")
+    assert "metrics.`test_accuracy`" in pipeline["selectedColumns"] and pipeline["orderByAsc"] is True
+    assert "metrics.`rows_per_s`" in _state(scoring.tags, "scoring")["selectedColumns"]
+
+
+def test_an_older_experiment_is_brought_up_to_date_but_a_description_a_person_wrote_stays(store):
+    client = MlflowClient()
+    old = client.create_experiment("batch-scoring", tags={NOTE_TAG: ui.OLD_SHARED_NOTE})
+    mine = client.create_experiment("mine", tags={NOTE_TAG: "my own words"})
+    runs.use_experiment(store, "batch-scoring", ui.batch_scoring())
+    runs.use_experiment(store, "mine", ui.training("macro_f1"))
+    assert client.get_experiment(old).tags[NOTE_TAG] == ui.batch_scoring().note
+    tags = client.get_experiment(mine).tags
+    assert tags[NOTE_TAG] == "my own words" and tags[KIND_TAG] == "custom_model_development"
+    # a view whose columns changed (another gate metric) is rewritten; an unchanged one is left alone
+    assert ui.wanted_tags(tags, ui.training("macro_f1")) == {}
+    assert set(ui.wanted_tags(tags, ui.training("accuracy"))) == {f"{ui.VIEW_TAG_PREFIX}pipeline"}
+
+
+def test_links_open_the_runs_as_model_training_in_the_saved_view(store, tmp_path):
+    looks = {"train": ui.training("macro_f1"), "batch-scoring": ui.batch_scoring()}
+    missing = f"sqlite:///{tmp_path / 'none.db'}"
+    assert ui.links(missing, looks) == [f"{ui.LOCAL_UI}/#/experiments?workflowType=machine_learning   (no runs yet)"]
+    assert not (tmp_path / "none.db").exists()  # asking does not create a store
+    exp_id = MlflowClient().create_experiment("train")  # made by an older release: no view yet
+    [line] = ui.links(store, looks, "http://host:5000/")
+    assert line == (f"http://host:5000/#/experiments/{exp_id}/runs?workflowType=machine_learning"
+                    f"&viewStateShareKey=pipeline   (train)")
+    assert f"{ui.VIEW_TAG_PREFIX}pipeline" in MlflowClient().get_experiment(exp_id).tags
+
+
+def test_the_confusion_matrix_draws_no_grid_lines_through_its_counts(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from mlcore import plots
+
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    with plt.style.context("ggplot"):  # what Optuna's plots leave set in the search's process
+        plots.confusion_matrix_png([[5, 1], [2, 7]], ["a", "b"], tmp_path / "cm.png")
+    ax = figures[0].axes[0]
+    assert not any(line.get_visible() for line in ax.get_xgridlines() + ax.get_ygridlines())
