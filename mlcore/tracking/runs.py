@@ -214,16 +214,18 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
 @contextlib.contextmanager
 def trial_run(name: str, pruned: tuple[type[BaseException], ...] = (), tags: dict | None = None,
               parent_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
-    """A nested trial run whose end status says what happened to the trial:
-    FINISHED (tag COMPLETE), KILLED (tag PRUNED) or FAILED (tag FAIL)."""
+    """A nested trial run whose end says what happened to the trial: FINISHED with tag COMPLETE,
+    FINISHED with tag PRUNED and ' pruned' after its name (stopping a trial that cannot win is the
+    search working, not failing: MLflow's KILLED would show it with the failures' red icon), or
+    FAILED with tag FAIL."""
     # parent_run_id: a worker process nesting its trials under the search run of another process.
     run = mlflow.start_run(
         run_name=name, nested=True, parent_run_id=parent_run_id, tags={**owner_tags(), **(tags or {})})
     try:
         yield run
     except pruned:
-        mlflow.set_tag(TRIAL_STATE_TAG, "PRUNED")
-        mlflow.end_run("KILLED")
+        mlflow.set_tags({TRIAL_STATE_TAG: "PRUNED", "mlflow.runName": f"{name} pruned"})
+        mlflow.end_run("FINISHED")
         raise
     except BaseException as err:
         mlflow.set_tags({TRIAL_STATE_TAG: "FAIL", "trial.error": repr(err)[:500]})
