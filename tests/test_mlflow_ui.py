@@ -75,3 +75,34 @@ def test_the_confusion_matrix_draws_no_grid_lines_through_its_counts(tmp_path, m
         plots.confusion_matrix_png([[5, 1], [2, 7]], ["a", "b"], tmp_path / "cm.png")
     ax = figures[0].axes[0]
     assert not any(line.get_visible() for line in ax.get_xgridlines() + ax.get_ygridlines())
+
+
+def test_the_pipeline_run_carries_the_test_metrics_the_baseline_and_the_decision(store, tmp_path):
+    import pandas as pd
+
+    from mlcore.config import parse_config
+    from tasks import _outcome
+    from tasks import _paths as P
+
+    cfg = parse_config({"prepare": {"input": "raw.csv"}, "tracking": {"experiment": "unit"}})
+    frames = {"train": pd.DataFrame({"text": ["a", "b"], "label": ["x", "y"]}),
+              "unlabelled": pd.DataFrame({"text": []}), "val": pd.DataFrame({"text": ["c"], "label": ["x"]})}
+    with runs.pipeline_run(cfg) as parent:
+        with runs.stage_run(cfg, "search", parent):
+            inputs = runs.dataset_inputs(frames, tmp_path)  # made once, logged on each trial
+            with runs.trial_run("trial-0"):
+                runs.log_inputs(inputs)
+        _outcome.record(parent)  # no reports yet: nothing to add
+        P.REPORTS.mkdir(parents=True)
+        P.METRICS.write_text(json.dumps({"macro_f1": 0.84, "baseline_macro_f1": 0.77, "n": 10, "per_class": {}}))
+        P.REGISTRATION.write_text(json.dumps({"model_name": "m", "version": "3", "alias": "champion",
+                                              "reason": "beats the champion: macro_f1 0.8400 vs 0.8300"}))
+        _outcome.record(parent)
+    client = MlflowClient()
+    run = client.get_run(parent)
+    assert run.data.metrics == {"test_macro_f1": 0.84, "test_baseline_macro_f1": 0.77, "test_n": 10}
+    assert run.data.tags["registered.alias"] == "champion" and run.data.tags["gate.reason"].startswith("beats")
+    assert run.data.tags[NOTE_TAG] == "m version 3 -> @champion: beats the champion: macro_f1 0.8400 vs 0.8300"
+    [trial] = client.search_runs([run.info.experiment_id], "attributes.run_name = 'trial-0'")
+    used = {(d.dataset.name, d.tags[0].value) for d in trial.inputs.dataset_inputs}
+    assert used == {("train", "training"), ("val", "validation")}  # an empty split is no dataset

@@ -5,6 +5,7 @@ import contextlib
 import logging
 import math
 import subprocess
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from mlcore.engine import distributed
 from mlcore.tracking import ui
 from mlcore.tracking.sqlite_creation import create_whole
 from mlcore.tracking.store import SQLITE, resolve_store
-from mlcore.tracking.tags import NUMERICS_PREFIX, OWNER_PREFIX, ROLE_TAG, TRIAL_STATE_TAG
+from mlcore.tracking.tags import NOTE_TAG, NUMERICS_PREFIX, OWNER_PREFIX, REASON_TAG, ROLE_TAG, TRIAL_STATE_TAG
 
 # MLflow's own INFO chatter ("View run ... at ...") drowns the pipeline's progress output.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -98,6 +99,26 @@ def pipeline_run(cfg: Config, run_name: str = "pipeline") -> Iterator[str]:
     client.set_terminated(run_id, "FINISHED")
 
 
+def log_outcome(run_id: str, metrics: dict, registration: dict) -> None:
+    """On a run that is not the active one (the pipeline's): the test metrics (evaluate's
+    metrics.json, as test_<name>, the baseline's among them) and the gate's decision
+    (register's registration.json) as tags and as the run's description."""
+    from mlflow.entities import Metric, RunTag
+
+    now = int(time.time() * 1000)
+    numbers = [Metric(f"test_{k}", float(v), now, 0) for k, v in metrics.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    tags = []
+    if registration.get("version"):
+        decision = (f"{registration['model_name']} version {registration['version']} -> @{registration['alias']}: "
+                    f"{registration['reason']}")
+        tags = [RunTag("registered.version", str(registration["version"])),
+                RunTag("registered.alias", str(registration["alias"])), RunTag(REASON_TAG, registration["reason"]),
+                RunTag(NOTE_TAG, decision)]
+    if numbers or tags:
+        MlflowClient().log_batch(run_id, metrics=numbers, tags=tags)
+
+
 def owner_tags() -> dict[str, str]:
     return {f"{OWNER_PREFIX}{k}": v for k, v in liveness.owner().items()}
 
@@ -173,30 +194,48 @@ def numerics_tags(record: dict) -> dict[str, str]:
 
 
 # MLflow's dataset contexts, shown in the runs list's Dataset column and the lineage view.
-_CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}
+_CONTEXTS = {"train": "training", "val": "validation", "test": "testing", "unlabelled": "pretraining"}
 
 
-def log_datasets(splits: dict, directory: str | Path, also_run_id: str | None = None) -> None:
-    """Log each split (a DataFrame with text and label) as an MLflow dataset input of the active
-    run (and of `also_run_id`: the pipeline run, whose row the runs list shows first), with its
-    digest and its file (`<directory>/<name>.parquet`) as the source."""
-    if not distributed.is_main() or mlflow.active_run() is None:
-        return
+def dataset_inputs(splits: dict, directory: str | Path) -> list:
+    """Each split (a DataFrame with text and label) as an MLflow dataset input, with its digest, its
+    file (`<directory>/<name>.parquet`) as the source and its context; [] off rank 0. Made once, they
+    can be logged on many runs (each search trial's)."""
+    if not distributed.is_main():
+        return []
     from mlflow import data as datasets  # imported here: dataset machinery the other calls never need
 
+    inputs = []
     for name, frame in splits.items():
+        if frame.empty:  # no unlabelled rows, say: nothing was read
+            continue
         columns = [c for c in ("text", "label") if c in frame.columns]
         with warnings.catch_warnings():  # MLflow registers its local-file source twice ('' and 'file'): harmless
             warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")
             dataset = datasets.from_pandas(frame[columns], source=str(Path(directory) / f"{name}.parquet"),
                                            name=name, targets="label" if "label" in columns else None)
-        mlflow.log_input(dataset, context=_CONTEXTS.get(name, name))
-        if also_run_id:
-            MlflowClient().log_inputs(also_run_id, [_dataset_input(dataset, _CONTEXTS.get(name, name))])
+        inputs.append(_dataset_input(dataset, _CONTEXTS.get(name, name)))
+    return inputs
+
+
+def log_inputs(inputs: list, also_run_id: str | None = None) -> None:
+    """Log dataset inputs on the active run (and on `also_run_id`: the pipeline run, whose row the
+    runs list shows first)."""
+    active = mlflow.active_run()
+    if not inputs or active is None:
+        return
+    for run_id in filter(None, (active.info.run_id, also_run_id)):
+        MlflowClient().log_inputs(run_id, inputs)
+
+
+def log_datasets(splits: dict, directory: str | Path, also_run_id: str | None = None) -> None:
+    """`dataset_inputs` logged on the active run (and on `also_run_id`)."""
+    if mlflow.active_run() is not None:
+        log_inputs(dataset_inputs(splits, directory), also_run_id)
 
 
 def _dataset_input(dataset, context: str):
-    """The dataset as a run input with its context, for a run that is not the active one."""
+    """The dataset as a run input with its context."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
     fields = dataset.to_dict()
