@@ -120,7 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m flows.batch_predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, metavar="URI",
-                        help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/model or a path")
+                        help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/<logged model name> "
+                             "or a path")
     parser.add_argument("--input", required=True, metavar="FILE",
                         help="the table to score (.csv/.tsv/.jsonl/.parquet), or a folder of images")
     parser.add_argument("--output", required=True, metavar="FILE",

@@ -63,6 +63,12 @@ def test_gate_rescoring_lineage_card_audit_and_rollback(tiny_project, set_params
     assert f"- Numerics: {v1.tags['precision']} on cpu: " in card
     logged = mlflow.artifacts.download_artifacts(f"models:/{NAME}/1", dst_path=str(tiny_project / "v1"))
     assert "## Calibration" in next((tiny_project / "v1").rglob("MODEL_CARD.md")).read_text(), logged
+    # the logged model is named after the registered one and its params are the settings it was trained with
+    logged_model = client.get_logged_model(v1.source.removeprefix("models:/"))
+    trained = json.loads(P.FINETUNE_REPORT.read_text())
+    assert logged_model.name == NAME and logged_model.params["optimizer"] == trained["optimizer"]
+    assert float(logged_model.params["learning_rate"]) == trained["learning_rate"]
+    assert {"batch_size", "epochs", "epochs_run"} <= set(logged_model.params) and "min_delta" not in logged_model.params
     model = client.get_registered_model(NAME)
     assert model.description and model.tags["task"] == "text-classification"
     run = client.get_run(json.loads(P.REGISTRATION.read_text())["run_id"])

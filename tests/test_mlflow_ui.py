@@ -106,3 +106,10 @@ def test_the_pipeline_run_carries_the_test_metrics_the_baseline_and_the_decision
     [trial] = client.search_runs([run.info.experiment_id], "attributes.run_name = 'trial-0'")
     used = {(d.dataset.name, d.tags[0].value) for d in trial.inputs.dataset_inputs}
     assert used == {("train", "training"), ("val", "validation")}  # an empty split is no dataset
+
+
+def test_the_logged_model_is_named_after_the_registered_one():
+    from mlcore.tracking.registry import logged_name
+
+    assert logged_name("rotten-tomatoes-sentiment") == "rotten-tomatoes-sentiment"
+    assert logged_name("team/sentiment.v2") == "team-sentiment-v2"  # characters MLflow refuses in a logged name

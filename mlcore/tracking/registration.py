@@ -3,7 +3,7 @@ and its audit line. The register stage gathers the inputs from the reports and c
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -39,6 +39,7 @@ class Request:
     lineage: dict[str, str]
     confusion_png: Path
     by: str  # who or what registers (audit)
+    training: dict = field(default_factory=dict)  # the settings it was trained with: the logged model's params
 
 
 def register(req: Request) -> tuple[dict, str]:
@@ -61,7 +62,7 @@ def register(req: Request) -> tuple[dict, str]:
         version_ = existing or registry.log_classifier(
             req.classifier, req.test_inputs[:3], labels, req.name, req.digest,
             extra_artifacts={"model_card": card_path, "confusion_matrix": req.confusion_png},
-            tags=req.lineage).version
+            tags=req.lineage, training=req.training).version
         mlflow.log_artifact(str(card_path), "model_card")
         mlflow.log_artifact(str(req.confusion_png), "model_card")
     record |= {"version": str(version_), "model_uri": f"models:/{req.name}@{decision.alias}"}

@@ -50,7 +50,8 @@ def resolve(uri: str) -> ModelRef:
     if ref.name is None:
         if ":/" not in uri and not Path(uri).exists():  # a path, not runs:/ s3:// file:///
             raise UserError(f"{uri}: no such model directory. Pass --model models:/<name>@<alias>, "
-                            f"models:/<name>/<version>, runs:/<run id>/model or a logged model's directory.")
+                            f"models:/<name>/<version>, runs:/<run id>/<logged model name> or a logged model's "
+                            f"directory.")
         return ref
     client = MlflowClient()
     try:
