@@ -107,11 +107,12 @@ def apply(client: MlflowClient, name: str, version_: str, decision: Decision, ch
 
 def describe_model(client: MlflowClient, name: str, labels: list[str], metric: str) -> None:
     """The registered model's own description and tags: what any version of it is and how to load it."""
-    client.update_registered_model(name, description=(
+    audit.describe(client, name, (  # the champion's history stays at its end
         f"Text classifier with labels {', '.join(labels)}, trained and registered by the fine-tuning pipeline. "
         f"Load the serving version with mlflow.pyfunc.load_model('models:/{name}@champion'); `challenger` is the "
-        f"newest version that did not replace it. Each version's description, MODEL_CARD.md artifact and tags "
-        f"say how it was made; the audit.* tags record every move of `champion`."))
+        f"newest version that did not replace it. Each version's description (its model card) and tags say how "
+        f"it was made; its lineage.json artifact holds every hash. The tag champion.last_move and the history "
+        f"below record the moves of `champion`."))
     for key, value in {"task": "text-classification", "labels": ",".join(labels), "gate.metric": metric,
                        "input": "a DataFrame with a `text` column", "output": "label (+ score_<label> with "
                        "params={'return_scores': True})", "producer": "flows.training_pipeline"}.items():

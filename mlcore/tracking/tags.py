@@ -35,4 +35,7 @@ CHAMPION_SAME_ROWS_TAG = "gate.champion_value_same_rows"
 CHAMPION_UNSCORED_TAG = "gate.champion_unscored"
 
 # Registered-model tags.
-AUDIT_PREFIX = "audit."  # audit.0001, audit.0002, ...: one JSON line per move of `champion`
+# audit.0001, audit.0002, ...: one JSON line per move of `champion`, the oldest that no longer fit in
+# the model's description (mlcore/tracking/audit.py; all of them, in releases before it kept them there)
+AUDIT_PREFIX = "audit."
+LAST_MOVE_TAG = "champion.last_move"  # the latest move of `champion` in one sentence, for people
