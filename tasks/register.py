@@ -36,11 +36,11 @@ def run(ctx: StageContext) -> dict:
     with runs.stage_run(cfg, STAGE, parent_run_id) as active:
         runs.log_metrics({f"test_{k}": v for k, v in metrics.items()})
         runs.log_datasets(splits, P.SPLITS, also_run_id=parent_run_id)
-        tags = lineage.version_tags(cfg, pipeline_run_id=parent_run_id, pretrain=card.pretrain,
-                                    finetune=card.finetune, best=card.best, test_digest=card.test_digest)
+        made_from = lineage.version_lineage(cfg, pipeline_run_id=parent_run_id, pretrain=card.pretrain,
+                                            finetune=card.finetune, best=card.best, test_digest=card.test_digest)
         record, text = registration.register(registration.Request(
             r.model_name, r.metric, r.min_delta, r.require_beat_baseline, classifier, digest,
-            kind.model_inputs(splits["test"]), splits["test"]["label"].tolist(), card, tags, P.CONFUSION_PNG,
+            kind.model_inputs(splits["test"]), splits["test"]["label"].tolist(), card, made_from, P.CONFUSION_PNG,
             audit.actor(f"register stage, pipeline run {parent_run_id or 'none (dvc repro)'}"),
             _training_params(cfg, card.finetune)))
         # Only now: MLflow copies the run's params into the logged model's, which are its training settings.

@@ -113,3 +113,31 @@ def test_the_logged_model_is_named_after_the_registered_one():
 
     assert logged_name("rotten-tomatoes-sentiment") == "rotten-tomatoes-sentiment"
     assert logged_name("team/sentiment.v2") == "team-sentiment-v2"  # characters MLflow refuses in a logged name
+
+
+def test_the_version_description_is_the_card_with_its_confusion_matrix_from_the_versions_artifacts():
+    from mlcore.tracking import model_card
+
+    card = ("# m\n\nWhat it is.\n\n## Test results\n| a |\n\n"
+            "![Confusion matrix on the test split](confusion_matrix.png)\n")
+    url = model_card.version_artifact_url("team model", "3", "artifacts/confusion_matrix.png")
+    assert url == "model-versions/get-artifact?path=artifacts%2Fconfusion_matrix.png&name=team+model&version=3"
+    description = model_card.registry_description(card, url)
+    assert description.startswith("What it is.") and f"]({url})" in description and "# m" not in description
+    long = card.replace("| a |", "| a |\n" * 3000)  # past MLflow's 5000 characters: the summary and the image
+    assert model_card.registry_description(long, url) == (
+        f"What it is.\n\n![Confusion matrix on the test split]({url})\n\n"
+        "The whole model card is MODEL_CARD.md among this version's artifacts.")
+
+
+def test_a_versions_tags_are_few_and_plain_and_its_lineage_is_whole_in_the_record():
+    from mlcore.tracking import lineage
+
+    record = {"git": {"commit": "abc", "dirty": True}, "data": {"raw_path": "data/raw/x.csv", "raw_dvc_md5": "0" * 32,
+              "test_digest": "1" * 32}, "checkpoint": "from scratch", "search": {"study": "s", "best_trial": "2"},
+              "numerics": {"precision": "bf16", "device": "cpu", "cpu": "AMD EPYC", "cpu_bf16_flags": "avx512_bf16",
+                           "torch": "2.13.0", "cpu_capability": "AVX512", "threads": 2}}
+    assert lineage.version_tags(record) == {
+        "git.commit": "abc (uncommitted changes)", "data.raw_path": "data/raw/x.csv", "checkpoint": "from scratch",
+        "optuna.study": "s", "numerics": "bf16 on cpu: AMD EPYC (native bf16: avx512_bf16), torch 2.13.0 "
+                                         "(CPU capability AVX512), 2 threads"}
