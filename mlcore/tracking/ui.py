@@ -77,7 +77,7 @@ def _metric(name: str) -> str:
 def training(metric: str) -> Look:
     """The training experiment: the search's, the test's and the baseline's value of the gate's
     metric, the settings that were searched, the trial outcomes and the alias the version got."""
-    columns = ("attributes.`Dataset`", _metric("best_val_macro_f1"), _metric(f"test_{metric}"),
+    columns = ("attributes.`Dataset`", "attributes.`Models`", _metric("best_val_macro_f1"), _metric(f"test_{metric}"),
                _metric(f"test_baseline_{metric}"), "params.`learning_rate`", "params.`optimizer`",
                "tags.`trial.state`", "tags.`registered.alias`")
     return Look(
