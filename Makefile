@@ -80,8 +80,11 @@ serve-model: $(STAMP)
 		$(if $(SERVE_PORT),--port $(SERVE_PORT))
 
 # A UI over that store (a tracking server is refused: it has its own UI, at its address).
+# MLflow 3.17 opens an experiment in its GenAI view unless the link asks for model training:
+# open the links printed first (mlcore/tracking/ui.py), which also pick the runs table's saved view.
 ui-mlflow: $(STAMP)
 	@store="$$($(BIN)/python -m mlcore.tracking.store --backend)" && \
+	$(BIN)/python -m mlcore.tracking.ui --base http://127.0.0.1:5000 && \
 	exec $(BIN)/mlflow ui --backend-store-uri "$$store" --host 127.0.0.1 --port 5000
 
 # The Prefect server: API, UI and the scheduler that creates the scheduled runs.

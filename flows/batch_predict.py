@@ -47,7 +47,7 @@ from mlcore.tracking import scoring as tracking
 from mlcore.tracking.scoring import load as _load
 
 CHUNK_ROWS = 1000
-EXPERIMENT = "batch-scoring"
+EXPERIMENT = tracking.EXPERIMENT
 TEXT_COLUMN = "text"
 DEPLOYMENT_NAME = "scheduled-scoring"
 TIMEOUT_S = 6 * 3600  # a day's file scores in minutes to hours on a CPU; longer than this is stuck
@@ -120,7 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m flows.batch_predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, metavar="URI",
-                        help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/model or a path")
+                        help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/<logged model name> "
+                             "or a path")
     parser.add_argument("--input", required=True, metavar="FILE",
                         help="the table to score (.csv/.tsv/.jsonl/.parquet), or a folder of images")
     parser.add_argument("--output", required=True, metavar="FILE",

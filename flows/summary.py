@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from mlcore.config import Config, profiles
 from mlcore.config.environment import redact
@@ -76,15 +77,31 @@ def summary(cfg: Config, results: dict) -> str:
     store = resolve_store(cfg)
     if reg:
         lines += _registration_lines(reg, store)
-    ui = (f"{redact(store)} (a tracking server)" if is_server(store)
-          else f"make ui-mlflow   (or .venv/bin/mlflow ui --backend-store-uri {redact(store)})")
     lines += [
-        f"MLflow UI:  {ui}",
+        f"MLflow UI:  {_mlflow_ui(cfg, store)}",
         "Prefect UI: make ui-prefect  (then open http://127.0.0.1:4200)",
         "reports:    reports/ (MODEL_CARD.md, metrics.json, confusion_matrix.png, ...);  .venv/bin/dvc metrics show",
         "=" * 64,
     ]
     return "\n".join(lines)
+
+
+def _mlflow_ui(cfg: Config, store: str) -> str:
+    """How to open the runs: the link that shows them as model training in the pipeline's view, when
+    MLflow is loaded already (the flow ran; its id is one query away). The quick no-op path does
+    not load MLflow for it: `make ui-mlflow` prints the same link."""
+    server = is_server(store)
+    how = f"{redact(store)} (a tracking server)" if server else "make ui-mlflow (it prints the link)"
+    if "mlflow" not in sys.modules or store.startswith("databricks"):
+        return how
+    from mlcore.tracking import ui
+
+    base = redact(store) if server else ui.LOCAL_UI
+    try:
+        link = ui.links(store, {cfg.tracking.experiment: ui.training(cfg.register.metric)}, base)[0]
+    except Exception:  # noqa: BLE001 - the summary of a finished run never fails on a link
+        return how
+    return f"{link.split()[0]}\n            ({how})"
 
 
 def _registration_lines(reg: dict, store: str) -> list[str]:

@@ -11,7 +11,7 @@ from prefect import flow
 from flows import _crashed
 from flows._hooks import notify_failure, retry_only_transient
 from mlcore.tracking.runs import pipeline_run
-from tasks import _inputs, evaluate, finetune, prepare, pretrain, register, search
+from tasks import _inputs, _outcome, evaluate, finetune, prepare, pretrain, register, search
 from tasks._recovery import recover
 from tasks._workspace import workspace_lock
 
@@ -29,4 +29,5 @@ def training_pipeline(params: str = "params.yaml", force: bool = False, wait: bo
         with pipeline_run(cfg) as run_id:
             for stage_task in STAGE_TASKS:
                 results[stage_task.name] = stage_task(cfg, run_id, force)
+            _outcome.record(run_id)  # the parent run's own metrics and decision
     return results

@@ -15,6 +15,7 @@ def confusion_matrix_png(
     m = np.asarray(matrix)
     fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2.5, 1.1 * len(labels) + 2))
     ax.imshow(m, cmap="Blues")
+    ax.grid(False)  # a style left set in the process (Optuna's plots set one) would draw lines through the counts
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted")

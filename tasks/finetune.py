@@ -33,7 +33,10 @@ def run(ctx: StageContext) -> dict:
     shape = kind.choose(f.max_length, P.PRETRAINED, processor, train_df)
     train, val = (kind.encode(processor, df, label2id, shape) for df in (train_df, val_df))
     with runs.stage_run(cfg, STAGE, parent_run_id) as active:
+        picked = {"learning_rate": settings.learning_rate, "optimizer": settings.optimizer}
         runs.log_params(f.model_dump() | shape.report() | {
+            # a setting left null takes the search's pick: logged as the value used, as trials log theirs
+            **{k: v for k, v in picked.items() if getattr(f, k) is None},
             "used.learning_rate": settings.learning_rate, "used.optimizer": settings.optimizer,
             "used.epochs": settings.epochs, "device": str(device)})
         runs.log_datasets({"train": train_df, "val": val_df}, P.SPLITS)

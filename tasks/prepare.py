@@ -27,6 +27,7 @@ def run(ctx: StageContext) -> dict:
                 splits[name].to_parquet(out / path.name, index=False)
             cleaned.unlabelled.to_parquet(out / P.UNLABELLED.name, index=False)
             _io.write_json(out / P.LABEL_MAP.name, cleaning.label_map(cleaned.labelled["label"]))
+        runs.log_datasets(splits | {"unlabelled": cleaned.unlabelled}, P.SPLITS)  # what every later stage reads
         _io.write_json(P.DATA_REPORT, prepared.report())
         if cleaned.stats.get("conflicting_label_texts_dropped"):
             print(f"prepare: dropped {cleaned.stats['conflicting_label_texts_dropped']} texts with conflicting labels",

@@ -38,10 +38,13 @@ def _text(ctx: StageContext) -> dict:
     seed_everything(p.seed)
     settings, _ = to_settings(p), checkpoint_link.refresh(p.init_from)  # dvc.lock then hashes this checkpoint
     # Training text plus the unlabelled text; val and test stay unseen by pretraining.
-    train_texts = pd.concat([_io.read_split(P.TRAIN)["text"], _io.read_split(P.UNLABELLED)["text"]]).tolist()
-    val_texts = _io.read_split(P.VAL)["text"].tolist()
+    splits = {name: _io.read_split(path) for name, path in
+              (("train", P.TRAIN), ("unlabelled", P.UNLABELLED), ("val", P.VAL))}
+    train_texts = pd.concat([splits["train"]["text"], splits["unlabelled"]["text"]]).tolist()
+    val_texts = splits["val"]["text"].tolist()
     with runs.stage_run(cfg, STAGE, parent_run_id) as active:
         runs.log_params(p.model_dump() | {"device": str(device)})
+        runs.log_datasets(splits, P.SPLITS)
         model, tokenizer = mlm.starting_point(p, train_texts)
         length = choose_max_length(p.max_length, tokenizer, train_texts, model.config)
         train, val = (encode(tokenizer, texts, length.max_length) for texts in (train_texts, val_texts))

@@ -34,15 +34,17 @@ def run(ctx: StageContext) -> dict:
     digest = files_digest([*sorted(classifier.glob("*.safetensors")), P.METRICS])
     card = _card_inputs(cfg, metrics, sorted(label2id, key=label2id.get), kind.card_facts(classifier))
     with runs.stage_run(cfg, STAGE, parent_run_id) as active:
-        runs.log_params(r.model_dump())
         runs.log_metrics({f"test_{k}": v for k, v in metrics.items()})
         runs.log_datasets(splits, P.SPLITS, also_run_id=parent_run_id)
-        tags = lineage.version_tags(cfg, pipeline_run_id=parent_run_id, pretrain=card.pretrain,
-                                    finetune=card.finetune, best=card.best, test_digest=card.test_digest)
+        made_from = lineage.version_lineage(cfg, pipeline_run_id=parent_run_id, pretrain=card.pretrain,
+                                            finetune=card.finetune, best=card.best, test_digest=card.test_digest)
         record, text = registration.register(registration.Request(
             r.model_name, r.metric, r.min_delta, r.require_beat_baseline, classifier, digest,
-            kind.model_inputs(splits["test"]), splits["test"]["label"].tolist(), card, tags, P.CONFUSION_PNG,
-            audit.actor(f"register stage, pipeline run {parent_run_id or 'none (dvc repro)'}")))
+            kind.model_inputs(splits["test"]), splits["test"]["label"].tolist(), card, made_from, P.CONFUSION_PNG,
+            audit.actor(f"register stage, pipeline run {parent_run_id or 'none (dvc repro)'}"),
+            _training_params(cfg, card.finetune)))
+        # Only now: MLflow copies the run's params into the logged model's, which are its training settings.
+        runs.log_params(r.model_dump())
         record["run_id"] = active.info.run_id
         runs.set_tags({"registered.version": record["version"], "registered.alias": record["alias"],
                        REASON_TAG: record["reason"], NOTE_TAG: model_card.first_paragraph(text)})
@@ -60,6 +62,21 @@ def _card_inputs(cfg: Config, metrics: dict, labels: list[str], facts: dict) -> 
         pretrain=_io.read_json(P.PRETRAIN_REPORT, "pretrain"), best=_io.read_json(P.BEST_PARAMS, "search"),
         source=cfg.prepare.input, source_md5=runs.raw_data_hash(cfg.prepare.input), checkpoint=cfg.pretrain.init_from,
         test_digest=files_digest([P.TEST]), extra=facts)
+
+
+def _training_params(cfg: Config, finetune: dict) -> dict:
+    """What the model was trained with: the finetune settings, with the learning rate and optimizer
+    it used (the search's pick, unless set) and how its training went."""
+    used = {k: finetune[k] for k in ("learning_rate", "optimizer", "epochs_run", "best_epoch", "trained_on",
+                                     "max_length", "precision", "device") if k in finetune}
+    return _flat(cfg.finetune.model_dump()) | used
+
+
+def _flat(settings: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in settings.items():
+        flat |= _flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
+    return flat
 
 
 def _baseline_value(metrics: dict, metric: str, required: bool) -> float | None:

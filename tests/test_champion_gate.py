@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlcore.config import load_config
-from mlcore.tracking import audit
+from mlcore.tracking import audit, model_card
 from mlcore.tracking.gate import metric_on
 from tasks import _paths as P
 from tasks._context import stage_context
@@ -31,6 +31,11 @@ def _champion_on_test(version: str) -> float:
     return metric_on(list(predicted), list(test["label"]), ["fresh", "rotten"], "macro_f1")
 
 
+def _lineage(version) -> dict:
+    """The version's lineage.json, as its register run logged it."""
+    return json.loads(mlflow.artifacts.load_text(f"runs:/{version.run_id}/lineage.json"))
+
+
 def test_gate_rescoring_lineage_card_audit_and_rollback(tiny_project, set_params, capsys):
     from flows import registry as registry_cli
     from tasks import evaluate, finetune, prepare, pretrain, register, search
@@ -48,21 +53,35 @@ def test_gate_rescoring_lineage_card_audit_and_rollback(tiny_project, set_params
     assert register.run(stage_context(cfg)) == {"version": "1", "alias": "champion"}
     client = MlflowClient()
     v1 = client.get_model_version(NAME, "1")
-    for key in ("data.raw_dvc_md5", "dvc.lock.prepare", "dvc.lock.evaluate", "git.commit", "git.dirty", "params.md5",
-                "run.pretrain", "run.finetune", "optuna.study", "optuna.best_trial", "device", "precision",
-                "data.test_digest", "source.digest", "numerics.cpu", "numerics.cpu_bf16_flags",
-                "numerics.cpu_capability", "numerics.threads", "numerics.torch"):
-        assert v1.tags.get(key) not in (None, "", "unknown"), key
-    finetune_run = client.get_run(v1.tags["run.finetune"])
-    assert finetune_run.data.tags["numerics.precision"] == v1.tags["precision"]  # the stage run carries them too
-    assert v1.tags["run.finetune"] == json.loads(P.FINETUNE_REPORT.read_text())["mlflow_run_id"]
+    made_from = _lineage(v1)
+    for value in (made_from["data"]["raw_dvc_md5"], made_from["dvc_lock"]["prepare"], made_from["dvc_lock"]["evaluate"],
+                  made_from["git"]["commit"], made_from["params_md5"], made_from["runs"]["pretrain"],
+                  made_from["runs"]["finetune"], made_from["search"]["study"], made_from["search"]["best_trial"],
+                  made_from["data"]["test_digest"], *made_from["numerics"].values()):
+        assert value not in (None, "", "unknown"), made_from
+    # the version's tags read at a glance: what gate and rerun read back, and a few plain facts
+    assert set(v1.tags) == {"git.commit", "data.raw_path", "checkpoint", "optuna.study", "numerics", "source.digest",
+                            "gate.reason", "test_macro_f1", "test_baseline_macro_f1"}
+    finetune_run = client.get_run(made_from["runs"]["finetune"])
+    assert v1.tags["numerics"].startswith(f"{finetune_run.data.tags['numerics.precision']} on cpu: ")
+    assert made_from["runs"]["finetune"] == json.loads(P.FINETUNE_REPORT.read_text())["mlflow_run_id"]
     card = P.MODEL_CARD.read_text()
-    assert v1.description and v1.description in card and "macro-F1" in v1.description
+    # the version's description is the card, its confusion matrix served from the version's artifacts
+    assert v1.description.startswith(model_card.first_paragraph(card)) and "## Test results" in v1.description
+    assert "](model-versions/get-artifact?path=artifacts%2Fconfusion_matrix.png&name=tiny-sentiment&version=1)" \
+        in v1.description
     for section in ("## Data", "## Training recipe", "## Test results", "## Calibration", "## Intended use"):
         assert section in card
-    assert f"- Numerics: {v1.tags['precision']} on cpu: " in card
+    assert f"- Numerics: {made_from['numerics']['precision']} on cpu: " in card
     logged = mlflow.artifacts.download_artifacts(f"models:/{NAME}/1", dst_path=str(tiny_project / "v1"))
     assert "## Calibration" in next((tiny_project / "v1").rglob("MODEL_CARD.md")).read_text(), logged
+    # the logged model is named after the registered one and its params are the settings it was trained with
+    logged_model = client.get_logged_model(v1.source.removeprefix("models:/"))
+    trained = json.loads(P.FINETUNE_REPORT.read_text())
+    assert logged_model.name == NAME and logged_model.params["optimizer"] == trained["optimizer"]
+    assert float(logged_model.params["learning_rate"]) == trained["learning_rate"]
+    assert {"batch_size", "epochs", "epochs_run"} <= set(logged_model.params) \
+        and "require_beat_baseline" not in logged_model.params  # the gate's settings are the register run's
     model = client.get_registered_model(NAME)
     assert model.description and model.tags["task"] == "text-classification"
     run = client.get_run(json.loads(P.REGISTRATION.read_text())["run_id"])
@@ -84,7 +103,7 @@ def test_gate_rescoring_lineage_card_audit_and_rollback(tiny_project, set_params
     v2 = client.get_model_version(NAME, "2").tags
     assert float(v2["gate.champion_value_same_rows"]) == pytest.approx(on_these_rows)
     assert float(v2["gate.champion_stored_value"]) == 0.99 and v2["gate.champion_version"] == "1"
-    assert v2["data.test_digest"] == v1.tags["data.test_digest"]
+    assert _lineage(client.get_model_version(NAME, "2"))["data"]["test_digest"] == made_from["data"]["test_digest"]
     # ... and one just below it loses, although it beats the stored 0.5.
     client.set_model_version_tag(NAME, "2", "test_macro_f1", "0.5")
     _set_metrics(macro_f1=_champion_on_test("2") - 0.001)

@@ -95,7 +95,11 @@ def test_flow_dvc_registry_and_gate(tiny_project, prefect_api, set_params):
     # the runs list's Dataset column: the pipeline run carries the splits too; the version its run id
     inputs = client.get_run(parent.info.run_id).inputs.dataset_inputs
     assert {d.dataset.name for d in inputs} == {"train", "val", "test"}
-    assert client.get_model_version("tiny-sentiment", "1").tags["run.pipeline"] == parent.info.run_id
+    v1 = client.get_model_version("tiny-sentiment", "1")
+    assert json.loads(mlflow.artifacts.load_text(f"runs:/{v1.run_id}/lineage.json"))["runs"]["pipeline"] == \
+        parent.info.run_id
+    # the pipeline run's own row: the test metrics and the gate's decision
+    assert parent.data.metrics["test_macro_f1"] == metrics["macro_f1"] and parent.data.tags["registered.alias"]
     stages = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(r.info.run_name for r in stages) == sorted(STAGES)
     search_run = next(r for r in stages if r.info.run_name == "search")

@@ -1,9 +1,9 @@
-"""Where a registered version came from, as model-version tags: the data, each stage's record in
-dvc.lock, the code, the params, the runs, the search and the hardware (numerics.*: what decides
-the weights' bits).
+"""Where a registered version came from: the data, each stage's record in dvc.lock, the code, the
+params, the runs, the search and the hardware (numerics: what decides the weights' bits).
 
-With these, `git checkout <git.commit> && dvc checkout` (or `dvc pull`) restores the exact
-inputs, and the run ids lead to every logged number.
+The whole record is the version's `lineage.json` artifact (also in the register run); the few
+facts a person reads at a glance are its tags. With it, `git checkout <git.commit> && dvc checkout`
+(or `dvc pull`) restores the exact inputs, and the run ids lead to every logged number.
 """
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from pathlib import Path
 import yaml
 
 from mlcore.config import STAGES, Config
-from mlcore.tracking.runs import lineage_tags, numerics_tags
-from mlcore.tracking.tags import STUDY_TAG, TEST_DIGEST_TAG
+from mlcore.tracking.model_card import describe_numerics
+from mlcore.tracking.runs import lineage_tags
+from mlcore.tracking.tags import NUMERICS_TAG, STUDY_TAG
 
 STAGES_BEFORE_REGISTER = STAGES[:STAGES.index("register")]  # whose outputs a registered version is made from
 
@@ -32,21 +33,31 @@ def dvc_lock_md5s(lock_path: str | Path = "dvc.lock") -> dict[str, str]:
     return {stage: canonical_md5(stages[stage]) if stage in stages else "missing" for stage in STAGES_BEFORE_REGISTER}
 
 
-def version_tags(cfg: Config, *, pipeline_run_id: str | None, pretrain: dict, finetune: dict, best: dict,
-                 test_digest: str) -> dict[str, str]:
-    """The lineage tags of a version registered from this workspace's outputs."""
-    tags = {k: v for k, v in lineage_tags(cfg).items() if not k.startswith("mlflow.")}
-    tags |= {f"dvc.lock.{stage}": md5 for stage, md5 in dvc_lock_md5s().items()}
-    tags |= {
-        "params.md5": canonical_md5(cfg.model_dump(exclude={"tracking"})),
-        TEST_DIGEST_TAG: test_digest,
-        "run.pipeline": pipeline_run_id or "none (run by dvc repro)",
-        "run.pretrain": pretrain.get("mlflow_run_id") or "unknown",
-        "run.finetune": finetune.get("mlflow_run_id") or "unknown",
-        STUDY_TAG: str(best.get("study", "unknown")),
-        "optuna.best_trial": str(best.get("trial", "unknown")),
-        "device": str(finetune.get("device", "unknown")),
-        "precision": str(finetune.get("precision", "unknown")),
+def version_lineage(cfg: Config, *, pipeline_run_id: str | None, pretrain: dict, finetune: dict, best: dict,
+                    test_digest: str) -> dict:
+    """Everything a version registered from this workspace's outputs is made from (lineage.json)."""
+    code = lineage_tags(cfg)
+    return {
+        "git": {"commit": code["git.commit"], "dirty": code["git.dirty"] == "true"},
+        "data": {"raw_path": code["data.raw_path"], "raw_dvc_md5": code["data.raw_dvc_md5"],
+                 "test_digest": test_digest},
+        "dvc_lock": dvc_lock_md5s(),  # each upstream stage's entry, as one md5
+        "params_md5": canonical_md5(cfg.model_dump(exclude={"tracking"})),
+        "runs": {"pipeline": pipeline_run_id or "none (run by dvc repro)",
+                 "pretrain": pretrain.get("mlflow_run_id") or "unknown",
+                 "finetune": finetune.get("mlflow_run_id") or "unknown"},
+        "search": {"study": str(best.get("study", "unknown")), "best_trial": str(best.get("trial", "unknown"))},
         "checkpoint": str(cfg.pretrain.init_from or "from scratch"),
-    } | numerics_tags(finetune.get("numerics", {}))
-    return {k: str(v) for k, v in tags.items()}
+        "numerics": finetune.get("numerics") or {},
+    }
+
+
+def version_tags(record: dict) -> dict[str, str]:
+    """The lineage a person reads at a glance in the registry's version list: the code, the data, the
+    starting checkpoint, the search and the numerics in one line. Hashes stay in lineage.json."""
+    tags = {"git.commit": record["git"]["commit"] + (" (uncommitted changes)" if record["git"]["dirty"] else ""),
+            "data.raw_path": record["data"]["raw_path"], "checkpoint": record["checkpoint"],
+            STUDY_TAG: record["search"]["study"]}
+    if record["numerics"]:
+        tags[NUMERICS_TAG] = describe_numerics(record["numerics"])
+    return tags

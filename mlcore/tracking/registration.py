@@ -2,15 +2,16 @@
 and its audit line. The register stage gathers the inputs from the reports and calls `register`."""
 from __future__ import annotations
 
+import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 
-from mlcore.tracking import gate, model_card, registry
+from mlcore.tracking import gate, lineage, model_card, registry
 from mlcore.tracking.promotion import Decision, decide
 from mlcore.tracking.tags import (
     BASELINE_TAG,
@@ -19,10 +20,10 @@ from mlcore.tracking.tags import (
     CHAMPION_UNSCORED_TAG,
     CHAMPION_VERSION_TAG,
     METRIC_TAG,
-    NEW_VALUE_TAG,
     REASON_TAG,
-    TEST_DIGEST_TAG,
 )
+
+LINEAGE_FILE = "lineage.json"
 
 
 @dataclass
@@ -36,9 +37,10 @@ class Request:
     test_inputs: list[str] | pd.DataFrame  # the model's input for the test rows: texts, or a frame of images
     test_labels: list[str]
     card: model_card.CardInputs  # its decision is filled in here
-    lineage: dict[str, str]
+    lineage: dict  # lineage.version_lineage: the version's lineage.json, and its tags
     confusion_png: Path
     by: str  # who or what registers (audit)
+    training: dict = field(default_factory=dict)  # the settings it was trained with: the logged model's params
 
 
 def register(req: Request) -> tuple[dict, str]:
@@ -55,21 +57,27 @@ def register(req: Request) -> tuple[dict, str]:
     record = _record(req, decision, champion, value, baseline)
     req.card.decision = record
     card = model_card.render(req.card)
+    tags = lineage.version_tags(req.lineage)
     with tempfile.TemporaryDirectory() as tmp:
-        card_path = Path(tmp) / "MODEL_CARD.md"
+        card_path, lineage_path = Path(tmp) / "MODEL_CARD.md", Path(tmp) / LINEAGE_FILE
         card_path.write_text(card)
+        lineage_path.write_text(json.dumps(req.lineage, indent=2, sort_keys=True) + "\n")
         version_ = existing or registry.log_classifier(
             req.classifier, req.test_inputs[:3], labels, req.name, req.digest,
-            extra_artifacts={"model_card": card_path, "confusion_matrix": req.confusion_png},
-            tags=req.lineage).version
+            extra_artifacts={"model_card": card_path, "confusion_matrix": req.confusion_png, "lineage": lineage_path},
+            tags=tags, training=req.training).version
         mlflow.log_artifact(str(card_path), "model_card")
         mlflow.log_artifact(str(req.confusion_png), "model_card")
+        mlflow.log_artifact(str(lineage_path))
     record |= {"version": str(version_), "model_uri": f"models:/{req.name}@{decision.alias}"}
-    for key, tag in {**req.lineage, **_gate_tags(record, value), METRIC_TAG.format(metric=req.metric): value,
+    for key, tag in {**tags, **_gate_tags(record), METRIC_TAG.format(metric=req.metric): value,
                      **({BASELINE_TAG.format(metric=req.metric): baseline} if baseline is not None else {})
                      }.items():
         client.set_model_version_tag(req.name, version_, key, str(tag))
-    client.update_model_version(req.name, version_, description=model_card.first_paragraph(card))
+    # The whole card, its confusion matrix served from the version's own artifacts (the registry UI
+    # shows an image only from a URL: a path beside the card does not resolve there).
+    image = model_card.version_artifact_url(req.name, str(version_), f"artifacts/{req.confusion_png.name}")
+    client.update_model_version(req.name, version_, description=model_card.registry_description(card, image))
     registry.apply(client, req.name, version_, decision, champion, req.by)
     registry.describe_model(client, req.name, labels, req.metric)
     return record, card
@@ -112,15 +120,15 @@ def _record(req: Request, decision: Decision, champion: gate.ChampionScore, valu
             "value": value, "baseline_value": baseline, "require_beat_baseline": req.require_beat_baseline,
             "min_delta": req.min_delta, "champion_version": champion.version, "champion_value": champion.value,
             "champion_stored_value": champion.stored_value, "champion_unscored_reason": champion.unscored_reason,
-            "test_digest": req.lineage.get(TEST_DIGEST_TAG),
+            "test_digest": req.lineage["data"]["test_digest"],
             # the version's tags.SOURCE_TAG: which version of the store's is this one (store.holds)
             "source_digest": req.digest,
             # the names of earlier releases, which the summary and older readers use
             "previous_champion_version": champion.version, "previous_champion_value": champion.value}
 
 
-def _gate_tags(record: dict, value: float) -> dict:
-    tags = {REASON_TAG: record["reason"], NEW_VALUE_TAG: value}
+def _gate_tags(record: dict) -> dict:
+    tags = {REASON_TAG: record["reason"]}
     if record["champion_version"] is not None:
         tags |= {CHAMPION_VERSION_TAG: record["champion_version"],
                  CHAMPION_STORED_TAG: record["champion_stored_value"]}

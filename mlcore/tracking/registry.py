@@ -1,6 +1,7 @@
 """Logging the classifier as a pyfunc model and gating the `champion` alias on a metric (and the baseline)."""
 from __future__ import annotations
 
+import re
 from importlib.metadata import version
 from pathlib import Path
 
@@ -49,25 +50,34 @@ def find_version(name: str, digest: str) -> str | None:
 
 def log_classifier(model_dir: Path, examples: list[str] | pd.DataFrame, labels: list[str], registered_name: str,
                    digest: str | None = None, extra_artifacts: dict[str, Path] | None = None,
-                   tags: dict[str, str] | None = None):
-    """Log the model under the active run and register a new version of `registered_name`
-    (created with its SOURCE_TAG and `tags` in one call, so no version is ever without them).
+                   tags: dict[str, str] | None = None, training: dict | None = None):
+    """Log the model under the active run, named after `registered_name`, and register a new version
+    of it (created with its SOURCE_TAG and `tags` in one call, so no version is ever without them).
     `examples`: a few texts, or an input frame (images: an `image` column of encoded bytes).
-    `extra_artifacts` (the model card, ...) travel inside the logged model."""
+    `extra_artifacts` (the model card, ...) travel inside the logged model. `training`: the settings
+    it was trained with, its params in the UI (MLflow adds the active run's own params to them)."""
     example = as_frame(examples)
     output = pd.Series([labels[0]] * len(example), name="label")
     signature = infer_signature(example, output, params={"return_scores": False})
     code, code_paths, packages = _flavour(model_dir)
     reqs = [f"{pkg}=={version(pkg)}" for pkg in packages]
     with without_type_hint_advice():
-        info = _log(model_dir, example, signature, reqs, extra_artifacts or {}, code, code_paths)
+        info = _log(model_dir, example, signature, reqs, extra_artifacts or {}, code, code_paths,
+                    logged_name(registered_name), training or {})
     all_tags = {**(tags or {}), **({SOURCE_TAG: digest} if digest else {})}
     return mlflow.register_model(info.model_uri, registered_name, tags=all_tags or None)
 
 
-def _log(model_dir, example, signature, reqs, extra_artifacts, code: Path, code_paths: list[str]):
+def logged_name(registered_name: str) -> str:
+    """The logged model's name: the registered model's, less what MLflow refuses in one (/ : . % ' ")."""
+    return re.sub(r"""[/:.%'"]""", "-", registered_name)
+
+
+def _log(model_dir, example, signature, reqs, extra_artifacts, code: Path, code_paths: list[str], name: str,
+         params: dict):
     return mlflow.pyfunc.log_model(
-        name="model",
+        name=name,
+        params=params,
         python_model=str(code),
         artifacts={"model_dir": str(model_dir), **{k: str(v) for k, v in extra_artifacts.items()}},
         code_paths=code_paths,
@@ -97,11 +107,12 @@ def apply(client: MlflowClient, name: str, version_: str, decision: Decision, ch
 
 def describe_model(client: MlflowClient, name: str, labels: list[str], metric: str) -> None:
     """The registered model's own description and tags: what any version of it is and how to load it."""
-    client.update_registered_model(name, description=(
+    audit.describe(client, name, (  # the champion's history stays at its end
         f"Text classifier with labels {', '.join(labels)}, trained and registered by the fine-tuning pipeline. "
         f"Load the serving version with mlflow.pyfunc.load_model('models:/{name}@champion'); `challenger` is the "
-        f"newest version that did not replace it. Each version's description, MODEL_CARD.md artifact and tags "
-        f"say how it was made; the audit.* tags record every move of `champion`."))
+        f"newest version that did not replace it. Each version's description (its model card) and tags say how "
+        f"it was made; its lineage.json artifact holds every hash. The tag champion.last_move and the history "
+        f"below record the moves of `champion`."))
     for key, value in {"task": "text-classification", "labels": ",".join(labels), "gate.metric": metric,
                        "input": "a DataFrame with a `text` column", "output": "label (+ score_<label> with "
                        "params={'return_scores': True})", "producer": "flows.training_pipeline"}.items():

@@ -5,6 +5,7 @@ import contextlib
 import logging
 import math
 import subprocess
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,41 +18,38 @@ from mlcore import liveness
 from mlcore.config import Config
 from mlcore.data.hashing import file_md5
 from mlcore.engine import distributed
+from mlcore.tracking import ui
 from mlcore.tracking.sqlite_creation import create_whole
 from mlcore.tracking.store import SQLITE, resolve_store
-from mlcore.tracking.tags import KIND_TAG, NOTE_TAG, NUMERICS_PREFIX, OWNER_PREFIX, ROLE_TAG, TRIAL_STATE_TAG
+from mlcore.tracking.tags import NOTE_TAG, NUMERICS_PREFIX, OWNER_PREFIX, REASON_TAG, ROLE_TAG, TRIAL_STATE_TAG
 
 # MLflow's own INFO chatter ("View run ... at ...") drowns the pipeline's progress output.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
-KIND = "custom_model_development"  # KIND_TAG's value: a model-training experiment, not a GenAI one
-
-
 def configure(cfg: Config) -> str:
     """Point MLflow at the configured store and experiment; returns the experiment id."""
-    return use_experiment(resolve_store(cfg), cfg.tracking.experiment)
+    return use_experiment(resolve_store(cfg), cfg.tracking.experiment, ui.training(cfg.register.metric))
 
 
-def use_experiment(uri: str, name: str) -> str:
-    """Point MLflow at store `uri` and experiment `name` (made, tagged as model training, if it
-    is not there); returns the experiment id."""
+def use_experiment(uri: str, name: str, look: ui.Look | None = None) -> str:
+    """Point MLflow at store `uri` and experiment `name` (made if it is not there), tagged as model
+    training with `look`'s description and saved views (mlcore/tracking/ui.py); returns its id."""
+    look = look or ui.Look(note="")  # the kind alone
     create_whole(uri)  # a kill while MLflow creates a SQLite store would break it for good
     mlflow.set_tracking_uri(uri)
     client = MlflowClient()
     exp = client.get_experiment_by_name(name)
     if exp is not None:
-        if exp.tags.get(KIND_TAG) != KIND:  # an experiment made before the kind was set
-            client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
+        for key, value in ui.wanted_tags(exp.tags, look).items():  # an experiment made by an older release
+            client.set_experiment_tag(exp.experiment_id, key, value)
         mlflow.set_experiment(experiment_id=exp.experiment_id)
         return exp.experiment_id
     location = None
     if uri.startswith(SQLITE):
         # Keep artifacts next to the database instead of wherever the cwd happens to be.
         location = (Path(uri.removeprefix(SQLITE)).resolve().parent / "mlartifacts").as_uri()
-    exp_id = client.create_experiment(name, artifact_location=location, tags={KIND_TAG: KIND, NOTE_TAG: (
-        "Runs of the fine-tuning pipeline: one `pipeline` run per execution, a child run per stage, "
-        "search trials nested under `search`. The registered model is the product.")})
+    exp_id = client.create_experiment(name, artifact_location=location, tags=ui.wanted_tags({}, look))
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 
@@ -99,6 +97,26 @@ def pipeline_run(cfg: Config, run_name: str = "pipeline") -> Iterator[str]:
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
+
+
+def log_outcome(run_id: str, metrics: dict, registration: dict) -> None:
+    """On a run that is not the active one (the pipeline's): the test metrics (evaluate's
+    metrics.json, as test_<name>, the baseline's among them) and the gate's decision
+    (register's registration.json) as tags and as the run's description."""
+    from mlflow.entities import Metric, RunTag
+
+    now = int(time.time() * 1000)
+    numbers = [Metric(f"test_{k}", float(v), now, 0) for k, v in metrics.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    tags = []
+    if registration.get("version"):
+        decision = (f"{registration['model_name']} version {registration['version']} -> @{registration['alias']}: "
+                    f"{registration['reason']}")
+        tags = [RunTag("registered.version", str(registration["version"])),
+                RunTag("registered.alias", str(registration["alias"])), RunTag(REASON_TAG, registration["reason"]),
+                RunTag(NOTE_TAG, decision)]
+    if numbers or tags:
+        MlflowClient().log_batch(run_id, metrics=numbers, tags=tags)
 
 
 def owner_tags() -> dict[str, str]:
@@ -176,30 +194,48 @@ def numerics_tags(record: dict) -> dict[str, str]:
 
 
 # MLflow's dataset contexts, shown in the runs list's Dataset column and the lineage view.
-_CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}
+_CONTEXTS = {"train": "training", "val": "validation", "test": "testing", "unlabelled": "pretraining"}
 
 
-def log_datasets(splits: dict, directory: str | Path, also_run_id: str | None = None) -> None:
-    """Log each split (a DataFrame with text and label) as an MLflow dataset input of the active
-    run (and of `also_run_id`: the pipeline run, whose row the runs list shows first), with its
-    digest and its file (`<directory>/<name>.parquet`) as the source."""
-    if not distributed.is_main() or mlflow.active_run() is None:
-        return
+def dataset_inputs(splits: dict, directory: str | Path) -> list:
+    """Each split (a DataFrame with text and label) as an MLflow dataset input, with its digest, its
+    file (`<directory>/<name>.parquet`) as the source and its context; [] off rank 0. Made once, they
+    can be logged on many runs (each search trial's)."""
+    if not distributed.is_main():
+        return []
     from mlflow import data as datasets  # imported here: dataset machinery the other calls never need
 
+    inputs = []
     for name, frame in splits.items():
+        if frame.empty:  # no unlabelled rows, say: nothing was read
+            continue
         columns = [c for c in ("text", "label") if c in frame.columns]
         with warnings.catch_warnings():  # MLflow registers its local-file source twice ('' and 'file'): harmless
             warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")
             dataset = datasets.from_pandas(frame[columns], source=str(Path(directory) / f"{name}.parquet"),
                                            name=name, targets="label" if "label" in columns else None)
-        mlflow.log_input(dataset, context=_CONTEXTS.get(name, name))
-        if also_run_id:
-            MlflowClient().log_inputs(also_run_id, [_dataset_input(dataset, _CONTEXTS.get(name, name))])
+        inputs.append(_dataset_input(dataset, _CONTEXTS.get(name, name)))
+    return inputs
+
+
+def log_inputs(inputs: list, also_run_id: str | None = None) -> None:
+    """Log dataset inputs on the active run (and on `also_run_id`: the pipeline run, whose row the
+    runs list shows first)."""
+    active = mlflow.active_run()
+    if not inputs or active is None:
+        return
+    for run_id in filter(None, (active.info.run_id, also_run_id)):
+        MlflowClient().log_inputs(run_id, inputs)
+
+
+def log_datasets(splits: dict, directory: str | Path, also_run_id: str | None = None) -> None:
+    """`dataset_inputs` logged on the active run (and on `also_run_id`)."""
+    if mlflow.active_run() is not None:
+        log_inputs(dataset_inputs(splits, directory), also_run_id)
 
 
 def _dataset_input(dataset, context: str):
-    """The dataset as a run input with its context, for a run that is not the active one."""
+    """The dataset as a run input with its context."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
     fields = dataset.to_dict()
@@ -217,16 +253,18 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
 @contextlib.contextmanager
 def trial_run(name: str, pruned: tuple[type[BaseException], ...] = (), tags: dict | None = None,
               parent_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
-    """A nested trial run whose end status says what happened to the trial:
-    FINISHED (tag COMPLETE), KILLED (tag PRUNED) or FAILED (tag FAIL)."""
+    """A nested trial run whose end says what happened to the trial: FINISHED with tag COMPLETE,
+    FINISHED with tag PRUNED and ' pruned' after its name (stopping a trial that cannot win is the
+    search working, not failing: MLflow's KILLED would show it with the failures' red icon), or
+    FAILED with tag FAIL."""
     # parent_run_id: a worker process nesting its trials under the search run of another process.
     run = mlflow.start_run(
         run_name=name, nested=True, parent_run_id=parent_run_id, tags={**owner_tags(), **(tags or {})})
     try:
         yield run
     except pruned:
-        mlflow.set_tag(TRIAL_STATE_TAG, "PRUNED")
-        mlflow.end_run("KILLED")
+        mlflow.set_tags({TRIAL_STATE_TAG: "PRUNED", "mlflow.runName": f"{name} pruned"})
+        mlflow.end_run("FINISHED")
         raise
     except BaseException as err:
         mlflow.set_tags({TRIAL_STATE_TAG: "FAIL", "trial.error": repr(err)[:500]})

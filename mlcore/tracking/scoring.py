@@ -17,6 +17,8 @@ from mlcore.tracking.tags import ROLE_TAG
 if TYPE_CHECKING:
     from mlcore.scoring.batch import Progress
 
+EXPERIMENT = "batch-scoring"  # the scoring runs' experiment unless told (flows/batch_predict.py --experiment)
+
 
 def missing(err: Exception) -> bool:
     """A model that is not there (the user's to fix), not a tracking server that is down or
@@ -30,10 +32,10 @@ def missing(err: Exception) -> bool:
 def use_experiment(name: str) -> None:
     """MLflow's store, in experiment `name`. Batch scoring reads no params file, so the store is
     mlcore.tracking.store's rule without it: $MLFLOW_TRACKING_URI, else ./mlflow.db."""
-    from mlcore.tracking import runs
+    from mlcore.tracking import runs, ui
     from mlcore.tracking.store import resolve_store
 
-    runs.use_experiment(resolve_store(None), name)
+    runs.use_experiment(resolve_store(None), name, ui.batch_scoring())
 
 
 def resolve(uri: str) -> ModelRef:
@@ -48,7 +50,8 @@ def resolve(uri: str) -> ModelRef:
     if ref.name is None:
         if ":/" not in uri and not Path(uri).exists():  # a path, not runs:/ s3:// file:///
             raise UserError(f"{uri}: no such model directory. Pass --model models:/<name>@<alias>, "
-                            f"models:/<name>/<version>, runs:/<run id>/model or a logged model's directory.")
+                            f"models:/<name>/<version>, runs:/<run id>/<logged model name> or a logged model's "
+                            f"directory.")
         return ref
     client = MlflowClient()
     try:

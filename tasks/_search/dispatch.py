@@ -31,6 +31,7 @@ def run_budget(cfg: Config, stage_run_id: str | None, device: torch.device | Non
         todo = studies.remaining_budget(study, s.n_trials)
         runs.log_params(s.model_dump() | o.report() | {"storage": redact(s.storage), "study": name,
                                                        "device": str(o.device), "trials_to_run": todo})
+        runs.log_inputs(o.datasets)
         runs.set_tags(runs.numerics_tags(precision.numerics(o.device, precision.resolve(
             o.kind.precision(s.precision, P.PRETRAINED, o.device), o.device))))
         print(f"search: study {name}: {studies.finished_trials(study)} trials done, {todo} to run, "

@@ -43,6 +43,7 @@ class Opened:
     train_rows: int  # rows of the whole train split
     kind: object  # the modality (mlcore.modality)
     processor: object  # the pretrained checkpoint's tokenizer, loaded once for the data and every trial
+    datasets: list  # train (as sampled) and val as MLflow dataset inputs: made once, logged on every trial
 
     @property
     def study(self) -> optuna.Study:
@@ -55,13 +56,15 @@ class Opened:
 
 def search_data(s: SearchConfig, label2id: dict[str, int], kind, processor):
     """Train (its search.max_train_rows subsample, the same for every trial: from search.seed)
-    and val encoded with the shape (max_length) chosen over all of train; the shape; and train's row count."""
+    and val encoded with the shape (max_length) chosen over all of train; the shape; train's row
+    count; and the two frames as they were used (the runs' dataset inputs)."""
     train_df = _io.read_split(P.TRAIN)
     shape = kind.choose(s.max_length, P.PRETRAINED, processor, train_df)
     sample = train_df.iloc[stratified_subsample(train_df["label"], s.max_train_rows, s.seed)]
+    val_df = _io.read_split(P.VAL)
     train = kind.encode(processor, sample, label2id, shape)
-    val = kind.encode(processor, _io.read_split(P.VAL), label2id, shape)
-    return train, val, shape, len(train_df)
+    val = kind.encode(processor, val_df, label2id, shape)
+    return train, val, shape, len(train_df), {"train": sample, "val": val_df}
 
 
 def open_study(cfg: Config, threads: int | None = None, worker: int = 0, trains: bool = True,
@@ -77,10 +80,11 @@ def open_study(cfg: Config, threads: int | None = None, worker: int = 0, trains:
     label2id = _io.label_map()
     kind = modality.of_splits(P.TRAIN)
     processor = kind.processor(_io.require(P.PRETRAINED, "pretrain"))
-    train, val, shape, train_rows = search_data(s, label2id, kind, processor)
+    train, val, shape, train_rows, frames = search_data(s, label2id, kind, processor)
     name = studies.study_name(s, inputs_digest())
     handle = studies.open_study(s, name, cfg.optuna_storage(), P.OPTUNA_DIR, worker)
-    return Opened(device, label2id, train, val, handle, name, shape, train_rows, kind, processor)
+    return Opened(device, label2id, train, val, handle, name, shape, train_rows, kind, processor,
+                  runs.dataset_inputs(frames, P.SPLITS))
 
 
 def tracked_objective(cfg: Config, o: Opened, parent_run_id: str | None = None):
@@ -96,6 +100,7 @@ def tracked_objective(cfg: Config, o: Opened, parent_run_id: str | None = None):
         with runs.trial_run(
                 f"trial-{trial.number}", pruned=(optuna.TrialPruned,), tags=tags, parent_run_id=parent_run_id):
             runs.log_params(params | {"trial_number": trial.number, "epochs": cfg.search.epochs})
+            runs.log_inputs(o.datasets)
             yield
 
     hooks = O.TrialHooks(
