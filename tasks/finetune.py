@@ -33,12 +33,7 @@ def run(ctx: StageContext) -> dict:
     shape = kind.choose(f.max_length, P.PRETRAINED, processor, train_df)
     train, val = (kind.encode(processor, df, label2id, shape) for df in (train_df, val_df))
     with runs.stage_run(cfg, STAGE, parent_run_id) as active:
-        picked = {"learning_rate": settings.learning_rate, "optimizer": settings.optimizer}
-        runs.log_params(f.model_dump() | shape.report() | {
-            # a setting left null takes the search's pick: logged as the value used, as trials log theirs
-            **{k: v for k, v in picked.items() if getattr(f, k) is None},
-            "used.learning_rate": settings.learning_rate, "used.optimizer": settings.optimizer,
-            "used.epochs": settings.epochs, "device": str(device)})
+        runs.log_params(_params(f, settings, shape, device))
         runs.log_datasets({"train": train_df, "val": val_df}, P.SPLITS)
         model, result = _fit(kind, f, best, settings, label2id, train, val, device, processor)
         if not distributed.is_main():
@@ -59,6 +54,16 @@ def run(ctx: StageContext) -> dict:
         runs.log_artifact(P.FINETUNE_HISTORY)
         _io.clear_checkpoint(P.CHECKPOINTS / STAGE)
     return {"best_epoch": result.best_epoch, "best_val_macro_f1": round(result.best_score, 4)}
+
+
+def _params(f, settings, shape, device) -> dict:
+    """The run's params: the section, the input shape, and the settings used."""
+    picked = {"learning_rate": settings.learning_rate, "optimizer": settings.optimizer}
+    return f.model_dump() | shape.report() | {
+        # a setting left null takes the search's pick: logged as the value used, as trials log theirs
+        **{k: v for k, v in picked.items() if getattr(f, k) is None},
+        "used.learning_rate": settings.learning_rate, "used.optimizer": settings.optimizer,
+        "used.epochs": settings.epochs, "device": str(device)}
 
 
 def _fit(kind, f, best, settings, label2id, train, val, device, processor):
