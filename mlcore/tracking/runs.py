@@ -19,7 +19,7 @@ from mlcore.data.hashing import file_md5
 from mlcore.engine import distributed
 from mlcore.tracking.sqlite_creation import create_whole
 from mlcore.tracking.store import SQLITE, resolve_store
-from mlcore.tracking.tags import KIND_TAG, NOTE_TAG, NUMERICS_PREFIX, OWNER_PREFIX, ROLE_TAG, TRIAL_STATE_TAG
+from mlcore.tracking.tags import KIND_TAG, NOTE_TAG, NUMERICS_PREFIX, OWNER_PREFIX, ROLE_TAG, TRIAL_STATE_TAG, TRIAL_TAG
 
 # MLflow's own INFO chatter ("View run ... at ...") drowns the pipeline's progress output.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -121,6 +121,29 @@ def close_orphans(cfg: Config) -> list[str]:
             client.set_terminated(run.info.run_id, "FAILED")
             closed.append(run.info.run_name)
     return closed
+
+
+def trial_runs_to_close(running: dict[str, str], failed_trials: set[int]) -> list[str]:
+    """Of the RUNNING trial runs {run id: its TRIAL_TAG, the trial number}, those whose trial failed: a
+    worker killed mid-trial (another machine, so `close_orphans` cannot tell it died) left them open."""
+    return sorted(run_id for run_id, number in running.items() if number.isdigit() and int(number) in failed_trials)
+
+
+def close_failed_trial_runs(search_run_id: str, failed_trials: set[int]) -> list[str]:
+    """End as FAILED the RUNNING trial runs nested under the search run `search_run_id` whose
+    Optuna trial failed (its worker went silent and the trial was failed stale). Returns their names."""
+    client = MlflowClient()
+    experiment = client.get_run(search_run_id).info.experiment_id
+    found = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{search_run_id}' and "
+                                             "attributes.status = 'RUNNING'", max_results=5000)
+    names = {run.info.run_id: run.info.run_name for run in found}
+    chosen = trial_runs_to_close({run.info.run_id: run.data.tags.get(TRIAL_TAG, "") for run in found},
+                                 failed_trials)
+    for run_id in chosen:
+        client.set_tag(run_id, TRIAL_STATE_TAG, "FAIL")
+        client.set_tag(run_id, "ended_by", "search: its worker went silent, its trial was failed and retried")
+        client.set_terminated(run_id, "FAILED")
+    return [names[run_id] for run_id in chosen]
 
 
 def tag_run(run_id: str | None, key: str, value: str) -> None:
