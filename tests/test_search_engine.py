@@ -79,7 +79,7 @@ N_TRIALS = 4
 def _machine(project: Path, dest: Path) -> Path:
     """A copy of the prepared project as another machine would hold it after `dvc pull`."""
     shutil.copytree(project, dest, symlinks=True, ignore=shutil.ignore_patterns(
-        "mlflow.db", "mlartifacts", "optuna", "__pycache__", ".git", "logs"))
+        "mlflow.db", "mlartifacts", "optuna", "__pycache__", "logs"))
     return dest
 
 
@@ -122,6 +122,7 @@ def test_search_on_two_machines_survives_a_killed_runner(tiny_project, set_param
         prepare.run(stage_context(cfg))  # while the servers start
         pretrain.run(stage_context(cfg))
         machines = {name: _machine(tiny_project, tmp_path / f"machine-{name}") for name in ("a", "b")}
+        print(f"prepared: {time.monotonic() - began:.0f} s")
         mlflow_server.wait_ready(f"{tracking}/health")
         with prefect_server(tmp_path) as (api, env, prefect):
             servers.append(prefect)
@@ -134,6 +135,7 @@ def test_search_on_two_machines_survives_a_killed_runner(tiny_project, set_param
             for r in runners.values():
                 wait_for("the runner to serve", lambda r=r: "search-worker" in tail(r.log, 200) and
                          r.proc.poll() is None, timeout=120, logs=logs)
+            print(f"runners serving: {time.monotonic() - began:.0f} s")
             stage = Server([sys.executable, "-m", "tasks.search"], tmp_path / "search.log", env=env,
                            cwd=machines["a"])
             servers.append(stage)
@@ -151,9 +153,11 @@ def test_search_on_two_machines_survives_a_killed_runner(tiny_project, set_param
                 return None
 
             killed = wait_for("a runner's trial", a_runner_mid_trial, timeout=180, every=0.2, logs=logs)
+            print(f"killing runner {killed}: {time.monotonic() - began:.0f} s")
             os.killpg(groups[killed], signal.SIGKILL)
             wait_for("the killed runner's group to end", lambda: not group_members(groups[killed]), timeout=10)
             assert stage.proc.wait(timeout=300) == 0, tail(stage.log, 120)
+            print(f"search done: {time.monotonic() - began:.0f} s")
 
             # Optuna: one study, exactly the budget finished, the killed trial failed and retried, none running.
             (summary,) = optuna.get_all_study_summaries(storage)
