@@ -23,6 +23,7 @@ def run_budget(cfg: Config, stage_run_id: str | None, device: torch.device | Non
     pooled = not on_machines and s.workers > 1 and pool.in_flow()
     # Extra workers start first: they need seconds to import and load the data.
     helpers = [] if pooled or on_machines else workers.start(cfg, s.workers - 1, stage_run_id)
+    submitted = remote.submit(cfg, studies.study_name(s, trials.inputs_digest()), stage_run_id) if on_machines else []
     try:
         o = trials.open_study(cfg, trials.worker_threads(cfg) if s.workers > 1 else None, trains=not pooled,
                               device=device)
@@ -42,11 +43,12 @@ def run_budget(cfg: Config, stage_run_id: str | None, device: torch.device | Non
         else:
             run = claims.run_here(o.handle, pool.as_prefect_tasks(trials.tracked_objective(cfg, o)))
             if on_machines:
-                remote.run_with_workers(cfg, o.handle, trials.claim_lock(name), run, stage_run_id)
+                remote.finish_with_workers(cfg, o.handle, trials.claim_lock(name), run, stage_run_id, submitted)
             else:
                 claims.run_trials(o.handle, s.n_trials, trials.claim_lock(name), run)
     except BaseException:
         workers.stop(helpers)  # SIGTERM or a failure here: the workers end their trials as FAIL
+        remote.settle(submitted, 0.0)  # flow runs not yet started are cancelled; started ones finish the budget
         raise
     workers.wait(helpers)
     return study

@@ -63,7 +63,8 @@ def run_worker(config: dict, study: str, parent_run_id: str | None, worker: int)
 
 
 def submit(cfg: Config, study: str, parent_run_id: str | None) -> list[UUID]:
-    """`search.workers` flow runs of the deployment; none (a warning) when it is not deployed."""
+    """`search.workers` flow runs of the deployment; none (a warning) when it is not deployed.
+    Submitted first, before the stage loads its data: a worker needs as long to start."""
     from prefect.deployments import run_deployment
 
     try:
@@ -81,20 +82,16 @@ def budget_finished(h: StudyHandle, n_trials: int) -> bool:
     return TrialState.RUNNING not in states and studies.finished_trials(h.study) >= n_trials
 
 
-def run_with_workers(cfg: Config, h: StudyHandle, lock, run, parent_run_id: str | None) -> None:
-    """Submit the workers, run trials here too until the budget is finished (retries of
-    failed-stale trials included), then settle the flow runs and the failed trials' MLflow runs."""
+def finish_with_workers(cfg: Config, h: StudyHandle, lock, run, parent_run_id: str | None,
+                        submitted: list[UUID]) -> None:
+    """Run trials here too until the budget is finished (retries of failed-stale trials included),
+    then settle the `submitted` flow runs and the failed trials' MLflow runs."""
     n = cfg.search.n_trials
-    submitted = submit(cfg, h.study.study_name, parent_run_id)
-    try:
-        claims.run_trials(h, n, lock, run)
-        settle(submitted, 0.0)  # the budget is taken: runs not yet started are cancelled
-        while not budget_finished(h, n):
-            time.sleep(POLL_S)
-            claims.run_trials(h, n, lock, run)  # each claim fails silent workers' trials first
-    except BaseException:
-        settle(submitted, 0.0)  # the stage failing: started workers finish the budget on their own
-        raise
+    claims.run_trials(h, n, lock, run)
+    settle(submitted, 0.0)  # the budget is taken: runs not yet started are cancelled
+    while not budget_finished(h, n):
+        time.sleep(POLL_S)
+        claims.run_trials(h, n, lock, run)  # each claim fails silent workers' trials first
     settle(submitted, cfg.search.grace_period)
     failed = {t.number for t in h.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
     if parent_run_id and failed:
