@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -92,6 +93,15 @@ def _owned_by(trial, groups: dict[str, int]) -> str | None:
     return None
 
 
+def _trial_run_running(tracking: str, experiment: str, number: int) -> bool:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking)
+    found = client.get_experiment_by_name(experiment)
+    return found is not None and bool(client.search_runs(
+        [found.experiment_id], f"tags.`optuna.trial` = '{number}' and attributes.status = 'RUNNING'"))
+
+
 def _assert_the_budget_finished_with_a_retry(storage) -> list:
     """One study, exactly the budget finished, each failed trial retried, none running; its trials."""
     import optuna
@@ -156,8 +166,9 @@ def test_search_on_two_machines_survives_a_killed_runner(tiny_project, set_param
     servers, runners = [], {}
     try:
         # Both servers start while this process prepares the project.
-        servers.append(Server([prefect_cli(), "server", "start", "--host", HOST, "--port", str(prefect_port)],
-                              tmp_path / "prefect.log", api, env=env))
+        # No UI, no services (scheduler, late runs...): runners poll for the runs the stage creates.
+        servers.append(Server([prefect_cli(), "server", "start", "--host", HOST, "--port", str(prefect_port),
+                               "--no-ui", "--no-services"], tmp_path / "prefect.log", api, env=env))
         servers.append(Server([script("mlflow") or "mlflow", "server", "--backend-store-uri",
                                postgres_url.replace("/optuna", "/mlflow"), "--artifacts-destination",
                                str(tmp_path / "artifacts"), "--host", HOST, "--port", str(mlflow_port),
@@ -191,10 +202,12 @@ def test_search_on_two_machines_survives_a_killed_runner(tiny_project, set_param
         groups = {name: r.pgid for name, r in runners.items()}
 
         def a_runner_mid_trial():
+            """A runner running a trial whose MLflow run has started (the kill leaves it RUNNING)."""
             for summary in optuna.get_all_study_summaries(storage):
                 study = optuna.load_study(study_name=summary.study_name, storage=storage)
                 for trial in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
-                    if (name := _owned_by(trial, groups)) is not None:
+                    name = _owned_by(trial, groups)
+                    if name is not None and _trial_run_running(tracking, cfg.tracking.experiment, trial.number):
                         return name
             assert stage.proc.poll() is None, f"the search ended before a runner ran a trial:\n{tail(stage.log)}"
             return None
@@ -210,8 +223,8 @@ def test_search_on_two_machines_survives_a_killed_runner(tiny_project, set_param
         _assert_trial_runs_nest_under_one_search_run(tracking, cfg.tracking.experiment, trials)
         _assert_flow_runs_ended(api)
     finally:
-        for server in [*runners.values(), *servers]:
-            server.stop()
+        with ThreadPoolExecutor() as stopping:  # each waits out its own grace: at once, not in turn
+            list(stopping.map(Server.stop, [*runners.values(), *servers]))
     for server in [*runners.values(), *servers]:
         assert not group_members(server.pgid), group_members(server.pgid)
     print(f"two-machine search with a killed runner: {time.monotonic() - began:.0f} s")
