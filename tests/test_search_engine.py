@@ -64,6 +64,17 @@ def test_worker_parameters_carry_the_config_but_no_password():
         parse_config(params["config"], environ={})  # no storage on the worker's machine: named
 
 
+def test_without_a_prefect_api_the_stage_runs_alone(capsys):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tasks._search.remote import submit
+
+    cfg = parse_config({"search": {"engine": "prefect", "workers": 2}}, environ={"OPTUNA_STORAGE": PG})
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert submit(cfg, "study-abc", None) == []
+    assert "PREFECT_API_URL is not set" in capsys.readouterr().out
+
+
 def test_only_running_runs_of_failed_trials_are_closed():
     from mlcore.tracking.runs import trial_runs_to_close
 
