@@ -17,6 +17,19 @@ def _x(trial):
     trial.suggest_float("x", 0.0, 1.0)
 
 
+def test_a_trial_whose_claimer_died_before_running_it_is_failed_and_retried(tmp_path):
+    """The claim beats once: a worker killed between its claim and its trial's first beat still
+    leaves a trial that the next claim fails after grace_period (Optuna skips one that never beat)."""
+    cfg = SearchConfig(heartbeat_interval=1, grace_period=2)
+    h = studies.open_study(cfg, "s", f"sqlite:///{tmp_path / 'study.db'}", tmp_path)
+    lock = tmp_path / "claim.lock"
+    orphan = claims.claim_trial(h, 2, lock, _x)  # its claimer dies here, before run_claimed
+    time.sleep(2.5)
+    retry = claims.claim_trial(h, 2, lock)
+    assert h.study.trials[orphan.number].state == TrialState.FAIL
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(h.study.trials[retry.number]) == orphan.number
+
+
 def test_a_silent_trial_is_failed_and_retried_while_a_beating_one_runs_on(tmp_path):
     """search.heartbeat_interval 1 s and grace_period 2 s on an RDB storage (SQLite here,
     PostgreSQL across machines): a trial whose worker beat once and went silent is failed

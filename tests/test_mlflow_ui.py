@@ -8,7 +8,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from mlcore.tracking import runs, ui
+from mlcore.tracking import runs, trial_runs, ui
 from mlcore.tracking.tags import KIND_TAG, NOTE_TAG
 
 
@@ -90,7 +90,7 @@ def test_the_pipeline_run_carries_the_test_metrics_the_baseline_and_the_decision
     with runs.pipeline_run(cfg) as parent:
         with runs.stage_run(cfg, "search", parent):
             inputs = runs.dataset_inputs(frames, tmp_path)  # made once, logged on each trial
-            with runs.trial_run("trial-0"):
+            with trial_runs.trial_run("trial-0"):
                 runs.log_inputs(inputs)
         _outcome.record(parent)  # no reports yet: nothing to add
         P.REPORTS.mkdir(parents=True)

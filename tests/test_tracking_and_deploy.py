@@ -2,7 +2,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlcore.config import parse_config
-from mlcore.tracking import runs
+from mlcore.tracking import runs, trial_runs
 
 
 @pytest.fixture
@@ -16,7 +16,7 @@ def test_exceptions_mark_runs_failed_not_running(cfg):
     with pytest.raises(RuntimeError):
         with runs.pipeline_run(cfg) as parent:
             with runs.stage_run(cfg, "search", parent):
-                with runs.trial_run("trial-0"):
+                with trial_runs.trial_run("trial-0"):
                     raise RuntimeError("boom")
     client = MlflowClient()
     exp = client.get_experiment_by_name("unit")
@@ -30,9 +30,9 @@ def test_pruned_trials_finish_tagged_and_named_as_pruned(cfg):
 
     with runs.stage_run(cfg, "search"):
         with pytest.raises(Pruned):
-            with runs.trial_run("trial-0", pruned=(Pruned,)):
+            with trial_runs.trial_run("trial-0", pruned=(Pruned,)):
                 raise Pruned()
-        with runs.trial_run("trial-1", pruned=(Pruned,)):
+        with trial_runs.trial_run("trial-1", pruned=(Pruned,)):
             pass
     client = MlflowClient()
     exp = client.get_experiment_by_name("unit")

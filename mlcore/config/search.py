@@ -105,6 +105,11 @@ class SearchConfig(TrainingKnobs):
         1, "worker processes on this machine sharing the study (each gets cores / workers threads)", ge=1, le=64)
     storage: str | None = stage_key(None, "null: optuna/<study_name>.journal; or a postgresql:// URL; "
                                           "OPTUNA_STORAGE overrides it")
+    # prefect: the stage submits search.workers flow runs of the deployment search-worker/trials, which
+    # runners on other machines serve (flows/search_worker.py, docs/search.md "Several machines").
+    engine: Literal["local", "prefect"] = stage_key(
+        "local", "where search.workers run: local -- processes on this machine; prefect -- flow runs of the "
+                 "deployment search-worker/trials on the machines that serve it (needs a postgresql:// storage)")
     study_name: str = stage_key("classifier-search", "the study's name, before its settings-and-inputs fingerprint")
     # RDB storages only (PostgreSQL): a JournalFile has no heartbeat, its dead trials are found by owner pid.
     heartbeat_interval: int = stage_key(
@@ -133,6 +138,14 @@ class SearchConfig(TrainingKnobs):
                 raise ValueError("grid.learning_rate: list positive numbers")
             if any(v is not None for v in self.space.model_dump().values()):
                 raise ValueError("sampler grid searches grid.optimizer x grid.learning_rate only; set space.* to null")
+        return self
+
+    @model_validator(mode="after")
+    def _engine(self) -> SearchConfig:
+        # Workers on other machines share only what the network reaches: a file storage is this machine's.
+        if self.engine == "prefect" and not (self.storage or "").startswith("postgresql"):
+            raise ValueError(f"engine prefect runs trials on other machines, which must share the study: set "
+                             f"search.storage (or $OPTUNA_STORAGE) to a postgresql:// URL (got {self.storage!r})")
         return self
 
     @model_validator(mode="after")

@@ -49,10 +49,15 @@ def _database_lock(h: StudyHandle):
             conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
 
 
-def claim_trial(h: StudyHandle, n_trials: int, lock: Path, sample=None) -> optuna.Trial | None:
+def claim_trial(h: StudyHandle, n_trials: int, lock: Path, sample=None, beats_here: bool = True
+                ) -> optuna.Trial | None:
     """A new trial, or None once finished + running trials reach the budget. The count and
     the ask happen under one lock (a file lock on this machine, plus an advisory lock on
-    PostgreSQL across machines), so parallel workers never overshoot the budget."""
+    PostgreSQL across machines), so parallel workers never overshoot the budget.
+    `beats_here`: this process runs the trial, so it beats once now. Optuna never fails a
+    RUNNING trial that has no heartbeat, so a worker killed between its claim and its trial's
+    first beat would leave a trial the budget waits for forever. A pool's dispatcher, whose
+    trial starts when a pool process is free, passes False."""
     with locked(lock), _database_lock(h):
         if h.heartbeat_interval is not None:
             optuna.storages.fail_stale_trials(h.study)  # silent workers on any machine: FAIL, then retried
@@ -62,6 +67,8 @@ def claim_trial(h: StudyHandle, n_trials: int, lock: Path, sample=None) -> optun
             return None
         trial = h.study.ask()
         # The claimer owns it until the process that runs it records itself (a pool process).
+        if beats_here and h.heartbeat_interval is not None:
+            h.storage.record_heartbeat(h.trial_id(trial.number))
         trial.set_user_attr("owner", liveness.owner())
         if sample is not None:
             sample(trial)  # draw its parameters here, with this process's sampler (they are stored)
@@ -128,12 +135,13 @@ def run_here(h: StudyHandle, objective) -> Callable[[optuna.Trial], TrialState]:
 
 
 def run_trials(h: StudyHandle, n_trials: int, lock: Path, run: Callable[[optuna.Trial], object],
-               sample=None, stop: Callable[[], bool] = lambda: False) -> int:
+               sample=None, stop: Callable[[], bool] = lambda: False, beats_here: bool = True) -> int:
     """One worker's loop (ask/tell): claim a trial and have `run` run and record it, until the
     budget is taken or `stop()`. `run` is `run_here(...)`, or a pool's hand-over of the
-    trial to a pool process, which runs it with `run_claimed` there. Returns the trials claimed."""
+    trial to a pool process, which runs it with `run_claimed` there (`beats_here` False: see
+    `claim_trial`). Returns the trials claimed."""
     ran = 0
-    while not stop() and (trial := claim_trial(h, n_trials, lock, sample)) is not None:
+    while not stop() and (trial := claim_trial(h, n_trials, lock, sample, beats_here)) is not None:
         ran += 1
         run(trial)
     return ran

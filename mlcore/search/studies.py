@@ -26,7 +26,7 @@ warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to b
 # Settings that do not change what a trial means: n_trials is a budget, tie_tolerance picks among
 # finished trials, the rest is plumbing.
 _NOT_IDENTITY = ("n_trials", "tie_tolerance", "storage", "study_name", "resume", "num_workers", "workers",
-                 "heartbeat_interval", "grace_period")
+                 "heartbeat_interval", "grace_period", "engine")
 
 
 @dataclass(frozen=True)

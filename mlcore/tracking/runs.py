@@ -21,7 +21,14 @@ from mlcore.engine import distributed
 from mlcore.tracking import ui
 from mlcore.tracking.sqlite_creation import create_whole
 from mlcore.tracking.store import SQLITE, resolve_store
-from mlcore.tracking.tags import NOTE_TAG, NUMERICS_PREFIX, OWNER_PREFIX, REASON_TAG, ROLE_TAG, TRIAL_STATE_TAG
+from mlcore.tracking.tags import (
+    NOTE_TAG,
+    NUMERICS_PREFIX,
+    OWNER_PREFIX,
+    REASON_TAG,
+    ROLE_TAG,
+    TRIAL_STATE_TAG,
+)
 
 # MLflow's own INFO chatter ("View run ... at ...") drowns the pipeline's progress output.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -248,28 +255,3 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
     if not distributed.is_main():
         return
     mlflow.log_artifact(str(path), artifact_path=artifact_path)
-
-
-@contextlib.contextmanager
-def trial_run(name: str, pruned: tuple[type[BaseException], ...] = (), tags: dict | None = None,
-              parent_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
-    """A nested trial run whose end says what happened to the trial: FINISHED with tag COMPLETE,
-    FINISHED with tag PRUNED and ' pruned' after its name (stopping a trial that cannot win is the
-    search working, not failing: MLflow's KILLED would show it with the failures' red icon), or
-    FAILED with tag FAIL."""
-    # parent_run_id: a worker process nesting its trials under the search run of another process.
-    run = mlflow.start_run(
-        run_name=name, nested=True, parent_run_id=parent_run_id, tags={**owner_tags(), **(tags or {})})
-    try:
-        yield run
-    except pruned:
-        mlflow.set_tags({TRIAL_STATE_TAG: "PRUNED", "mlflow.runName": f"{name} pruned"})
-        mlflow.end_run("FINISHED")
-        raise
-    except BaseException as err:
-        mlflow.set_tags({TRIAL_STATE_TAG: "FAIL", "trial.error": repr(err)[:500]})
-        mlflow.end_run("FAILED")
-        raise
-    mlflow.set_tag(TRIAL_STATE_TAG, "COMPLETE")
-    mlflow.end_run("FINISHED")
-

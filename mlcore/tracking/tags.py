@@ -13,6 +13,7 @@ NOTE_TAG = "mlflow.note.content"  # MLflow's own: the description it shows for a
 ROLE_TAG = "pipeline.role"  # pipeline, stage or batch-scoring
 OWNER_PREFIX = "owner."  # owner.<field>: the process a run belongs to, so that a later run can tell it died
 TRIAL_STATE_TAG = "trial.state"  # COMPLETE, PRUNED (its run FINISHED) or FAIL: a run's status has no word for pruned
+TRIAL_TAG = "optuna.trial"  # the trial number, on each trial's run (a killed worker's is closed by it)
 STUDY_TAG = "optuna.study"  # on each trial's run and on the version the search led to
 # numerics.<field> (device, precision, cpu, cpu_bf16_flags, cpu_capability, threads, torch): what decides
 # the bits of a trained model (mlcore.engine.precision.numerics), on the search and finetune runs (the version

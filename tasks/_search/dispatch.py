@@ -1,5 +1,6 @@
 """Running the study's remaining budget: in this process, with extra worker processes beside
-it (search.workers under DVC), or on a Prefect process pool (search.workers inside the flow)."""
+it (search.workers under DVC), on a Prefect process pool (search.workers inside the flow), or
+with flow runs on other machines (search.engine prefect)."""
 from __future__ import annotations
 
 import optuna
@@ -11,16 +12,18 @@ from mlcore.engine import precision
 from mlcore.search import claims, studies
 from mlcore.tracking import runs
 from tasks import _paths as P
-from tasks._search import pool, trials, workers
+from tasks._search import pool, remote, trials, workers
 
 
 def run_budget(cfg: Config, stage_run_id: str | None, device: torch.device | None = None) -> optuna.Study:
     """Run trials until `search.n_trials` have finished; returns the study. `device`: the stage's
     (tasks/_context.py); worker processes resolve their own."""
     s = cfg.search
-    pooled = s.workers > 1 and pool.in_flow()
+    on_machines = s.engine == "prefect"
+    pooled = not on_machines and s.workers > 1 and pool.in_flow()
     # Extra workers start first: they need seconds to import and load the data.
-    helpers = [] if pooled else workers.start(cfg, s.workers - 1, stage_run_id)
+    helpers = [] if pooled or on_machines else workers.start(cfg, s.workers - 1, stage_run_id)
+    submitted = remote.submit(cfg, studies.study_name(s, trials.inputs_digest()), stage_run_id) if on_machines else []
     try:
         o = trials.open_study(cfg, trials.worker_threads(cfg) if s.workers > 1 else None, trains=not pooled,
                               device=device)
@@ -39,10 +42,14 @@ def run_budget(cfg: Config, stage_run_id: str | None, device: torch.device | Non
         if pooled:
             pool.run_pooled(cfg, o.handle, trials.claim_lock(name), stage_run_id)
         else:
-            objective = pool.as_prefect_tasks(trials.tracked_objective(cfg, o))
-            claims.run_trials(o.handle, s.n_trials, trials.claim_lock(name), claims.run_here(o.handle, objective))
+            run = claims.run_here(o.handle, pool.as_prefect_tasks(trials.tracked_objective(cfg, o)))
+            if on_machines:
+                remote.finish_with_workers(cfg, o.handle, trials.claim_lock(name), run, stage_run_id, submitted)
+            else:
+                claims.run_trials(o.handle, s.n_trials, trials.claim_lock(name), run)
     except BaseException:
         workers.stop(helpers)  # SIGTERM or a failure here: the workers end their trials as FAIL
+        remote.settle(submitted, 0.0)  # flow runs not yet started are cancelled; started ones finish the budget
         raise
     workers.wait(helpers)
     return study

@@ -123,7 +123,8 @@ def run_pooled(cfg: Config, h: StudyHandle, lock: Path, parent_run_id: str | Non
         try:
             # Parameters are drawn at the claim, by this process's sampler: pool processes share
             # one seed, so sampling there would repeat the same random start-up trials.
-            claims.run_trials(h, cfg.search.n_trials, lock, hand_over, sample, stop=lambda: bool(failures))
+            claims.run_trials(h, cfg.search.n_trials, lock, hand_over, sample, stop=lambda: bool(failures),
+                              beats_here=False)
         except BaseException as err:  # noqa: BLE001 - re-raised in the stage's thread below
             failures.append(err)
 

@@ -16,8 +16,8 @@ from mlcore.data.sampling import stratified_subsample
 from mlcore.engine.device import configure_threads, one_gpu_per_worker, resolve_device
 from mlcore.search import objective as O
 from mlcore.search import studies
-from mlcore.tracking import runs
-from mlcore.tracking.tags import STUDY_TAG
+from mlcore.tracking import runs, trial_runs
+from mlcore.tracking.tags import STUDY_TAG, TRIAL_TAG
 from tasks import _io
 from tasks import _paths as P
 
@@ -94,10 +94,10 @@ def tracked_objective(cfg: Config, o: Opened, parent_run_id: str | None = None):
 
     @contextlib.contextmanager
     def trial_run(trial: optuna.Trial, params: dict):
-        tags = {STUDY_TAG: name, "optuna.trial": str(trial.number)}
+        tags = {STUDY_TAG: name, TRIAL_TAG: str(trial.number)}
         if "retry_of" in trial.user_attrs:
             tags["optuna.retry_of"] = str(trial.user_attrs["retry_of"])
-        with runs.trial_run(
+        with trial_runs.trial_run(
                 f"trial-{trial.number}", pruned=(optuna.TrialPruned,), tags=tags, parent_run_id=parent_run_id):
             runs.log_params(params | {"trial_number": trial.number, "epochs": cfg.search.epochs})
             runs.log_inputs(o.datasets)
