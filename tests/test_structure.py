@@ -45,7 +45,8 @@ def _module_file(name: str) -> Path | None:
 # nor does the stage context (the device and runtime.profile are machine settings, not DVC params, by design).
 IGNORED = {"tasks/_runner.py", "tasks/_context.py", "tasks/_prepared.py", "tasks/_process.py", "tasks/_dvc_state.py",
            "tasks/_workspace.py", "mlcore/errors.py",
-           "mlcore/tracking/runs.py", "mlcore/tracking/tags.py", "mlcore/tracking/store.py",
+           "mlcore/tracking/runs.py", "mlcore/tracking/trial_runs.py", "mlcore/tracking/tags.py",
+           "mlcore/tracking/store.py",
            "mlcore/data/hashing.py", "mlcore/atomic.py", "mlcore/liveness.py"}
 
 
