@@ -17,6 +17,11 @@ from tasks._workspace import workspace_lock
 
 FLOW_HOLDER = "the training-pipeline flow"
 STAGE_TASKS = [prepare.task, pretrain.task, search.task, finetune.task, evaluate.task, register.task]
+# The stages each one waits for: some whose outputs it reads (dvc.yaml's deps, as tests/test_structure.py
+# checks). The stages run in this order either way; passed as wait_for, these are the edges of the
+# flow-run graph in the Prefect UI, which otherwise draws six unrelated tasks.
+UPSTREAM = {"prepare": [], "pretrain": ["prepare"], "search": ["prepare", "pretrain"], "finetune": ["search"],
+            "evaluate": ["finetune"], "register": ["evaluate"]}
 
 
 @flow(name="training-pipeline", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
@@ -28,5 +33,6 @@ def training_pipeline(params: str = "params.yaml", force: bool = False, wait: bo
         recover(cfg, prefect=_crashed.claim_and_mark_dead)  # what a killed run left open, once
         with pipeline_run(cfg) as run_id:
             for stage_task in STAGE_TASKS:
-                results[stage_task.name] = stage_task(cfg, run_id, force)
+                upstream = [results[name] for name in UPSTREAM[stage_task.name]]
+                results[stage_task.name] = stage_task(cfg, run_id, force, wait_for=upstream)
     return results
