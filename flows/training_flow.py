@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows import _crashed
+from flows import _crashed, summary
 from flows._hooks import notify_failure, retry_only_transient
 from mlcore.tracking.runs import pipeline_run
 from tasks import _inputs, evaluate, finetune, prepare, pretrain, register, search
@@ -35,4 +35,5 @@ def training_pipeline(params: str = "params.yaml", force: bool = False, wait: bo
             for stage_task in STAGE_TASKS:
                 upstream = [results[name] for name in UPSTREAM[stage_task.name]]
                 results[stage_task.name] = stage_task(cfg, run_id, force, wait_for=upstream)
+        summary.publish(cfg, results)  # the run's result in the UI: the artifact "training-summary"
     return results
