@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import sys
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
 
 from flows._hooks import notify_failure, retry_only_transient
 from mlcore.errors import entry_point, quiet_user_error_tracebacks
@@ -51,19 +53,34 @@ EXPERIMENT = tracking.EXPERIMENT
 TEXT_COLUMN = "text"
 DEPLOYMENT_NAME = "scheduled-scoring"
 TIMEOUT_S = 6 * 3600  # a day's file scores in minutes to hours on a CPU; longer than this is stuck
+LOGGED_BAD_ROWS = 100  # bad rows named one by one in the log; the output's `reason` column has them all
 
 
 quiet_user_error_tracebacks()  # bad input inside a flow: its one paragraph, no traceback
 
 
-@task(name="resolve-model", cache_policy=NO_CACHE)
+# Task run names that say what each did, in the UI's graph and lists (Prefect's default: score-663).
+def _reading(parameters: dict) -> str:
+    return f"read {Path(parameters['path']).name}"
+
+
+def _scoring(parameters: dict) -> str:
+    data = parameters["data"]
+    return f"score {data.path.name}: {len(data.good)} of {len(data.table)} rows"
+
+
+def _writing(parameters: dict) -> str:
+    return f"write {Path(parameters['out']).name}"
+
+
+@task(name="resolve-model", task_run_name="resolve {uri}", cache_policy=NO_CACHE)
 def resolve_model(uri: str, experiment: str = EXPERIMENT) -> ModelRef:
     """The concrete version a models:/ URI names now (other URIs are recorded as given)."""
     tracking.use_experiment(experiment)
     return tracking.resolve(uri)
 
 
-@task(name="read-input", cache_policy=NO_CACHE)
+@task(name="read-input", task_run_name=_reading, cache_policy=NO_CACHE)
 def read_input(path: str, text_column: str, image_column: str | None = None) -> rows.Rows:
     """Texts, or images: a folder of them, or a table whose `image_column` names their files."""
     if image_column or Path(path).is_dir():
@@ -71,8 +88,9 @@ def read_input(path: str, text_column: str, image_column: str | None = None) -> 
     return rows.read_rows(path, text_column)
 
 
-@task(name="score", cache_policy=NO_CACHE)
+@task(name="score", task_run_name=_scoring, cache_policy=NO_CACHE)
 def score(ref: ModelRef, data: rows.Rows, out: str, chunk_rows: int) -> tuple:
+    _log_bad_rows(data)
     texts = data.good
     plan = chunk_plan(texts, chunk_rows)
     chunks = store.ChunkStore(store.parts_dir(out), store.manifest(
@@ -91,14 +109,24 @@ def score(ref: ModelRef, data: rows.Rows, out: str, chunk_rows: int) -> tuple:
     return results, batch.result_columns(results, lambda: predict, ref.uri, frame), progress
 
 
-@task(name="write-output", cache_policy=NO_CACHE)
+def _log_bad_rows(data: rows.Rows) -> None:
+    """Each row the job skips, with why, in the score task's log: the UI shows them beside the run."""
+    try:
+        logger = get_run_logger()
+    except MissingContextError:  # called as score.fn, outside a flow
+        logger = logging.getLogger(__name__)
+    for line in rows.bad_rows(data, LOGGED_BAD_ROWS):
+        logger.warning(line)
+
+
+@task(name="write-output", task_run_name=_writing, cache_policy=NO_CACHE)
 def write_output(data: rows.Rows, results, columns: list[str], ref: ModelRef, out: str) -> dict:
     meta = scored.metadata(data, ref, out, columns)
     scored.write_scored(scored.assemble(data, results, columns), out, meta)
     return meta
 
 
-@task(name="record-run", cache_policy=NO_CACHE)
+@task(name="record-run", task_run_name="record the run in MLflow ({experiment})", cache_policy=NO_CACHE)
 def record_run(meta: dict, progress: batch.Progress, chunk_rows: int, experiment: str) -> str:
     return tracking.record(meta, progress, chunk_rows, experiment)
 

@@ -46,44 +46,41 @@ def duration(seconds: float) -> str:
     return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
 
 
-def summary(cfg: Config, results: dict) -> str:
+Fact = tuple[str, str]  # (what, its value): a line of the printed summary, a row of the run's artifact
+ARTIFACT_KEY = "training-summary"  # one key: Prefect keeps each run's version under it, newest first
+
+
+def facts(cfg: Config, results: dict) -> list[Fact]:
+    """What a run did and where its model stands, from the stage results and the reports on disk."""
     ran = [s + (f" ({duration(r['seconds'])})" if "seconds" in r else "") for s, r in results.items()
            if not r.get("skipped")]
     skipped = [s for s, r in results.items() if r.get("skipped")]
     metrics = json.loads(P.METRICS.read_text()) if P.METRICS.exists() else {}
     reg = json.loads(P.REGISTRATION.read_text()) if P.REGISTRATION.exists() else {}
-    lines = [
-        "",
-        "=" * 64,
-        f"stages run: {', '.join(ran) or 'none'}"
-        + (f"   up to date (skipped): {', '.join(skipped)}" if skipped else ""),
-    ]
-    lines.append(f"profile:    {profiles.effective(cfg, resolve_device(cfg.device()).type).describe()}")
+    found = [("stages run", (", ".join(ran) or "none")
+              + (f"   up to date (skipped): {', '.join(skipped)}" if skipped else ""))]
+    found.append(("profile", profiles.effective(cfg, resolve_device(cfg.device()).type).describe()))
     fine = json.loads(P.FINETUNE_REPORT.read_text()) if P.FINETUNE_REPORT.exists() else {}
     if "max_length" in fine:
-        lines.append(f"max_length: {fine['max_length']} ({fine['max_length_setting']}): truncates "
-                     f"{fine['truncated_pct']:.2f}% of the training texts")
+        found.append(("max_length", f"{fine['max_length']} ({fine['max_length_setting']}): truncates "
+                                    f"{fine['truncated_pct']:.2f}% of the training texts"))
     if "numerics" in fine:  # what a rerun must match to give the same weights bit for bit
-        lines.append(f"numerics:   {describe_numerics(fine['numerics'])}")
+        found.append(("numerics", describe_numerics(fine["numerics"])))
     if metrics:
-        lines.append(
-            f"test: accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
-            f"macro-P {metrics['macro_precision']:.4f}  macro-R {metrics['macro_recall']:.4f}  (n={metrics['n']})"
-            + _baseline_text(metrics)
-        )
+        found.append(("test", f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+                              f"macro-P {metrics['macro_precision']:.4f}  macro-R {metrics['macro_recall']:.4f}  "
+                              f"(n={metrics['n']})" + _baseline_text(metrics)))
     if "ece" in metrics:
-        lines.append(f"calibrated: temperature {metrics['temperature']:.3f}: test ECE "
-                     f"{metrics['ece_uncalibrated']:.4f} -> {metrics['ece']:.4f}")
+        found.append(("calibrated", f"temperature {metrics['temperature']:.3f}: test ECE "
+                                    f"{metrics['ece_uncalibrated']:.4f} -> {metrics['ece']:.4f}"))
     store = resolve_store(cfg)
     if reg:
-        lines += _registration_lines(reg, store)
-    lines += [
-        f"MLflow UI:  {_mlflow_ui(cfg, store)}",
-        "Prefect UI: make ui-prefect  (then open http://127.0.0.1:4200)",
-        "reports:    reports/ (MODEL_CARD.md, metrics.json, confusion_matrix.png, ...);  .venv/bin/dvc metrics show",
-        "=" * 64,
+        found += _registration_facts(reg, store)
+    return found + [
+        ("MLflow UI", _mlflow_ui(cfg, store)),
+        ("Prefect UI", "make ui-prefect  (then open http://127.0.0.1:4200)"),
+        ("reports", "reports/ (MODEL_CARD.md, metrics.json, confusion_matrix.png, ...);  .venv/bin/dvc metrics show"),
     ]
-    return "\n".join(lines)
 
 
 def _mlflow_ui(cfg: Config, store: str) -> str:
@@ -101,29 +98,58 @@ def _mlflow_ui(cfg: Config, store: str) -> str:
         link = ui.links(store, {cfg.tracking.experiment: ui.training(cfg.register.metric)}, base)[0]
     except Exception:  # noqa: BLE001 - the summary of a finished run never fails on a link
         return how
-    return f"{link.split()[0]}\n            ({how})"
+    return f"{link.split()[0]}  | {how}"  # a row each in the artifact
 
 
-def _registration_lines(reg: dict, store: str) -> list[str]:
+def summary(cfg: Config, results: dict) -> str:
+    """The facts as the command line prints them at the end of a run."""
+    lines = [f"{what + ':':<12}{value}" for what, value in facts(cfg, results)]
+    return "\n".join(["", "=" * 64, *lines, "=" * 64])
+
+
+def markdown(cfg: Config, results: dict) -> str:
+    """The same facts as a Markdown table, for the run's Prefect artifact. A printed line's parts
+    (the test metrics | the baseline's) get a row each: the UI does not wrap a long cell."""
+    rows = []
+    for what, value in facts(cfg, results):
+        first, *more = value.split("  | ")
+        rows += [f"| **{what}** | {_cell(first)} |", *(f"| | {_cell(part)} |" for part in more)]
+    return "\n".join(["## Training pipeline run", "", "| | |", "|---|---|", *rows])
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", r"\|")  # a bare | would end the table cell
+
+
+def publish(cfg: Config, results: dict) -> None:
+    """End the flow run with its summary as a Prefect artifact, so the UI shows the result, not
+    only the logs. Prefect is imported here: the command line imports this module without it."""
+    from prefect.artifacts import create_markdown_artifact
+
+    create_markdown_artifact(markdown(cfg, results), key=ARTIFACT_KEY,
+                             description="Test metrics, the baseline, the gate's decision and the registered version")
+
+
+def _registration_facts(reg: dict, store: str) -> list[Fact]:
     """What register recorded, once the store MLflow points at now is checked for that version:
     after a switch to another store, the record describes a registration that store does not hold."""
     name, version = reg["model_name"], str(reg["version"])
     held = holds(store, name, version, reg.get("source_digest"))
     if held is False:
-        return [f"registered: nothing in the MLflow store {redact(store)}: {P.REGISTRATION} names {name} "
-                f"version {version}, which that store does not hold (registered in another store?)",
-                "register:   `make run` registers it there, or `.venv/bin/dvc repro -f -s register`"]
+        return [("registered", f"nothing in the MLflow store {redact(store)}: {P.REGISTRATION} names {name} "
+                               f"version {version}, which that store does not hold (registered in another store?)"),
+                ("register", "`make run` registers it there, or `.venv/bin/dvc repro -f -s register`")]
     checked = "" if held else f"  [not checked: the MLflow store {redact(store)} did not answer]"
-    lines = [f"registered: {name} version {version} -> alias @{reg['alias']}  "
-             f"({reg['metric']} {reg['value']:.4f}; {_champion_text(reg)}){checked}"]
+    found = [("registered", f"{name} version {version} -> alias @{reg['alias']}  "
+                            f"({reg['metric']} {reg['value']:.4f}; {_champion_text(reg)}){checked}")]
     if reg.get("reason"):
-        lines.append(f"why:        {reg['reason']}")
+        found.append(("why", reg["reason"]))
     if reg["alias"] == "champion" or reg.get("previous_champion_version"):
-        lines.append(f"load it:    mlflow.pyfunc.load_model('models:/{name}@champion')")
+        found.append(("load it", f"mlflow.pyfunc.load_model('models:/{name}@champion')"))
     else:
-        lines.append(f"load it:    no champion yet; this version is "
-                     f"mlflow.pyfunc.load_model('models:/{name}@{reg['alias']}')")
-    return lines
+        found.append(("load it", f"no champion yet; this version is "
+                                 f"mlflow.pyfunc.load_model('models:/{name}@{reg['alias']}')"))
+    return found
 
 
 def _baseline_text(metrics: dict) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows import _crashed
+from flows import _crashed, summary
 from flows._hooks import notify_failure, retry_only_transient
 from mlcore.tracking.runs import pipeline_run
 from tasks import _inputs, _outcome, evaluate, finetune, prepare, pretrain, register, search
@@ -17,6 +17,11 @@ from tasks._workspace import workspace_lock
 
 FLOW_HOLDER = "the training-pipeline flow"
 STAGE_TASKS = [prepare.task, pretrain.task, search.task, finetune.task, evaluate.task, register.task]
+# The stages each one waits for: some whose outputs it reads (dvc.yaml's deps, as tests/test_structure.py
+# checks). The stages run in this order either way; passed as wait_for, these are the edges of the
+# flow-run graph in the Prefect UI, which otherwise draws six unrelated tasks.
+UPSTREAM = {"prepare": [], "pretrain": ["prepare"], "search": ["prepare", "pretrain"], "finetune": ["search"],
+            "evaluate": ["finetune"], "register": ["evaluate"]}
 
 
 @flow(name="training-pipeline", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
@@ -28,6 +33,8 @@ def training_pipeline(params: str = "params.yaml", force: bool = False, wait: bo
         recover(cfg, prefect=_crashed.claim_and_mark_dead)  # what a killed run left open, once
         with pipeline_run(cfg) as run_id:
             for stage_task in STAGE_TASKS:
-                results[stage_task.name] = stage_task(cfg, run_id, force)
+                upstream = [results[name] for name in UPSTREAM[stage_task.name]]
+                results[stage_task.name] = stage_task(cfg, run_id, force, wait_for=upstream)
             _outcome.record(run_id)  # the parent run's own metrics and decision
+        summary.publish(cfg, results)  # the run's result in the UI: the artifact "training-summary"
     return results

@@ -268,22 +268,48 @@ def prefect_api():
         yield
 
 
+def flow_run_record() -> tuple[list[str], list[str]]:
+    """The latest flow run's task run names, in the order they started, and its log messages."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import FlowRunSort, LogSort, TaskRunSort
+
+    async def read():
+        async with get_client() as client:
+            [latest] = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+            tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[latest.id])),
+                                                sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=20)
+            logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[latest.id])),
+                                          sort=LogSort.TIMESTAMP_ASC, limit=200, offset=0)
+            return [t.name for t in tasks], [log.message for log in logs]
+
+    return asyncio.run(read())
+
+
 @pytest.mark.slow
 def test_the_flow_records_the_version_the_alias_named_in_the_output_and_mlflow(registry, workdir, prefect_api,
                                                                               capsys):
     from mlflow import MlflowClient
 
-    reviews(20).to_csv(workdir / "new.csv", index=False)
+    data = reviews(20)
+    data.loc[4, "text"] = "   "  # one bad row: the score task's log names it
+    data.to_csv(workdir / "new.csv", index=False)
     assert bp.main(["--model", CHAMPION, "--input", "new.csv", "--output", "scored.parquet"]) == 0
     meta = output.read_metadata(workdir / "scored.parquet")
     assert (meta["model_uri"], meta["model_name"], meta["model_version"]) == (CHAMPION, NAME, registry.version)
-    assert registry.version == "1" and (meta["rows"], meta["bad_rows"]) == (23, 0)
+    assert registry.version == "1" and (meta["rows"], meta["bad_rows"]) == (23, 1)
     assert f"with {CHAMPION} (version 1)" in capsys.readouterr().out
+    names, logs = flow_run_record()
+    assert names == ["resolve models:/tiny-scorer@champion", "read new.csv", "score new.csv: 22 of 23 rows",
+                     "write scored.parquet", "record the run in MLflow (batch-scoring)"]
+    assert "row 5 not scored: whitespace-only text" in logs
     client = MlflowClient(registry.uri)
     [run] = client.search_runs([client.get_experiment_by_name("batch-scoring").experiment_id])
     assert run.data.params["model_version"] == "1" and run.data.params["model_uri"] == CHAMPION
     assert run.data.params["input"] == "new.csv" and run.data.params["chunk_rows"] == "1000"
-    assert run.data.metrics["rows"] == 23 and run.data.metrics["bad_rows"] == 0 and run.data.metrics["rows_per_s"] > 0
+    assert run.data.metrics["rows"] == 23 and run.data.metrics["bad_rows"] == 1 and run.data.metrics["rows_per_s"] > 0
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["batch_predict.json"]
     assert not store.parts_dir(workdir / "scored.parquet").exists()
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -70,21 +71,37 @@ def test_flow_dvc_registry_and_gate(tiny_project, prefect_api, set_params):
     assert set(preds) <= {"fresh", "rotten"}
     assert (preds.to_numpy() == test["label"].to_numpy()).mean() == pytest.approx(metrics["accuracy"], abs=0.02)
 
-    # 4b. Each search trial is a Prefect task run inside the flow.
-    async def trial_task_runs():
+    # 4b. Each search trial is a Prefect task run inside the flow; the stage tasks wait for their
+    # upstream stages (the graph's edges); the run ends with its summary artifact; no owner tags.
+    async def prefect_record():
         from prefect.client.orchestration import get_client
-        from prefect.client.schemas.sorting import TaskRunSort
+        from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
 
         async with get_client() as prefect:
             found = await prefect.read_task_runs(sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=200)
-            return [r.name for r in found if r.name.startswith("trial-")]
+            [flow_run] = await prefect.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+            artifact = await prefect.request("POST", "/artifacts/filter", json={
+                "artifacts": {"key": {"any_": ["training-summary"]}}})
+            return found, flow_run, artifact.json()
 
     import asyncio
 
+    from flows.training_flow import UPSTREAM
+
+    task_runs, flow_run, artifacts = asyncio.run(prefect_record())
     # one task run per trial the search recorded (2 here; gpu-full's 20 where CUDA is visible)
     trials = pd.read_csv("reports/search_trials.csv")
     assert len(trials) >= 2
-    assert sorted(asyncio.run(trial_task_runs())) == sorted(f"trial-{n}" for n in trials["trial"])
+    assert sorted(r.name for r in task_runs if r.name.startswith("trial-")) == sorted(
+        f"trial-{n}" for n in trials["trial"])
+    stage_ids = {r.name: r.id for r in task_runs if r.name in STAGES}
+    for stage, upstream in UPSTREAM.items():
+        waits = {i.id for i in next(r for r in task_runs if r.name == stage).task_inputs.get("wait_for", [])}
+        assert waits == {stage_ids[u] for u in upstream}, stage
+    assert not [tag for tag in flow_run.tags if tag.startswith("owner.") or tag == "pipeline-owner"]
+    assert flow_run.labels["owner.pid"] == str(os.getpid())
+    assert [a["flow_run_id"] for a in artifacts] == [str(flow_run.id)]
+    assert "| **registered** | tiny-sentiment version 1 -> alias @champion" in artifacts[0]["data"]
 
     # 5. MLflow nesting: pipeline run > stage runs > search trials, with lineage tags.
     exp = client.get_experiment_by_name("tests")

@@ -96,7 +96,7 @@ def _registration(directory, version="1", digest="abc") -> dict:
 
 
 def test_a_registration_the_store_does_not_hold_is_not_reported_and_reruns_register(tmp_path, monkeypatch):
-    from flows.summary import _registration_lines
+    from flows.summary import _registration_facts
     from tasks import _dvc_state
 
     monkeypatch.chdir(tmp_path)
@@ -109,16 +109,17 @@ def test_a_registration_the_store_does_not_hold_is_not_reported_and_reruns_regis
     assert _dvc_state.registry_changes(cfg) == [
         f"reports/registration.json names m version 1, which the MLflow store sqlite:///{tmp_path / 'other.db'} "
         f"does not hold"]
-    lines = _registration_lines(record, resolve_store(cfg))
-    assert lines[0].startswith(f"registered: nothing in the MLflow store sqlite:///{tmp_path / 'other.db'}: ")
-    assert "dvc repro -f -s register" in lines[1] and not any("-> alias" in line for line in lines)
+    found = _registration_facts(record, resolve_store(cfg))
+    assert found[0][0] == "registered"
+    assert found[0][1].startswith(f"nothing in the MLflow store sqlite:///{tmp_path / 'other.db'}: ")
+    assert "dvc repro -f -s register" in found[1][1] and not any("-> alias" in value for _, value in found)
 
 
 @pytest.mark.slow  # a new SQLite store takes seconds to create
 def test_holds_asks_the_store_for_the_version_made_from_the_same_digest(tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
-    from flows.summary import _registration_lines
+    from flows.summary import _registration_facts
     from mlcore.tracking.registry import SOURCE_TAG
 
     monkeypatch.chdir(tmp_path)
@@ -129,10 +130,10 @@ def test_holds_asks_the_store_for_the_version_made_from_the_same_digest(tmp_path
     assert store.holds(uri, "m", "1", "abc") is True and store.holds(uri, "m", "1") is True
     assert store.holds(uri, "m", "1", "another model's") is False  # another store's version 1
     assert store.holds(uri, "m", "2") is False and store.holds(uri, "nope", "1") is False
-    assert _registration_lines(_registration(tmp_path), uri)[0].startswith("registered: m version 1 -> alias @champion")
+    assert _registration_facts(_registration(tmp_path), uri)[0][1].startswith("m version 1 -> alias @champion")
     down = f"http://127.0.0.1:{free_port()}"
     assert store.holds(down, "m", "1") is None  # at once, not after MLflow's retries
-    assert "[not checked: the MLflow store" in _registration_lines(_registration(tmp_path), down)[0]
+    assert "[not checked: the MLflow store" in _registration_facts(_registration(tmp_path), down)[0][1]
 
 
 @pytest.mark.slow

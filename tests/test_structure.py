@@ -26,6 +26,21 @@ def test_flow_chains_the_stage_tasks_in_order():
     assert [t.name for t in STAGE_TASKS] == list(STAGES)
 
 
+def test_each_stage_waits_for_stages_whose_outputs_it_reads():
+    """The flow's wait_for edges (the Prefect graph's arrows) are real data dependencies of dvc.yaml."""
+    from flows.training_flow import UPSTREAM
+
+    def outs(stage: str) -> set[str]:
+        written = [out for kind in ("outs", "metrics", "plots") for out in DVC[stage].get(kind, [])]
+        return {next(iter(out)) if isinstance(out, dict) else out for out in written}
+
+    assert list(UPSTREAM) == list(STAGES) and UPSTREAM[STAGES[0]] == []
+    for later, stage in enumerate(STAGES[1:], start=1):
+        assert UPSTREAM[stage], f"{stage} waits for nothing: the graph would draw it unconnected"
+        for upstream in UPSTREAM[stage]:
+            assert STAGES.index(upstream) < later and outs(upstream) & set(DVC[stage]["deps"]), (stage, upstream)
+
+
 def test_each_stage_runs_its_module_with_its_own_params():
     for stage, spec in DVC.items():
         assert spec["cmd"] == f"python -m tasks.{stage}"

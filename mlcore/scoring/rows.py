@@ -37,6 +37,16 @@ class Rows:
         return self.table[self.text_column][self.reasons.isna().to_numpy()].astype(str)
 
 
+def bad_rows(data: Rows, limit: int) -> list[str]:
+    """'row 2 not scored: empty text' for the first `limit` rows not scored, counting rows from 1
+    in the input's order, then how many more there are: one line each for a job's log."""
+    bad = data.reasons.dropna()
+    lines = [f"row {position + 1} not scored: {why}" for position, why in bad.head(limit).items()]
+    if len(bad) > limit:
+        lines.append(f"... and {len(bad) - limit} more rows not scored: the output's `reason` column says why")
+    return lines
+
+
 def file_format(path: Path) -> tuple[str, str | None]:
     """(format, compression) from the name: data.csv, data.jsonl.gz, data.parquet ..."""
     suffixes = [s.lower() for s in path.suffixes]

@@ -21,6 +21,7 @@ from pathlib import Path
 import optuna
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed, Failed, State
 
 from mlcore import liveness
 from mlcore.config import Config, parse_config
@@ -42,15 +43,30 @@ def _start_worker(config_json: str, parent_run_id: str | None) -> None:
     _WORKER.update(handle=handle, objective=objective)
 
 
+PRUNED = "Pruned"  # the name of a pruned trial's Completed state: the UI shows it instead of "Completed"
+
+
+def pruned_state(message: str, result: dict) -> State:
+    """A pruned trial's task run ends Completed, for pruning is a search outcome and not a
+    failure, but named Pruned, so the Prefect UI tells it from a trial that ran to the end."""
+    return Completed(name=PRUNED, message=message, data=result)
+
+
 @task(name="trial", task_run_name="trial-{number}", cache_policy=NO_CACHE)
-def pooled_trial(number: int) -> dict:
-    """Run trial `number` (already claimed by the stage) in this pool process. A pruned trial
-    completes with its state in the result: pruning is a search outcome, not a task failure."""
+def pooled_trial(number: int) -> dict | State:
+    """Run trial `number` (already claimed by the stage) in this pool process, its outcome in
+    the result. A pruned trial's task reads Pruned; a diverged one (Optuna's FAIL, which the
+    search survives) reads Failed, as it does with one worker."""
     from tasks._search import pool  # the module itself: this function travels by value
 
     handle = pool._WORKER["handle"]
     state = claims.run_claimed(handle, claims.claimed(handle, number), pool._WORKER["objective"])
-    return {"trial": number, "state": state.name}
+    result = {"trial": number, "state": state.name}
+    if state == optuna.trial.TrialState.PRUNED:
+        return pool.pruned_state(f"trial {number} pruned", result)
+    if state == optuna.trial.TrialState.FAIL:
+        return Failed(message=f"trial {number} failed (diverged); the search goes on", data=result)
+    return result
 
 
 def in_flow() -> bool:
@@ -61,22 +77,22 @@ def in_flow() -> bool:
 
 def as_prefect_tasks(objective):
     """Inside the Prefect flow, each trial of this process is a task run named trial-N
-    (a pruned trial completes with a note; the pruning is re-raised outside the task).
-    Run by DVC, there is no flow and the objective is returned as it is."""
+    (a pruned trial ends in a Completed state named Pruned; the pruning is re-raised outside
+    the task). Run by DVC, there is no flow and the objective is returned as it is."""
     if not in_flow():
         return objective
 
     @task(name="trial", task_run_name="trial-{number}", cache_policy=NO_CACHE)
-    def trial_task(number: int, trial: optuna.Trial) -> dict:
+    def trial_task(number: int, trial: optuna.Trial) -> dict | State:
         try:
             return {"value": objective(trial)}
         except optuna.TrialPruned as pruned:
-            return {"pruned": str(pruned)}
+            return pruned_state(f"trial {number} {pruned}", {"trial": number, "state": "PRUNED"})
 
     def run_as_task(trial: optuna.Trial) -> float:
         out = trial_task(trial.number, trial)
-        if "pruned" in out:
-            raise optuna.TrialPruned(out["pruned"])
+        if isinstance(out, State):  # called directly, a task gives back the state it returned: pruned
+            raise optuna.TrialPruned(out.message)
         return out["value"]
 
     return run_as_task
@@ -118,7 +134,9 @@ def run_pooled(cfg: Config, h: StudyHandle, lock: Path, parent_run_id: str | Non
     def slot(runner):
         def hand_over(trial):  # to a free pool process, which runs and records it
             ran.append(trial.number)
-            runner.submit(pooled_trial, {"number": trial.number}).result()
+            outcome = runner.submit(pooled_trial, {"number": trial.number}).result(raise_on_failure=False)
+            if isinstance(outcome, BaseException):  # the trial raised: the search stops (a diverged one is Failed)
+                raise outcome
 
         try:
             # Parameters are drawn at the claim, by this process's sampler: pool processes share
