@@ -20,6 +20,7 @@ from prefect.client.schemas.objects import FlowRun
 from flows import _crashed
 from flows import batch_predict as bp
 from mlcore.scoring import rows
+from mlcore.search.studies import StudyHandle
 from tasks._search import pool
 
 REGISTRATION = {"model_name": "m", "version": "3", "alias": "challenger", "metric": "macro_f1", "value": 0.70,
@@ -59,30 +60,30 @@ def test_the_artifact_shows_the_metrics_the_baseline_the_gate_and_the_version(tm
 
 
 def _worker(monkeypatch, objective):
-    study = optuna.create_study(direction="maximize")
-    monkeypatch.setattr(pool, "_WORKER", {"study": study, "objective": objective})
-    trial = study.ask()
-    return study, trial.number, trial._trial_id
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(direction="maximize", storage=storage)
+    monkeypatch.setattr(pool, "_WORKER", {"handle": StudyHandle.of(study, storage), "objective": objective})
+    return study, study.ask().number
 
 
 def test_a_pooled_trial_reads_pruned_when_pruned_failed_when_it_diverged(monkeypatch):
     def pruned(trial):
         raise optuna.TrialPruned("pruned at epoch 1")
 
-    study, number, trial_id = _worker(monkeypatch, pruned)
-    state = pool.pooled_trial.fn(number, trial_id)
+    study, number = _worker(monkeypatch, pruned)
+    state = pool.pooled_trial.fn(number)
     assert (state.type.value, state.name, state.message) == ("COMPLETED", "Pruned", "trial 0 pruned")
     assert state.data == {"trial": 0, "state": "PRUNED"} and study.trials[0].state.name == "PRUNED"
 
     def diverged(trial):
         raise FloatingPointError("loss is nan")
 
-    study, number, trial_id = _worker(monkeypatch, diverged)
-    state = pool.pooled_trial.fn(number, trial_id)
+    study, number = _worker(monkeypatch, diverged)
+    state = pool.pooled_trial.fn(number)
     assert (state.type.value, state.data) == ("FAILED", {"trial": 0, "state": "FAIL"})
 
-    study, number, trial_id = _worker(monkeypatch, lambda trial: 0.5)
-    assert pool.pooled_trial.fn(number, trial_id) == {"trial": 0, "state": "COMPLETE"}
+    study, number = _worker(monkeypatch, lambda trial: 0.5)
+    assert pool.pooled_trial.fn(number) == {"trial": 0, "state": "COMPLETE"}
 
 
 def test_batch_task_runs_are_named_for_what_they_did_and_bad_rows_listed(tmp_path):
