@@ -53,10 +53,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 # In parallel processes (pytest-xdist), one per core unless told (make test TEST_WORKERS=1);
-# worksteal hands a waiting worker queued tests, so the long ones near the end do not run alone.
+# worksteal hands a waiting worker queued tests, so the long ones near the end do not run alone;
+# the 15 slowest are listed at the end.
 TEST_WORKERS ?= auto
 test: lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 # The quick tier, for while you edit: no slow or end-to-end tests (under 2 minutes on 2 cores).
 test-fast: lint
