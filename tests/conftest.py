@@ -119,6 +119,20 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
+@pytest.fixture(autouse=True)
+def _no_leftover_mlflow_uri():
+    """mlflow.set_tracking_uri is global to the process and also writes $MLFLOW_TRACKING_URI: without
+    this, a test that calls it points the later tests of its worker process at its (deleted) store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri(None)  # no URI set in the process, and the variable unset
+        if before is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture
 def tiny_project(tmp_path, monkeypatch):
     """Project copy with tiny data and params, cwd set to it, MLflow in a temp SQLite file."""

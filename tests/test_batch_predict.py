@@ -275,8 +275,10 @@ def flow_run_record() -> tuple[list[str], list[str]]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
     from prefect.client.schemas.sorting import FlowRunSort, LogSort, TaskRunSort
+    from prefect.logging.handlers import APILogHandler
 
     async def read():
+        await APILogHandler.aflush()  # logs reach the API in batches: send what is still queued
         async with get_client() as client:
             [latest] = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
             tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[latest.id])),
