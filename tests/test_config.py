@@ -120,7 +120,8 @@ def test_run_profile_raises_budgets_on_a_gpu_and_leaves_the_cpu_config_alone():
 
     gpu = profiles.effective(cfg, "cuda")
     assert gpu.profile == "gpu-full" and gpu.config.runtime.profile == "gpu-full"
-    assert gpu.changes == {"search.n_trials": (6, 20), "search.epochs": (2, 3), "search.max_train_rows": (2000, None)}
+    assert gpu.changes == {"search.n_trials": (6, 20), "search.epochs": (2, 3), "search.max_train_rows": (2000, None),
+                           "search.batch_size": (32, 128), "finetune.batch_size": (32, 128)}
     assert gpu.config.finetune.epochs == 8  # raised to at least 6, never lowered
     assert "search.max_train_rows 2000 -> null" in gpu.describe()
     assert profiles.effective(gpu.config, "cuda").config == gpu.config  # resolving again changes nothing

@@ -222,6 +222,39 @@ def test_bf16_autocast_on_cpu_trains(base_dir, tok, data):
     assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in result.history)
 
 
+def test_bf16_weights_train_in_bf16_and_return_the_fp32_masters(base_dir, tok, data):
+    model = fresh(base_dir)
+    before, seen = snapshot(model), []
+    # updates of ~1e-7 of a weight: bf16 weights alone (8 mantissa bits) would round every one away
+    s = to_settings(epochs=1, batch_size=16, learning_rate=1e-6, seed=0, precision="bf16-weights", optimizer="sgd",
+                    warmup=0, schedule="constant", weight_decay=0.0, strategy="freeze_embeddings")
+    result = train_classifier(model, *data, s, CPU, tok.pad_token_id,
+                              on_epoch=lambda e: seen.append(next(model.parameters()).dtype))
+    assert seen == [torch.bfloat16]  # the model trained in bf16 itself
+    after = model.state_dict()
+    assert all(v.dtype == before[k].dtype for k, v in after.items())  # and comes back in fp32
+    moved = [k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])]
+    assert moved and not any(k.startswith("bert.embeddings.") for k in moved)  # frozen: bit for bit
+    weights = [k for k in moved if before[k].abs().min() > 0]
+    assert weights and all(((after[k] - before[k]).abs() < before[k].abs() * 2 ** -9).all() for k in weights)
+    assert torch.isfinite(torch.tensor(result.history[0]["train_loss"]))
+
+
+def test_bf16_weights_resume_exactly(base_dir, tok, data, tmp_path):
+    common = dict(precision="bf16-weights", epochs=3)
+    full, full_result = train(base_dir, tok, data, **common)
+
+    def crash_after_two(e):
+        if e["epoch"] == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(base_dir, tok, data, on_epoch=crash_after_two, checkpoint_dir=tmp_path / "ckpt", **common)
+    resumed, result = train(base_dir, tok, data, checkpoint_dir=tmp_path / "ckpt", **common)
+    assert result.resumed_from_epoch == 2 and result.best_score == full_result.best_score
+    assert all(torch.equal(full.state_dict()[k], resumed.state_dict()[k]) for k in full.state_dict())
+
+
 @pytest.mark.slow  # compiling takes seconds
 def test_torch_compile_trains_the_same_model(base_dir, tok, data):
     # fp32: compiled and eager kernels round differently, far beyond 1e-3 in bf16 (auto on a CPU with it)

@@ -15,7 +15,8 @@ SHARED_SECTIONS = ("runtime", "tracking")
 
 
 # The budgets a run profile may raise (a larger value, or null for no limit, is more work).
-BUDGET_KEYS = ("pretrain.epochs", "search.n_trials", "search.epochs", "search.max_train_rows", "finetune.epochs")
+BUDGET_KEYS = ("pretrain.epochs", "search.n_trials", "search.epochs", "search.max_train_rows", "finetune.epochs",
+               "search.batch_size", "finetune.batch_size")
 UNLIMITED_OK = ("search.max_train_rows",)
 
 
@@ -29,8 +30,11 @@ class RuntimeConfig(Section):
         "auto", description="auto: gpu-full on CUDA, else cpu-quick; cpu-quick: params.yaml as written; "
                             "gpu-full: raises the budgets of gpu_full (the summary lists what changed)")
     gpu_full: dict[str, int | None] = Field(
-        {"search.n_trials": 20, "search.epochs": 3, "search.max_train_rows": None, "finetune.epochs": 6},
-        description=f"gpu-full's budgets: each key is raised to at least its value (null: no limit), never "
+        # batch 128: a GPU step costs about the same at 32 or 128 rows (launch-bound), and at 128
+        # MiniLM held its accuracy over three seeds at 4x HF Trainer's samples/s (docs/benchmarks.md)
+        {"search.n_trials": 20, "search.epochs": 3, "search.max_train_rows": None, "finetune.epochs": 6,
+         "search.batch_size": 128, "finetune.batch_size": 128},
+        description=f"gpu-full's budgets and batch sizes: each key is raised to at least its value (null: no limit), never "
                     f"lowered; keys from {', '.join(BUDGET_KEYS)}")
 
     @field_validator("gpu_full")

@@ -9,6 +9,7 @@ directory and swapped into place (mlcore.atomic), so a crash mid-save leaves the
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,14 +55,12 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    # save_file rejects tensors that share storage (tied embeddings): clone them apart.
-    return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
-
-
-def save(directory: Path, model, optimizer, scheduler, state: TrainState, best: dict[str, torch.Tensor] | None) -> None:
+def save(directory: Path, weights: dict[str, torch.Tensor], optimizer, scheduler, state: TrainState,
+         best: dict[str, torch.Tensor] | None) -> None:
+    """`weights`: the model's state on the CPU, each tensor its own copy (save_file rejects
+    tensors that share storage, as tied embeddings do)."""
     with atomic.directory(Path(directory)) as tmp:
-        save_file(_cpu_state(model), str(tmp / "model.safetensors"))
+        save_file(weights, str(tmp / "model.safetensors"))
         if best is not None:
             save_file({k: v.contiguous() for k, v in best.items()}, str(tmp / "best.safetensors"))
         tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
@@ -87,11 +86,13 @@ def peek(directory: Path) -> TrainState | None:
     return TrainState(**json.loads(path.read_text())["train"])
 
 
-def load(directory: Path, model, optimizer, scheduler) -> tuple[TrainState, dict[str, torch.Tensor] | None]:
-    """Restore weights, optimizer, scheduler and RNG states in place; returns (state, best weights)."""
+def load(directory: Path, load_weights: Callable[[dict[str, torch.Tensor]], None], optimizer, scheduler
+         ) -> tuple[TrainState, dict[str, torch.Tensor] | None]:
+    """Restore weights (through `load_weights`, e.g. a model's load_state_dict), optimizer,
+    scheduler and RNG states in place; returns (state, best weights)."""
     directory = Path(directory)
     meta = json.loads((directory / STATE).read_text())
-    model.load_state_dict(load_file(str(directory / "model.safetensors")))
+    load_weights(load_file(str(directory / "model.safetensors")))
     tensors = load_file(str(directory / "optimizer.safetensors"))
     optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
     scheduler.load_state_dict(meta["scheduler"])

@@ -55,10 +55,6 @@ def _better(score: float, best: float | None, s: TrainSettings, maximize: bool) 
     return score > best + s.min_delta if maximize else score < best - s.min_delta
 
 
-def _cpu_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
 def _apply_strategy(model, s: TrainSettings, epoch: int) -> None:
     n = layers.num_layers(model)
     layers.set_trainable(model, layers.trainable_from(s.strategy, n, s.freeze_layers, epoch, s.unfreeze_per_epoch))
@@ -138,7 +134,7 @@ class _Run:
         if saved is None or saved.fingerprint != self.state.fingerprint:
             return
         self.state, self.best = checkpointing.load(
-            self.checkpoint_dir, self.model, self.stepper.optimizer, self.stepper.scheduler)
+            self.checkpoint_dir, self.stepper.load_weights, self.stepper.optimizer, self.stepper.scheduler)
         self.result.resumed_from_epoch = self.state.epoch
         if self.main:
             print(f"{self.desc}: resuming from the checkpoint after epoch {self.state.epoch} (step {self.state.step})")
@@ -215,7 +211,7 @@ class _Run:
         if job.score is None or _better(row[job.score], state.best_score, self.s, job.maximize):
             state.best_epoch, state.waited = epoch, 0
             state.best_score = row[job.score] if job.score else None
-            self.best = _cpu_copy(self.model) if job.keep_best and job.score else None
+            self.best = self.stepper.weights() if job.keep_best and job.score else None
         else:
             state.waited += 1
 
@@ -230,13 +226,14 @@ class _Run:
     def save_checkpoint(self) -> None:
         """On the main rank, when `fit` was given a checkpoint directory."""
         if self.checkpoint_dir and self.main:
-            checkpointing.save(self.checkpoint_dir, self.model, self.stepper.optimizer, self.stepper.scheduler,
-                               self.state, self.best)
+            checkpointing.save(self.checkpoint_dir, self.stepper.weights(), self.stepper.optimizer,
+                               self.stepper.scheduler, self.state, self.best)
 
     def finish(self) -> FitResult:
         """Restore the best weights (when kept) and return the run's result."""
         if self.best is not None:
-            self.model.load_state_dict(self.best)
+            self.stepper.load_weights(self.best)
+        self.stepper.release()
         self.result.history, self.result.best_epoch = self.state.history, self.state.best_epoch
         self.result.best_score = self.state.best_score
         return self.result

@@ -77,7 +77,9 @@ def numerics(device: torch.device, resolved: str, cpuinfo: str | None = None) ->
 
 
 def autocast(precision: str, device: torch.device):
-    if precision == "fp32":
+    # bf16-weights: the model is in bf16 itself while it trains (mlcore.engine.master_weights),
+    # and in fp32 afterwards, when it predicts as it will be served
+    if precision in ("fp32", "bf16-weights"):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)

@@ -8,6 +8,7 @@ import math
 import torch
 
 from mlcore.engine import distributed, precision
+from mlcore.engine.master_weights import MasterWeights
 from mlcore.engine.optim import make_optimizer
 from mlcore.engine.schedules import make_scheduler, warmup_steps
 from mlcore.engine.settings import TrainSettings
@@ -33,6 +34,7 @@ class Stepper:
         self.last_lr = self.optimizer.param_groups[-1]["lr"]
         self.precision = precision.resolve(s.precision, device)
         self.scaler = precision.grad_scaler(self.precision, device)
+        self.master = MasterWeights(model, self.optimizer) if self.precision == "bf16-weights" else None
         module = torch.compile(loss_module) if s.compile else loss_module
         self.loss_module = distributed.wrap(module, device)
 
@@ -51,13 +53,33 @@ class Stepper:
                 loss = self.loss_module(**batch)
             self.scaler.scale(loss / group_size).backward()
         if last_in_group:
+            if self.master:
+                self.master.grads_to_masters()
             self.scaler.unscale_(self.optimizer)
             if self.s.max_grad_norm:
-                with_grads = [p for p in self.model.parameters() if p.grad is not None]
+                with_grads = (self.master.master_params() if self.master else
+                              [p for p in self.model.parameters() if p.grad is not None])
                 torch.nn.utils.clip_grad_norm_(with_grads, self.s.max_grad_norm)
             self.last_lr = self.optimizer.param_groups[-1]["lr"]  # the top layer's rate, as used
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.master:
+                self.master.masters_to_weights()
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
         return loss.detach(), last_in_group
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The model's state on the CPU, as a checkpoint or the best epoch keeps it (fp32 masters
+        under bf16-weights)."""
+        if self.master:
+            return self.master.state_dict()
+        return {k: v.detach().cpu().clone().contiguous() for k, v in self.model.state_dict().items()}
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        (self.master or self.model).load_state_dict(state)
+
+    def release(self) -> None:
+        """After training: the model in fp32 again under bf16-weights (a no-op otherwise)."""
+        if self.master:
+            self.master.release()
