@@ -60,6 +60,10 @@ def test_efficientnet_layers_group_stem_bottom_and_head_top(lite0):
     assert lr[17] == pytest.approx(1e-3) and lr[0] == pytest.approx(1e-3 * 0.9**17)
     stem_norm = lite0.backbone.embeddings.norm.weight
     assert next(g for g in groups if any(p is stem_norm for p in g["params"]))["weight_decay"] == 0
+    # every 1-D parameter is decay-free, the BatchNorm scales inside the blocks (`_bn0`...) too
+    decayed = [p for g in groups if g["weight_decay"] for p in g["params"]]
+    assert decayed and all(p.ndim > 1 for p in decayed)
+    assert not any(p is lite0.backbone.layers[3]._bn1.weight for p in decayed)
 
 
 def test_freezing_strategies_on_a_cnn():
@@ -72,6 +76,20 @@ def test_freezing_strategies_on_a_cnn():
     assert frozen == {"embeddingsconv", "embeddingsnorm", "layers0"}
     layers.set_trainable(model, layers.trainable_from("head_only", n))
     assert {name for name, p in model.named_parameters() if p.requires_grad} == {"head.fc.weight", "head.fc.bias"}
+
+
+def test_frozen_batch_norms_keep_their_running_statistics():
+    model = tiny_resnet()
+    layers.set_trainable(model, layers.trainable_from("freeze_bottom", layers.num_layers(model), freeze_layers=1))
+    layers.train_mode(model)
+    norms = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    frozen = {name for name, m in norms.items() if not any(p.requires_grad for p in m.parameters())}
+    assert frozen and len(frozen) < len(norms)
+    assert all(not norms[n].training for n in frozen) and all(m.training for n, m in norms.items() if n not in frozen)
+    before = {n: norms[n].running_mean.clone() for n in norms}
+    model(torch.randn(4, 3, 16, 16) * 5 + 3)  # a training-mode forward on data unlike the pretraining's
+    assert all(torch.equal(before[n], norms[n].running_mean) for n in frozen)
+    assert all(not torch.equal(before[n], norms[n].running_mean) for n in norms if n not in frozen)
 
 
 def test_dropout_override_is_recorded_in_the_config():

@@ -34,8 +34,8 @@ class RuntimeConfig(Section):
         # MiniLM held its accuracy over three seeds at 4x HF Trainer's samples/s (docs/benchmarks.md)
         {"search.n_trials": 20, "search.epochs": 3, "search.max_train_rows": None, "finetune.epochs": 6,
          "search.batch_size": 128, "finetune.batch_size": 128},
-        description=f"gpu-full's budgets and batch sizes: each key is raised to at least its value (null: no limit), never "
-                    f"lowered; keys from {', '.join(BUDGET_KEYS)}")
+        description=f"gpu-full's budgets and batch sizes: each key is raised to at least its value (null: no "
+                    f"limit), never lowered; keys from {', '.join(BUDGET_KEYS)}")
 
     @field_validator("gpu_full")
     @classmethod

@@ -55,6 +55,21 @@ def set_trainable(model: torch.nn.Module, lowest_depth: int) -> int:
     return count
 
 
+# BatchNorm (the CNNs'); transformers' LayerNorm keeps no running statistics
+_BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
+
+
+def train_mode(model: torch.nn.Module) -> None:
+    """`model.train()`, except that a BatchNorm whose weights are frozen stays in eval mode: a
+    frozen layer keeps the running statistics it was pretrained with instead of drifting
+    towards the new data's while its scale and shift stay fixed (Keras's fine-tuning rule)."""
+    model.train()
+    for module in model.modules():
+        params = list(module.parameters(recurse=False))
+        if isinstance(module, _BATCH_NORMS) and params and not any(p.requires_grad for p in params):
+            module.eval()
+
+
 def override_dropout(model: torch.nn.Module, p: float) -> None:
     """Set every dropout rate (BERT's SDPA attention reads its rate from the Dropout module),
     and the config, so that a saved model records the rate it was trained with."""

@@ -148,7 +148,7 @@ class _Run:
         s, stepper = self.s, self.stepper
         if s.strategy == "gradual_unfreeze":
             _apply_strategy(self.model, s, epoch)
-        self.model.train()
+        layers.train_mode(self.model)
         ep = _Epoch()
         bar = tqdm(total=stepper.per_rank, desc=f"{self.desc} {epoch}/{s.epochs}", unit="batch", leave=False,
                    mininterval=BAR_SECONDS, disable=not self.main)
@@ -200,7 +200,7 @@ class _Run:
         row = {"epoch": epoch, "step": self.state.step, "evaluation": len(self.state.history) + 1,
                "train_loss": distributed.mean(train_loss), **self.job.evaluate(self.model),
                "learning_rate": self.stepper.last_lr, "samples_per_s": samples_per_s}
-        self.model.train()  # job.evaluate switched to eval mode; a mid-epoch evaluation goes on training
+        layers.train_mode(self.model)  # job.evaluate switched to eval mode; a mid-epoch evaluation goes on training
         self.state.history.append(row)
         self._keep_if_best(row, epoch)
         return row

@@ -13,8 +13,10 @@ _FUSED = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.Adag
 
 
 def param_groups(model: torch.nn.Module, lr: float, weight_decay: float, layerwise_lr_decay: float = 1.0) -> list[dict]:
-    """One group per (depth, decay or not). Biases and LayerNorm weights get no weight
-    decay (the BERT recipe); with layer-wise decay d, depth k below the top gets lr * d**k."""
+    """One group per (depth, decay or not). Biases and norm weights get no weight decay (the
+    BERT recipe): those named so, and every other 1-D parameter, such as the BatchNorm scales
+    inside EfficientNet's blocks (`_bn0`, `_bn1`, `_bn2`); in a BERT encoder the two rules pick
+    the same parameters. With layer-wise decay d, depth k below the top gets lr * d**k."""
     n_layers = layers.num_layers(model)
     top = n_layers + 1
     groups: dict[tuple[int, bool], dict] = {}
@@ -22,7 +24,7 @@ def param_groups(model: torch.nn.Module, lr: float, weight_decay: float, layerwi
         if not p.requires_grad:
             continue
         level = layers.depth(name, n_layers) if layerwise_lr_decay != 1.0 else top
-        decays = not name.endswith(NO_DECAY)
+        decays = p.ndim > 1 and not name.endswith(NO_DECAY)
         group = groups.setdefault((level, decays), {
             "params": [], "weight_decay": weight_decay if decays else 0.0,
             "lr": lr * layerwise_lr_decay ** (top - level), "depth": level,
