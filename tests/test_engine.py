@@ -255,6 +255,56 @@ def test_bf16_weights_resume_exactly(base_dir, tok, data, tmp_path):
     assert all(torch.equal(full.state_dict()[k], resumed.state_dict()[k]) for k in full.state_dict())
 
 
+def test_lora_trains_adapters_and_returns_a_plain_merged_model(base_dir, tok, data):
+    model = fresh(base_dir)
+    before, trainable = snapshot(model), []
+    s = to_settings(epochs=1, batch_size=16, learning_rate=1e-2, seed=0, strategy="lora", lora_rank=4)
+    train_classifier(model, *data, s, CPU, tok.pad_token_id, on_epoch=lambda e: trainable.append(
+        (sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters()))))
+    (n_trainable, n_all), = trainable
+    assert n_trainable < 0.2 * n_all  # the tiny BERT's head is a large share; MiniLM's is 0.3% (docs)
+    after = model.state_dict()
+    assert after.keys() == before.keys()  # merged and unloaded: the plain architecture, nothing of peft left
+    assert not any("lora" in type(m).__name__.lower() for m in model.modules())
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(".query.weight" in k for k in moved) and any(".value.weight" in k for k in moved)
+    head = ("classifier.", "bert.pooler.")  # the top depth trains in full
+    assert all(k.endswith((".query.weight", ".value.weight")) or k.startswith(head) for k in moved), moved
+
+
+def test_lora_merging_keeps_the_adapted_function(base_dir):
+    from mlcore.engine import lora
+
+    model = fresh(base_dir).eval()
+    lora.add_adapters(model, rank=4, alpha=8, dropout=0.0, targets=["query", "value"])
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)  # B starts at zero: make the adapters do something
+    ids = torch.tensor([[2, 7, 9, 11, 3]])
+    with torch.no_grad():
+        adapted = model(input_ids=ids).logits
+        assert lora.merge_adapters(model) == 4  # two layers x two targets
+        merged = model(input_ids=ids).logits
+    torch.testing.assert_close(merged, adapted, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="lora_targets"):
+        lora.add_adapters(fresh(base_dir), rank=4, alpha=8, dropout=0.0, targets=["conv_stem"])
+
+
+def test_lora_resumes_exactly(base_dir, tok, data, tmp_path):
+    common = dict(strategy="lora", epochs=3)
+    full, full_result = train(base_dir, tok, data, **common)
+
+    def crash_after_two(e):
+        if e["epoch"] == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(base_dir, tok, data, on_epoch=crash_after_two, checkpoint_dir=tmp_path / "ckpt", **common)
+    resumed, result = train(base_dir, tok, data, checkpoint_dir=tmp_path / "ckpt", **common)
+    assert result.resumed_from_epoch == 2 and result.best_score == full_result.best_score
+    assert all(torch.equal(full.state_dict()[k], resumed.state_dict()[k]) for k in full.state_dict())
+
+
 @pytest.mark.slow  # compiling takes seconds
 def test_torch_compile_trains_the_same_model(base_dir, tok, data):
     # fp32: compiled and eager kernels round differently, far beyond 1e-3 in bf16 (auto on a CPU with it)

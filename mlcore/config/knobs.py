@@ -13,7 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 Optimizer = Literal["sgd", "sgd_momentum", "sgd_nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 ALL_OPTIMIZERS: tuple[str, ...] = ("sgd", "sgd_momentum", "sgd_nesterov", "adagrad", "rmsprop", "adam", "adamw")
 Schedule = Literal["constant", "linear", "cosine", "exponential", "step"]
-Strategy = Literal["full", "freeze_embeddings", "freeze_bottom", "head_only", "gradual_unfreeze"]
+Strategy = Literal["full", "freeze_embeddings", "freeze_bottom", "head_only", "gradual_unfreeze", "lora"]
 Precision = Literal["auto", "fp32", "bf16", "fp16", "bf16-weights"]
 
 
@@ -70,11 +70,19 @@ class TrainingKnobs(Section):
     lr_gamma: float = Field(
         0.5, gt=0, le=1, description="exponential: learning-rate factor per epoch; step: factor per drop")
     lr_step_epochs: float = Field(1.0, gt=0, description="step: epochs between learning-rate drops")
-    strategy: Strategy = Field("full", description="which weights train")
+    strategy: Strategy = Field(
+        "full", description="which weights train; lora: low-rank adapters on lora_targets plus the head, merged "
+                            "into the weights when training ends (a plain model is saved)")
     freeze_layers: int = Field(
         0, ge=0, description="freeze_bottom: how many encoder layers are frozen, from the bottom")
     unfreeze_per_epoch: int = Field(
         1, ge=1, description="gradual_unfreeze: encoder layers thawed each epoch, top first")
+    lora_rank: int = Field(8, ge=1, le=256, description="lora: the adapters' rank r")
+    lora_alpha: float = Field(16.0, gt=0, description="lora: scaling; an adapter's update is multiplied by alpha / r")
+    lora_dropout: float = Field(0.1, ge=0, lt=1, description="lora: dropout on the adapters' input")
+    lora_targets: list[str] = Field(
+        ["query", "value"], min_length=1,
+        description="lora: names of the linear layers that get adapters (BERT-style: query, key, value, dense)")
     layerwise_lr_decay: float = Field(
         1.0, gt=0, le=1, description="each layer gets lr x decay^(its depth below the top); 1: off")
     dropout: float | None = Field(None, ge=0, lt=1, description="dropout override; null: the checkpoint's own dropout")

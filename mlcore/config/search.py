@@ -28,6 +28,9 @@ class SearchSpace(Section):
         None, description="e.g. [0, 2]: bottom layers frozen, with strategy freeze_bottom (0: full fine-tuning)",
         json_schema_extra={"also_sets": ["strategy"]})
     batch_size: list[int] | None = Field(None, description="e.g. [16, 32, 64]")
+    lora_rank: list[int] | None = Field(
+        None, description="e.g. [4, 8, 16]: LoRA adapters of these ranks (sets strategy lora)",
+        json_schema_extra={"also_sets": ["strategy"]})
     schedule: list[Schedule] | None = Field(None, description="e.g. [linear, cosine]")
     momentum: tuple[float, float] | None = Field(
         None, description="e.g. [0.8, 0.99]; sampled for sgd_momentum / sgd_nesterov trials only")
@@ -51,7 +54,11 @@ class SearchSpace(Section):
                 raise ValueError(f"space.{key}: low ({bounds[0]}) must be below high ({bounds[1]})")
         if self.weight_decay is not None and self.weight_decay[0] <= 0:
             raise ValueError("space.weight_decay is searched on a log scale: its low end must be above 0")
-        for key in ("batch_size", "schedule"):
+        if self.lora_rank and self.freeze_layers:
+            raise ValueError("space.lora_rank and space.freeze_layers each choose the strategy; search one of them")
+        if self.lora_rank is not None and not all(isinstance(r, int) and r >= 1 for r in self.lora_rank):
+            raise ValueError(f"space.lora_rank: list ranks of at least 1, e.g. [4, 8, 16]; got {self.lora_rank}")
+        for key in ("batch_size", "schedule", "lora_rank"):
             if getattr(self, key) is not None and not getattr(self, key):
                 raise ValueError(f"space.{key}: list at least one choice, or null to keep it fixed")
         return self

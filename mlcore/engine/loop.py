@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mlcore.engine import checkpointing, distributed, layers, precision, transfer
+from mlcore.engine import checkpointing, distributed, layers, lora, precision, transfer
 from mlcore.engine.device import seed_everything
 from mlcore.engine.settings import TrainSettings
 from mlcore.engine.stepper import Stepper
@@ -69,12 +69,16 @@ def _prepare(job: Job, s: TrainSettings, device: torch.device) -> torch.device:
     if s.strategy == "gradual_unfreeze" and distributed.world_size() > 1:
         raise ValueError("strategy gradual_unfreeze changes the trainable set mid-run, which DDP cannot follow; "
                          "use another strategy with several processes")
+    if s.strategy == "lora":  # before the move: the adapters are created beside their layers
+        lora.add_adapters(job.model, s.lora_rank, s.lora_alpha, s.lora_dropout, list(s.lora_targets))
     model = job.model.to(device)
     if s.dropout is not None:
         layers.override_dropout(model, s.dropout)
     # Static strategies leave frozen weights out of the optimizer; gradual unfreezing
     # registers all of them and only toggles which ones receive gradients.
-    if s.strategy == "gradual_unfreeze":
+    if s.strategy == "lora":
+        lora.set_trainable(model)
+    elif s.strategy == "gradual_unfreeze":
         layers.set_trainable(model, 0)
     else:
         _apply_strategy(model, s, epoch=1)
@@ -234,6 +238,8 @@ class _Run:
         if self.best is not None:
             self.stepper.load_weights(self.best)
         self.stepper.release()
+        if self.s.strategy == "lora":
+            lora.merge_adapters(self.model)  # a plain model leaves training
         self.result.history, self.result.best_epoch = self.state.history, self.state.best_epoch
         self.result.best_score = self.state.best_score
         return self.result

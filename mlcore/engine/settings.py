@@ -12,7 +12,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-_IDENTITY_IF_SET = {"augment": "auto", "augment_flip": True}
+_IDENTITY_IF_SET = {"augment": "auto", "augment_flip": True, "lora_rank": 8, "lora_alpha": 16.0, "lora_dropout": 0.1,
+                    "lora_targets": ["query", "value"]}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +50,10 @@ class TrainSettings:
     resume: bool
     augment: float | str  # images only; "auto": the image default (mlcore.models.vision)
     augment_flip: bool
+    lora_rank: int
+    lora_alpha: float
+    lora_dropout: float
+    lora_targets: list[str]
     eval_every_steps: int | None  # None: evaluate at each epoch's end only
 
     def fingerprint(self) -> str:

@@ -36,6 +36,8 @@ def suggest(trial: optuna.Trial, cfg: SearchConfig) -> dict:
         frozen = trial.suggest_int("freeze_layers", *space.freeze_layers)
         params |= ({"strategy": "freeze_bottom", "freeze_layers": frozen} if frozen
                    else {"strategy": "full", "freeze_layers": 0})
+    if space.lora_rank:
+        params |= {"strategy": "lora", "lora_rank": trial.suggest_categorical("lora_rank", list(space.lora_rank))}
     if space.batch_size:
         params["batch_size"] = trial.suggest_categorical("batch_size", list(space.batch_size))
     if space.schedule:
