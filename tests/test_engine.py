@@ -5,6 +5,7 @@ import torch
 from mlcore.config.training import to_settings
 from mlcore.engine import checkpointing, layers
 from mlcore.engine.batching import encode
+from mlcore.errors import UserError
 from mlcore.models import modeling
 from mlcore.models.classifier import ClassifierLoss, balanced_class_weights, train_classifier
 from tests.conftest import make_reviews
@@ -286,7 +287,7 @@ def test_lora_merging_keeps_the_adapted_function(base_dir):
         assert lora.merge_adapters(model) == 4  # two layers x two targets
         merged = model(input_ids=ids).logits
     torch.testing.assert_close(merged, adapted, rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="lora_targets"):
+    with pytest.raises(UserError, match="lora_targets"):
         lora.add_adapters(fresh(base_dir), rank=4, alpha=8, dropout=0.0, targets=["conv_stem"])
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from mlcore.engine import layers
+from mlcore.errors import UserError
 
 
 def add_adapters(model: torch.nn.Module, rank: int, alpha: float, dropout: float, targets: list[str]) -> None:
@@ -21,7 +22,7 @@ def add_adapters(model: torch.nn.Module, rank: int, alpha: float, dropout: float
 
     present = {name.rpartition(".")[2] for name, _ in model.named_modules()}
     if not set(targets) & present:
-        raise ValueError(
+        raise UserError(
             f"strategy lora: none of lora_targets {targets} names a layer of {type(model).__name__}; LoRA adapts "
             f"a transformer encoder's linear layers (for BERT-style ones: query, key, value, dense). Set "
             f"lora_targets to some of its layer names, or use another strategy")
