@@ -16,15 +16,21 @@ input order. Scores are softmax(logits / T), T the fitted temperature the fine-t
 stage stores in config.json (`temperature`; absent or null: 1); labels are the argmax
 of the logits, which T > 0 does not change.
 
-Precision: fp32, so the scores are those `evaluate` reported. Setting the environment
-variable TEXT_CLASSIFIER_AUTOCAST=bf16 before loading opts into bf16 autocast: faster on
-a CPU with native bf16 (avx512_bf16 / amx) or a GPU, slower elsewhere, and its labels
-may differ from fp32 on near-ties (bench/inference.py reports the agreement).
+Format: the one register chose (register.serve_format), in the `serving` artifact's
+serving.json: torch (fp32, the scores `evaluate` reported), torch-bf16 (bf16 autocast), onnx
+or onnx-int8 (ONNX Runtime on the graph beside it, the same pooling and head). Register
+adopted it only when its labels agreed with torch fp32 on at least 99.5% of the test rows.
+When onnxruntime cannot be imported or the graph fails to load, the model serves torch fp32
+and logs why (`served_format` and `fallback_reason` say so on the loaded model). The torch
+weights always ship. TEXT_CLASSIFIER_FORMAT=torch (or torch-bf16) set before loading serves
+torch instead; TEXT_CLASSIFIER_AUTOCAST=bf16 still opts a torch model into bf16 autocast:
+faster on a CPU with native bf16 (avx512_bf16 / amx) or a GPU, slower elsewhere.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -49,6 +55,10 @@ BATCH_SIZE = 64
 WINDOW = 8192
 MAX_LENGTH = 512
 AUTOCAST_ENV = "TEXT_CLASSIFIER_AUTOCAST"
+FORMAT_ENV = "TEXT_CLASSIFIER_FORMAT"
+FORMATS = ("torch", "torch-bf16", "onnx", "onnx-int8")
+SERVING_FILE = "serving.json"  # in the `serving` artifact: {"format": ..., "graph": <file name> | null}
+log = logging.getLogger("text_classifier")
 # Not set here: torch.set_num_threads. torch already uses every core by default, and a
 # model changing a process-wide setting would surprise its host (a server, a Spark worker).
 
@@ -71,6 +81,33 @@ def autocast_dtype() -> torch.dtype | None:
     if choice == "bf16":
         return torch.bfloat16
     raise ValueError(f"${AUTOCAST_ENV} is {choice!r}; use bf16, or leave it unset for fp32")
+
+
+def serving_choice(serving_dir: str | None) -> tuple[str, Path | None]:
+    """(format, ONNX graph or None) from the `serving` artifact; none (a model registered before
+    serving formats existed): torch. TEXT_CLASSIFIER_FORMAT overrides it with a torch format."""
+    spec = json.loads((Path(serving_dir) / SERVING_FILE).read_text()) if serving_dir else {}
+    fmt, graph = spec.get("format", "torch"), spec.get("graph")
+    forced = os.environ.get(FORMAT_ENV, "").strip().lower()
+    if forced:
+        if forced not in ("torch", "torch-bf16"):
+            raise ValueError(f"${FORMAT_ENV} is {forced!r}; use torch or torch-bf16, or leave it unset")
+        return forced, None
+    if fmt not in FORMATS:
+        raise ValueError(f"{SERVING_FILE}: format {fmt!r} is not one of {FORMATS}")
+    return fmt, (Path(serving_dir) / graph) if graph else None
+
+
+def onnx_session(graph: Path):
+    """An ONNX Runtime session on `graph` (CPU), or (None, why not)."""
+    try:
+        import onnxruntime
+    except ImportError as error:
+        return None, f"onnxruntime cannot be imported ({error})"
+    try:
+        return onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"]), None
+    except Exception as error:  # a missing, damaged or unsupported graph: torch still serves
+        return None, f"{graph.name} failed to load in onnxruntime {onnxruntime.__version__} ({error})"
 
 
 def pad(rows: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,7 +137,18 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
         self.model = classifier_pooling.prepare(model).eval()
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         self.temperature = temperature_of(path, self.model.config)
-        self.autocast = autocast_dtype()
+        self.load_format(context.artifacts.get("serving"))
+
+    def load_format(self, serving_dir: str | None) -> None:
+        """Set up the chosen format; an ONNX one that cannot run falls back to torch fp32, logged."""
+        self.served_format, graph = serving_choice(serving_dir)
+        self.session, self.fallback_reason = None, None
+        if graph is not None:
+            self.session, self.fallback_reason = onnx_session(graph)
+            if self.session is None:
+                log.warning("serving torch fp32 instead of %s: %s", self.served_format, self.fallback_reason)
+                self.served_format = "torch"
+        self.autocast = torch.bfloat16 if self.served_format == "torch-bf16" else autocast_dtype()
 
     def _texts(self, model_input) -> list[str]:
         if isinstance(model_input, pd.DataFrame):
@@ -111,6 +159,9 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
         return [str(model_input)]
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.session is not None:
+            feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+            return torch.from_numpy(self.session.run(["logits"], feed)[0])
         cast = torch.autocast(ids.device.type, dtype=self.autocast) if self.autocast else contextlib.nullcontext()
         with cast:
             return classifier_pooling.logits(self.model, ids, mask).float()

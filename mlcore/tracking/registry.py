@@ -1,6 +1,7 @@
 """Logging the classifier as a pyfunc model and gating the `champion` alias on a metric (and the baseline)."""
 from __future__ import annotations
 
+import json
 import re
 from importlib.metadata import version
 from pathlib import Path
@@ -37,6 +38,14 @@ def _flavour(model_dir: Path) -> tuple[Path, list[str], tuple[str, ...]]:
     return PYFUNC_CODE, [str(POOLING_CODE)], TEXT_PACKAGES
 
 
+def _runtime_packages(serving: Path | None) -> tuple[str, ...]:
+    """What the chosen serving format runs on beyond torch: onnxruntime for an ONNX graph (without it the
+    model still loads, on torch)."""
+    spec = Path(serving) / "serving.json" if serving else None
+    graph = spec is not None and spec.is_file() and json.loads(spec.read_text()).get("graph")
+    return ("onnxruntime",) if graph else ()
+
+
 def find_version(name: str, digest: str) -> str | None:
     """The newest version of `name` registered from the same classifier and metrics, if any."""
     client = MlflowClient()
@@ -60,7 +69,7 @@ def log_classifier(model_dir: Path, examples: list[str] | pd.DataFrame, labels: 
     output = pd.Series([labels[0]] * len(example), name="label")
     signature = infer_signature(example, output, params={"return_scores": False})
     code, code_paths, packages = _flavour(model_dir)
-    reqs = [f"{pkg}=={version(pkg)}" for pkg in packages]
+    reqs = [f"{pkg}=={version(pkg)}" for pkg in packages + _runtime_packages((extra_artifacts or {}).get("serving"))]
     with without_type_hint_advice():
         info = _log(model_dir, example, signature, reqs, extra_artifacts or {}, code, code_paths,
                     logged_name(registered_name), training or {})
