@@ -109,7 +109,7 @@ def test_the_logged_pyfunc_serves_each_format_with_the_torch_labels(fmt, chosen,
 def test_without_onnxruntime_or_with_a_damaged_graph_it_serves_torch_and_says_why(chosen, tiny_classifier,
                                                                                  monkeypatch, caplog):
     _, folder = chosen
-    clf = serve_format._text_classifier(tiny_classifier)
+    clf = serve_format._classifier(tiny_classifier)
     reference = clf.logits(TEXTS[:8])
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
     clf.load_format(str(folder.parent / "onnx"))
@@ -122,3 +122,25 @@ def test_without_onnxruntime_or_with_a_damaged_graph_it_serves_torch_and_says_wh
     (damaged / "model.onnx").write_bytes(b"not a graph")
     clf.load_format(str(damaged))
     assert clf.served_format == "torch" and "model.onnx failed to load" in clf.fallback_reason
+
+
+def test_an_image_model_is_exported_checked_and_served_in_onnx(tmp_path):
+    """The image pyfunc, same pattern: the graph takes `pixels`, auto measures it, the model serves it."""
+    from mlcore.modality.image import png_bytes
+    from mlcore.models import vision
+    from mlcore.tracking import pyfunc_image_files
+    from tests.test_vision import squares, tiny_resnet
+
+    model_dir = vision.save(tiny_resnet(), tmp_path / "classifier")
+    frame = pd.DataFrame({"image": [png_bytes(p) for p in squares(24, seed=3).pixels]})
+    choice, folder = serve_format.choose("onnx", model_dir, frame, tmp_path / "serving")
+    assert choice.format == "onnx" and choice.trials["onnx"].agreement == 1.0, choice.reason
+    path = tmp_path / "model"
+    mlflow.pyfunc.save_model(str(path), python_model=str(pyfunc_image_files.CODE),
+                             code_paths=pyfunc_image_files.code_paths(), pip_requirements=["torch"],
+                             artifacts={"model_dir": str(model_dir), "serving": str(folder)})
+    loaded = mlflow.pyfunc.load_model(str(path))
+    assert loaded.unwrap_python_model().served_format == "onnx"
+    served = loaded.predict(frame).tolist()
+    loaded.unwrap_python_model().load_format(None)
+    assert served == loaded.predict(frame).tolist()

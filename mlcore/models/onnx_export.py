@@ -58,7 +58,9 @@ def _export(module: torch.nn.Module, args: tuple, names: tuple[str, ...], out: P
         warnings.simplefilter("ignore")  # the exporters' deprecation and tracer notices, pages long
         try:
             batch = torch.export.Dim("batch")
-            shapes = {n: {0: batch, 1: torch.export.Dim("sequence")} if sequence else {0: batch} for n in names}
+            # By position, not by name: the module's own argument names (an image network's `x`) need not
+            # be the graph's input names.
+            shapes = tuple({0: batch, 1: torch.export.Dim("sequence")} if sequence else {0: batch} for _ in names)
             torch.onnx.export(module, args, str(out), input_names=list(names), output_names=["logits"],
                               dynamo=True, dynamic_shapes=shapes, opset_version=OPSET, external_data=False,
                               verbose=False)

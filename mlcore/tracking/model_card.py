@@ -178,7 +178,7 @@ def _serving(d: dict) -> str:
         lines[-1] += (f" Its labels agree with torch fp32 on {d['serve_agreement']:.2%} of the test rows "
                       f"(adopted only at 99.5% or more). {d['serve_reason']}.")
     if served != "torch":
-        lines += ["The torch weights ship too: without onnxruntime, or with `TEXT_CLASSIFIER_FORMAT=torch` set, the "
+        lines += ["The torch weights ship too: without onnxruntime, or with `CLASSIFIER_SERVE_FORMAT=torch` set, the "
                   "model serves torch fp32, whose scores are exactly those reported above."]
     return "\n".join(lines)
 

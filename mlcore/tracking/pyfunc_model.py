@@ -21,16 +21,16 @@ serving.json: torch (fp32, the scores `evaluate` reported), torch-bf16 (bf16 aut
 or onnx-int8 (ONNX Runtime on the graph beside it, the same pooling and head). Register
 adopted it only when its labels agreed with torch fp32 on at least 99.5% of the test rows.
 When onnxruntime cannot be imported or the graph fails to load, the model serves torch fp32
-and logs why (`served_format` and `fallback_reason` say so on the loaded model). The torch
-weights always ship. TEXT_CLASSIFIER_FORMAT=torch (or torch-bf16) set before loading serves
-torch instead; TEXT_CLASSIFIER_AUTOCAST=bf16 still opts a torch model into bf16 autocast:
-faster on a CPU with native bf16 (avx512_bf16 / amx) or a GPU, slower elsewhere.
+and logs why (`served_format` and `fallback_reason` say so on the loaded model); the torch
+weights always ship. serving_runtime, shipped beside this file, reads the format:
+CLASSIFIER_SERVE_FORMAT=torch (or torch-bf16) set before loading serves torch instead.
+TEXT_CLASSIFIER_AUTOCAST=bf16 still opts a torch model into bf16 autocast: faster on a CPU
+with native bf16 (avx512_bf16 / amx) or a GPU, slower elsewhere.
 """
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import math
 import os
 from pathlib import Path
@@ -42,10 +42,11 @@ import torch
 import transformers
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-try:  # in a logged model: the copy MLflow ships with it (code_paths), on sys.path at load time
+try:  # in a logged model: the copies MLflow ships with it (code_paths), on sys.path at load time
     import classifier_pooling
+    import serving_runtime
 except ImportError:  # in the project, where MLflow runs this file once while logging it
-    from mlcore.models import classifier_pooling
+    from mlcore.models import classifier_pooling, serving_runtime
 
 # Rows per forward pass. Length-sorted, a larger batch adds little padding, and on a CPU
 # the matmuls are already efficient at 64 rows x tens of tokens.
@@ -55,10 +56,6 @@ BATCH_SIZE = 64
 WINDOW = 8192
 MAX_LENGTH = 512
 AUTOCAST_ENV = "TEXT_CLASSIFIER_AUTOCAST"
-FORMAT_ENV = "TEXT_CLASSIFIER_FORMAT"
-FORMATS = ("torch", "torch-bf16", "onnx", "onnx-int8")
-SERVING_FILE = "serving.json"  # in the `serving` artifact: {"format": ..., "graph": <file name> | null}
-log = logging.getLogger("text_classifier")
 # Not set here: torch.set_num_threads. torch already uses every core by default, and a
 # model changing a process-wide setting would surprise its host (a server, a Spark worker).
 
@@ -81,33 +78,6 @@ def autocast_dtype() -> torch.dtype | None:
     if choice == "bf16":
         return torch.bfloat16
     raise ValueError(f"${AUTOCAST_ENV} is {choice!r}; use bf16, or leave it unset for fp32")
-
-
-def serving_choice(serving_dir: str | None) -> tuple[str, Path | None]:
-    """(format, ONNX graph or None) from the `serving` artifact; none (a model registered before
-    serving formats existed): torch. TEXT_CLASSIFIER_FORMAT overrides it with a torch format."""
-    spec = json.loads((Path(serving_dir) / SERVING_FILE).read_text()) if serving_dir else {}
-    fmt, graph = spec.get("format", "torch"), spec.get("graph")
-    forced = os.environ.get(FORMAT_ENV, "").strip().lower()
-    if forced:
-        if forced not in ("torch", "torch-bf16"):
-            raise ValueError(f"${FORMAT_ENV} is {forced!r}; use torch or torch-bf16, or leave it unset")
-        return forced, None
-    if fmt not in FORMATS:
-        raise ValueError(f"{SERVING_FILE}: format {fmt!r} is not one of {FORMATS}")
-    return fmt, (Path(serving_dir) / graph) if graph else None
-
-
-def onnx_session(graph: Path):
-    """An ONNX Runtime session on `graph` (CPU), or (None, why not)."""
-    try:
-        import onnxruntime
-    except ImportError as error:
-        return None, f"onnxruntime cannot be imported ({error})"
-    try:
-        return onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"]), None
-    except Exception as error:  # a missing, damaged or unsupported graph: torch still serves
-        return None, f"{graph.name} failed to load in onnxruntime {onnxruntime.__version__} ({error})"
 
 
 def pad(rows: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,13 +111,7 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
 
     def load_format(self, serving_dir: str | None) -> None:
         """Set up the chosen format; an ONNX one that cannot run falls back to torch fp32, logged."""
-        self.served_format, graph = serving_choice(serving_dir)
-        self.session, self.fallback_reason = None, None
-        if graph is not None:
-            self.session, self.fallback_reason = onnx_session(graph)
-            if self.session is None:
-                log.warning("serving torch fp32 instead of %s: %s", self.served_format, self.fallback_reason)
-                self.served_format = "torch"
+        self.served_format, self.session, self.fallback_reason = serving_runtime.load(serving_dir)
         self.autocast = torch.bfloat16 if self.served_format == "torch-bf16" else autocast_dtype()
 
     def _texts(self, model_input) -> list[str]:

@@ -90,10 +90,7 @@ def register(req: Request) -> tuple[dict, str]:
 
 
 def _serving(req: Request, work: Path) -> tuple[serve_format.Choice, Path]:
-    """The serving format, checked on the test rows (text models; an image model serves torch)."""
-    if not isinstance(req.test_inputs, list):
-        choice = serve_format.Choice("torch", req.serve_format, 1.0, "image models serve torch fp32 (docs/serving.md)")
-        return choice, serve_format.torch_dir(work)
+    """The serving format, checked on the test rows."""
     choice, folder = serve_format.choose(req.serve_format, req.classifier, req.test_inputs, work)
     print(f"register: serves {choice.format}: {choice.reason}")
     return choice, folder

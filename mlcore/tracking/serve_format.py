@@ -8,7 +8,7 @@ which and why. `auto` tries every format this CPU can run and adopts the fastest
 
 `decide` is the pure rule; `choose` builds the candidates (ONNX export, int8 quantization),
 measures them and calls it. The chosen format's files go into the `serving` artifact the pyfunc
-reads (pyfunc_model.SERVING_FILE), beside the torch weights, which always ship.
+reads (serving_runtime.SERVING_FILE), beside the torch weights, which always ship.
 """
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 
-from mlcore.tracking import pyfunc_model
+from mlcore.models import serving_runtime
 
 AGREEMENT_BAR = 0.995
 GRAPHS = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
@@ -97,17 +98,19 @@ def candidates(requested: str, bf16_native: bool) -> tuple[str, ...]:
         return ()
     if requested != "auto":
         return (requested,)
-    return tuple(f for f in pyfunc_model.FORMATS if f != "torch" and (f != "torch-bf16" or bf16_native))
+    return tuple(f for f in serving_runtime.FORMATS if f != "torch" and (f != "torch-bf16" or bf16_native))
 
 
-def choose(requested: str, model_dir: Path, texts: list[str], work: Path,
+def choose(requested: str, model_dir: Path, inputs: list[str] | pd.DataFrame, work: Path,
            bar: float = AGREEMENT_BAR) -> tuple[Choice, Path]:
-    """Build and measure the candidates on `texts` (the test rows), decide, and return the choice
-    and the `serving` folder to ship with the model (its serving.json and graph)."""
+    """Build and measure the candidates on `inputs` (the test rows: texts, or a frame of images),
+    decide, and return the choice and the `serving` folder to ship with the model (its
+    serving.json and graph)."""
     todo = candidates(requested, requested == "auto" and bf16_native())
     trials, exporter = {}, None
     if todo:
-        clf = _text_classifier(model_dir)
+        clf = _classifier(model_dir)
+        texts = clf._images(inputs) if isinstance(inputs, pd.DataFrame) else inputs  # what .logits takes
         seconds, reference = _timed(clf.logits, texts)
         trials["torch"] = Trial(1.0, len(texts) / seconds)
         for name in todo:
@@ -128,8 +131,18 @@ def choose(requested: str, model_dir: Path, texts: list[str], work: Path,
     return choice, _serving_dir(choice.format, work)
 
 
-def _text_classifier(model_dir: Path):
-    clf = pyfunc_model.TextClassifier()
+def _classifier(model_dir: Path):
+    """The pyfunc consumers load (text or image), on torch fp32."""
+    # Imported here: importing a pyfunc file registers its model with MLflow (set_model), a side
+    # effect that importing the register stage should not have.
+    from mlcore.tracking import pyfunc_image_files
+
+    if pyfunc_image_files.is_image_model(model_dir):
+        from mlcore.tracking import pyfunc_image
+        clf = pyfunc_image.ImageClassifierModel()
+    else:
+        from mlcore.tracking import pyfunc_model
+        clf = pyfunc_model.TextClassifier()
     clf.load_context(SimpleNamespace(artifacts={"model_dir": str(model_dir)}))
     return clf
 
@@ -149,7 +162,9 @@ def _build(name: str, clf, work: Path, exporter: str | None) -> str | None:
     if name.startswith("onnx"):
         fp32 = work / "onnx" / GRAPHS["onnx"]
         if not fp32.exists():
-            exporter = onnx_export.export_text(clf.model, fp32)
+            c = clf.model.config
+            exporter = (onnx_export.export_image(clf.model, fp32, c.channels, c.input_size)
+                        if hasattr(c, "input_size") else onnx_export.export_text(clf.model, fp32))
         if name == "onnx-int8":
             onnx_export.quantize_int8(fp32, folder / GRAPHS[name])
     _write_spec(folder, name)
@@ -159,7 +174,7 @@ def _build(name: str, clf, work: Path, exporter: str | None) -> str | None:
 def _write_spec(folder: Path, name: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     spec = {"format": name, "graph": GRAPHS.get(name)}
-    (folder / pyfunc_model.SERVING_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+    (folder / serving_runtime.SERVING_FILE).write_text(json.dumps(spec, indent=2) + "\n")
 
 
 def _serving_dir(name: str, work: Path) -> Path:
