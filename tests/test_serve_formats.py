@@ -91,9 +91,11 @@ def test_the_logged_pyfunc_serves_each_format_with_the_torch_labels(fmt, chosen,
     frame = pd.DataFrame({"text": TEXTS})
     # As registry.log_classifier logs it, less the run: requirements given (inferring them costs seconds).
     signature = infer_signature(frame[:2], pd.Series(["fresh", "fresh"]), params={"return_scores": False})
-    mlflow.pyfunc.save_model(str(path), python_model=str(registry.PYFUNC_CODE), code_paths=[str(registry.POOLING_CODE)],
+    mlflow.pyfunc.save_model(str(path), python_model=str(registry.PYFUNC_CODE), code_paths=registry.TEXT_CODE_PATHS,
                              artifacts={"model_dir": str(tiny_classifier), "serving": str(serving)},
                              signature=signature, pip_requirements=["torch"])
+    shipped = {f.name for f in (path / "code").iterdir()}
+    assert {"classifier_pooling.py", "serving_runtime.py"} <= shipped  # it stands alone
     loaded = mlflow.pyfunc.load_model(str(path))
     clf = loaded.unwrap_python_model()
     assert (clf.served_format, clf.fallback_reason) == (fmt, None)

@@ -135,4 +135,4 @@ class RegisterConfig(Section):
                             "Runtime); adopted only when its labels agree with torch fp32 on >= 99.5% of the test "
                             "rows, else torch serves (the card says which, and why). auto: the fastest that passes, "
                             "timed on this CPU. Not torch: register exports and checks it, 30-80 s more on 2 CPU "
-                            "cores (docs/serving.md)")
+                            "cores (docs/consumers.md#serving-formats)")

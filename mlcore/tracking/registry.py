@@ -23,6 +23,7 @@ PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 POOLING_CODE = Path(__file__).parents[1] / "models" / "classifier_pooling.py"
 # ... and the serving format's loader, which both pyfuncs share.
 RUNTIME_CODE = Path(__file__).parents[1] / "models" / "serving_runtime.py"
+TEXT_CODE_PATHS = [str(POOLING_CODE), str(RUNTIME_CODE)]
 TEXT_PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "pandas", "numpy")
 
 
@@ -37,7 +38,7 @@ def _flavour(model_dir: Path) -> tuple[Path, list[str], tuple[str, ...]]:
 
     if pyfunc_image_files.is_image_model(model_dir):
         return pyfunc_image_files.CODE, pyfunc_image_files.code_paths(), pyfunc_image_files.PACKAGES
-    return PYFUNC_CODE, [str(POOLING_CODE), str(RUNTIME_CODE)], TEXT_PACKAGES
+    return PYFUNC_CODE, TEXT_CODE_PATHS, TEXT_PACKAGES
 
 
 def _runtime_packages(serving: Path | None) -> tuple[str, ...]:
