@@ -61,7 +61,7 @@ def test_gate_rescoring_lineage_card_audit_and_rollback(tiny_project, set_params
         assert value not in (None, "", "unknown"), made_from
     # the version's tags read at a glance: what gate and rerun read back, and a few plain facts
     assert set(v1.tags) == {"git.commit", "data.raw_path", "checkpoint", "optuna.study", "numerics", "source.digest",
-                            "gate.reason", "test_macro_f1", "test_baseline_macro_f1"}
+                            "gate.reason", "test_macro_f1", "test_baseline_macro_f1", "serve.format"}
     finetune_run = client.get_run(made_from["runs"]["finetune"])
     assert v1.tags["numerics"].startswith(f"{finetune_run.data.tags['numerics.precision']} on cpu: ")
     assert made_from["runs"]["finetune"] == json.loads(P.FINETUNE_REPORT.read_text())["mlflow_run_id"]
@@ -70,9 +70,11 @@ def test_gate_rescoring_lineage_card_audit_and_rollback(tiny_project, set_params
     assert v1.description.startswith(model_card.first_paragraph(card)) and "## Test results" in v1.description
     assert "](model-versions/get-artifact?path=artifacts%2Fconfusion_matrix.png&name=tiny-sentiment&version=1)" \
         in v1.description
-    for section in ("## Data", "## Training recipe", "## Test results", "## Calibration", "## Intended use"):
+    for section in ("## Data", "## Training recipe", "## Test results", "## Calibration", "## Serving",
+                    "## Intended use"):
         assert section in card
     assert f"- Numerics: {made_from['numerics']['precision']} on cpu: " in card
+    assert v1.tags["serve.format"] == "torch" and "Format: **torch**" in card  # the default: no check needed
     logged = mlflow.artifacts.download_artifacts(f"models:/{NAME}/1", dst_path=str(tiny_project / "v1"))
     assert "## Calibration" in next((tiny_project / "v1").rglob("MODEL_CARD.md")).read_text(), logged
     # the logged model is named after the registered one and its params are the settings it was trained with
