@@ -172,14 +172,16 @@ def _calibration(m: dict) -> str:
 
 def _serving(d: dict) -> str:
     """The format the model serves in, and its measured label agreement with torch fp32."""
-    served = d.get("serve_format", "torch")
-    lines = ["## Serving", f"Format: **{served}** (register.serve_format: {d.get('serve_format_requested', served)})."]
-    if "serve_agreement" in d:
-        lines[-1] += (f" Its labels agree with torch fp32 on {d['serve_agreement']:.2%} of the test rows "
-                      f"(adopted only at 99.5% or more). {d['serve_reason']}.")
+    served, asked = d.get("serve_format", "torch"), d.get("serve_format_requested", "torch")
+    if asked == "torch":
+        return ("## Serving\nFormat: **torch** (fp32; register.serve_format: torch): its scores are exactly those "
+                "reported above. Faster formats: docs/consumers.md#serving-formats.")
+    lines = ["## Serving", f"Format: **{served}** (register.serve_format: {asked}). {d['serve_reason']}."]
     if served != "torch":
-        lines += ["The torch weights ship too: without onnxruntime, or with `CLASSIFIER_SERVE_FORMAT=torch` set, the "
-                  "model serves torch fp32, whose scores are exactly those reported above."]
+        lines += [f"Its labels agree with torch fp32 on {d['serve_agreement']:.2%} of the test rows (adopted only at "
+                  f"99.5% or more). The torch weights ship too: without onnxruntime, or with "
+                  f"`CLASSIFIER_SERVE_FORMAT=torch` set, the model serves torch fp32, whose scores are exactly those "
+                  f"reported above."]
     return "\n".join(lines)
 
 
