@@ -295,6 +295,13 @@ def versus_pipeline(measured: dict, batch: dict) -> dict:
             for name, m in measured.items() if isinstance(m, dict)}
 
 
+def weights_dir(model: Path) -> Path:
+    """The classifier folder inside a downloaded pyfunc model (MLflow keeps each artifact under its own
+    file name in artifacts/)."""
+    return next(p.parent for p in sorted((model / "artifacts").rglob("config.json"))
+                if any(p.parent.glob("*.safetensors")))
+
+
 def saved_model(model_dir: Path, serving: Path, out: Path) -> str:
     """The pyfunc as registry.log_classifier logs it, saved to a folder (no store) with one serving format."""
     import mlflow
@@ -369,10 +376,12 @@ def main(argv=None) -> int:
         result["versus_hf_pipeline"] = versus_pipeline(result["formats"], result["batch"])
         if not args.no_serve:
             result["served"] = served_latency(uri, store, Path(tmp), args.requests)
-            model_dir = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(Path(tmp) / "champion")))
+            log(json.dumps(result))  # what is measured so far, should serving fail
+            downloaded = mlflow.artifacts.download_artifacts(uri, dst_path=str(Path(tmp) / "champion"))
+            model_dir = weights_dir(Path(downloaded))
             result["served_by_format"] = {
-                name: served_latency(saved_model(model_dir / "artifacts" / "model_dir", folder, Path(tmp) / name),
-                                     store, Path(tmp), args.requests) for name, folder in folders.items()}
+                name: served_latency(saved_model(model_dir, folder, Path(tmp) / name), store, Path(tmp), args.requests)
+                for name, folder in folders.items()}
     print(json.dumps(result))
     return 0
 
