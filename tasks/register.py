@@ -42,7 +42,7 @@ def run(ctx: StageContext) -> dict:
             r.model_name, r.metric, r.min_delta, r.require_beat_baseline, classifier, digest,
             kind.model_inputs(splits["test"]), splits["test"]["label"].tolist(), card, made_from, P.CONFUSION_PNG,
             audit.actor(f"register stage, pipeline run {parent_run_id or 'none (dvc repro)'}"),
-            _training_params(cfg, card.finetune)))
+            _training_params(cfg, card.finetune), r.serve_format))
         # Only now: MLflow copies the run's params into the logged model's, which are its training settings.
         runs.log_params(r.model_dump())
         record["run_id"] = active.info.run_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -61,7 +62,7 @@ def test_gate_rescoring_lineage_card_audit_and_rollback(tiny_project, set_params
         assert value not in (None, "", "unknown"), made_from
     # the version's tags read at a glance: what gate and rerun read back, and a few plain facts
     assert set(v1.tags) == {"git.commit", "data.raw_path", "checkpoint", "optuna.study", "numerics", "source.digest",
-                            "gate.reason", "test_macro_f1", "test_baseline_macro_f1"}
+                            "gate.reason", "test_macro_f1", "test_baseline_macro_f1", "serve.format"}
     finetune_run = client.get_run(made_from["runs"]["finetune"])
     assert v1.tags["numerics"].startswith(f"{finetune_run.data.tags['numerics.precision']} on cpu: ")
     assert made_from["runs"]["finetune"] == json.loads(P.FINETUNE_REPORT.read_text())["mlflow_run_id"]
@@ -70,9 +71,11 @@ def test_gate_rescoring_lineage_card_audit_and_rollback(tiny_project, set_params
     assert v1.description.startswith(model_card.first_paragraph(card)) and "## Test results" in v1.description
     assert "](model-versions/get-artifact?path=artifacts%2Fconfusion_matrix.png&name=tiny-sentiment&version=1)" \
         in v1.description
-    for section in ("## Data", "## Training recipe", "## Test results", "## Calibration", "## Intended use"):
+    for section in ("## Data", "## Training recipe", "## Test results", "## Calibration", "## Serving",
+                    "## Intended use"):
         assert section in card
     assert f"- Numerics: {made_from['numerics']['precision']} on cpu: " in card
+    assert v1.tags["serve.format"] == "torch" and "Format: **torch**" in card  # the default: no check needed
     logged = mlflow.artifacts.download_artifacts(f"models:/{NAME}/1", dst_path=str(tiny_project / "v1"))
     assert "## Calibration" in next((tiny_project / "v1").rglob("MODEL_CARD.md")).read_text(), logged
     # the logged model is named after the registered one and its params are the settings it was trained with
@@ -99,8 +102,16 @@ def test_gate_rescoring_lineage_card_audit_and_rollback(tiny_project, set_params
     client.set_model_version_tag(NAME, "1", "test_macro_f1", "0.99")
     on_these_rows = _champion_on_test("1")
     _set_metrics(macro_f1=on_these_rows + 0.001)
-    assert register.run(stage_context(cfg)) == {"version": "2", "alias": "champion"}
+    # ... registered in ONNX this time: checked on the test rows, shipped beside the torch weights, served.
+    set_params(register={"serve_format": "onnx"})
+    assert register.run(stage_context(load_config())) == {"version": "2", "alias": "champion"}
     v2 = client.get_model_version(NAME, "2").tags
+    assert v2["serve.format"] == "onnx" and json.loads(P.REGISTRATION.read_text())["serve_agreement"] == 1.0
+    assert "Format: **onnx**" in P.MODEL_CARD.read_text() and "100.00% of the test rows" in P.MODEL_CARD.read_text()
+    served = mlflow.pyfunc.load_model(f"models:/{NAME}/2")
+    assert served.unwrap_python_model().served_format == "onnx"
+    requirements = mlflow.artifacts.download_artifacts(f"models:/{NAME}/2/requirements.txt", dst_path=str(tiny_project))
+    assert "onnxruntime==" in Path(requirements).read_text()
     assert float(v2["gate.champion_value_same_rows"]) == pytest.approx(on_these_rows)
     assert float(v2["gate.champion_stored_value"]) == 0.99 and v2["gate.champion_version"] == "1"
     assert _lineage(client.get_model_version(NAME, "2"))["data"]["test_digest"] == made_from["data"]["test_digest"]

@@ -130,3 +130,9 @@ class RegisterConfig(Section):
     require_beat_baseline: bool = Field(
         True, description="never `champion` unless the metric beats the TF-IDF baseline's (baseline_<metric> in "
                           "reports/metrics.json; a tie does not); false: only the champion comparison counts")
+    serve_format: Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"] = Field(
+        "torch", description="what the registered model runs: torch (fp32), torch-bf16, onnx or onnx-int8 (ONNX "
+                            "Runtime); adopted only when its labels agree with torch fp32 on >= 99.5% of the test "
+                            "rows, else torch serves (the card says which, and why). auto: the fastest that passes, "
+                            "timed on this CPU. Not torch: register exports and checks it, 30-80 s more on 2 CPU "
+                            "cores (docs/consumers.md#serving-formats)")

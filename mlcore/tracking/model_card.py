@@ -62,7 +62,8 @@ def first_paragraph(card: str) -> str:
 
 def render(c: CardInputs) -> str:
     m = c.metrics
-    sections = [f"# {c.name}", _summary(c), _data(c), _recipe(c), _results(c), _calibration(m), _limits(c)]
+    sections = [f"# {c.name}", _summary(c), _data(c), _recipe(c), _results(c), _calibration(m), _serving(c.decision),
+                _limits(c)]
     return "\n\n".join(sections) + "\n"
 
 
@@ -167,6 +168,21 @@ def _calibration(m: dict) -> str:
     return (f"## Calibration\nTemperature scaling fitted on the validation split: T = {m['temperature']:.3f}. "
             f"Expected calibration error on test ({m.get('ece_bins', 15)} bins): {m['ece_uncalibrated']:.4f} before, "
             f"**{m['ece']:.4f}** after. The scores `return_scores` gives are the calibrated ones.")
+
+
+def _serving(d: dict) -> str:
+    """The format the model serves in, and its measured label agreement with torch fp32."""
+    served, asked = d.get("serve_format", "torch"), d.get("serve_format_requested", "torch")
+    if asked == "torch":
+        return ("## Serving\nFormat: **torch** (fp32; register.serve_format: torch): its scores are exactly those "
+                "reported above. Faster formats: docs/consumers.md#serving-formats.")
+    lines = ["## Serving", f"Format: **{served}** (register.serve_format: {asked}). {d['serve_reason']}."]
+    if served != "torch":
+        lines += [f"Its labels agree with torch fp32 on {d['serve_agreement']:.2%} of the test rows (adopted only at "
+                  f"99.5% or more). The torch weights ship too: without onnxruntime, or with "
+                  f"`CLASSIFIER_SERVE_FORMAT=torch` set, the model serves torch fp32, whose scores are exactly those "
+                  f"reported above."]
+    return "\n".join(lines)
 
 
 def _image_input(c: CardInputs) -> list[str]:

@@ -16,6 +16,10 @@ resized to the network's input size and normalised. In a JSON request to `mlflow
 the `image` column carries base64 text, which MLflow decodes to bytes. A `path` column is
 refused: a request must never make the server read its own files (batch scoring reads paths
 itself and passes the bytes).
+
+Format: the one register chose (register.serve_format; torch, torch-bf16, onnx or onnx-int8),
+read from the `serving` artifact by serving_runtime, with the same fallback to torch fp32 as the
+text model when onnxruntime is missing or the graph fails to load.
 """
 from __future__ import annotations
 
@@ -33,11 +37,11 @@ import torch
 try:  # in a logged model: the copy shipped beside it (pyfunc_image_files.PACKAGE), on sys.path at load time
     from image_classifier_code.data.pixels import decode_image
     from image_classifier_code.engine.images import pixel_batch
-    from image_classifier_code.models import vision
+    from image_classifier_code.models import serving_runtime, vision
 except ImportError:  # in the project, where MLflow runs this file once while logging it
     from mlcore.data.pixels import decode_image
     from mlcore.engine.images import pixel_batch
-    from mlcore.models import vision
+    from mlcore.models import serving_runtime, vision
 
 BATCH_SIZE = 64
 
@@ -73,6 +77,18 @@ class ImageClassifierModel(mlflow.pyfunc.PythonModel):
         self.temperature = float(raw) if raw else 1.0
         if not math.isfinite(self.temperature) or self.temperature <= 0:
             raise ValueError(f"config.json temperature is {raw!r}; it must be a positive number")
+        self.load_format(context.artifacts.get("serving"))
+
+    def load_format(self, serving_dir: str | None) -> None:
+        """The format register chose (serving_runtime); an ONNX one that cannot run falls back to torch."""
+        self.served_format, self.session, self.fallback_reason = serving_runtime.load(serving_dir)
+        self.autocast = torch.bfloat16 if self.served_format == "torch-bf16" else None
+
+    def _forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.session is not None:
+            return torch.from_numpy(self.session.run(["logits"], {"pixels": pixels.numpy()})[0])
+        with torch.autocast("cpu", dtype=self.autocast, enabled=self.autocast is not None):
+            return self.model(pixels).float()
 
     def _images(self, model_input) -> list[bytes]:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame({"image": list(model_input)})
@@ -90,7 +106,7 @@ class ImageClassifierModel(mlflow.pyfunc.PythonModel):
         for start in range(0, len(images), BATCH_SIZE):
             chunk = images[start : start + BATCH_SIZE]
             pixels = np.stack([decode_image(b, c.channels, self.size, f"row {start + i}") for i, b in enumerate(chunk)])
-            out[start : start + len(chunk)] = self.model(pixel_batch(pixels, c.input_size, c.mean, c.std)).float()
+            out[start : start + len(chunk)] = self._forward(pixel_batch(pixels, c.input_size, c.mean, c.std))
         return out
 
     def predict(self, context, model_input, params=None):

@@ -20,8 +20,8 @@ _MLCORE = Path(__file__).parents[1]
 # The modules pyfunc_image imports, and theirs: the networks, the batch transform, the decoder.
 SHIPPED = ["__init__.py", "errors.py", "atomic.py", "models/__init__.py", "models/vision/__init__.py",
            "models/vision/checkpoint.py", "models/vision/efficientnet.py", "models/vision/network.py",
-           "models/vision/resnet.py", "engine/__init__.py", "engine/images.py", "data/__init__.py",
-           "data/pixels.py"]
+           "models/vision/resnet.py", "models/serving_runtime.py", "engine/__init__.py", "engine/images.py",
+           "data/__init__.py", "data/pixels.py"]
 PACKAGES = ("torch", "safetensors", "pillow", "numpy", "pandas", "efficientnet-lite-pytorch")
 _staging: list[tempfile.TemporaryDirectory] = []  # kept until the process exits: MLflow copies it when logging
 

@@ -16,10 +16,16 @@ input order. Scores are softmax(logits / T), T the fitted temperature the fine-t
 stage stores in config.json (`temperature`; absent or null: 1); labels are the argmax
 of the logits, which T > 0 does not change.
 
-Precision: fp32, so the scores are those `evaluate` reported. Setting the environment
-variable TEXT_CLASSIFIER_AUTOCAST=bf16 before loading opts into bf16 autocast: faster on
-a CPU with native bf16 (avx512_bf16 / amx) or a GPU, slower elsewhere, and its labels
-may differ from fp32 on near-ties (bench/inference.py reports the agreement).
+Format: the one register chose (register.serve_format), in the `serving` artifact's
+serving.json: torch (fp32, the scores `evaluate` reported), torch-bf16 (bf16 autocast), onnx
+or onnx-int8 (ONNX Runtime on the graph beside it, the same pooling and head). Register
+adopted it only when its labels agreed with torch fp32 on at least 99.5% of the test rows.
+When onnxruntime cannot be imported or the graph fails to load, the model serves torch fp32
+and logs why (`served_format` and `fallback_reason` say so on the loaded model); the torch
+weights always ship. serving_runtime, shipped beside this file, reads the format:
+CLASSIFIER_SERVE_FORMAT=torch (or torch-bf16) set before loading serves torch instead.
+TEXT_CLASSIFIER_AUTOCAST=bf16 still opts a torch model into bf16 autocast: faster on a CPU
+with native bf16 (avx512_bf16 / amx) or a GPU, slower elsewhere.
 """
 from __future__ import annotations
 
@@ -36,10 +42,11 @@ import torch
 import transformers
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-try:  # in a logged model: the copy MLflow ships with it (code_paths), on sys.path at load time
+try:  # in a logged model: the copies MLflow ships with it (code_paths), on sys.path at load time
     import classifier_pooling
+    import serving_runtime
 except ImportError:  # in the project, where MLflow runs this file once while logging it
-    from mlcore.models import classifier_pooling
+    from mlcore.models import classifier_pooling, serving_runtime
 
 # Rows per forward pass. Length-sorted, a larger batch adds little padding, and on a CPU
 # the matmuls are already efficient at 64 rows x tens of tokens.
@@ -100,7 +107,12 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
         self.model = classifier_pooling.prepare(model).eval()
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         self.temperature = temperature_of(path, self.model.config)
-        self.autocast = autocast_dtype()
+        self.load_format(context.artifacts.get("serving"))
+
+    def load_format(self, serving_dir: str | None) -> None:
+        """Set up the chosen format; an ONNX one that cannot run falls back to torch fp32, logged."""
+        self.served_format, self.session, self.fallback_reason = serving_runtime.load(serving_dir)
+        self.autocast = torch.bfloat16 if self.served_format == "torch-bf16" else autocast_dtype()
 
     def _texts(self, model_input) -> list[str]:
         if isinstance(model_input, pd.DataFrame):
@@ -111,6 +123,9 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
         return [str(model_input)]
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.session is not None:
+            feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+            return torch.from_numpy(self.session.run(["logits"], feed)[0])
         cast = torch.autocast(ids.device.type, dtype=self.autocast) if self.autocast else contextlib.nullcontext()
         with cast:
             return classifier_pooling.logits(self.model, ids, mask).float()

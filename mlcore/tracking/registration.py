@@ -11,7 +11,7 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 
-from mlcore.tracking import gate, lineage, model_card, registry
+from mlcore.tracking import gate, lineage, model_card, registry, serve_format
 from mlcore.tracking.promotion import Decision, decide
 from mlcore.tracking.tags import (
     BASELINE_TAG,
@@ -21,6 +21,8 @@ from mlcore.tracking.tags import (
     CHAMPION_VERSION_TAG,
     METRIC_TAG,
     REASON_TAG,
+    SERVE_FORMAT_TAG,
+    SERVE_REASON_TAG,
 )
 
 LINEAGE_FILE = "lineage.json"
@@ -41,6 +43,7 @@ class Request:
     confusion_png: Path
     by: str  # who or what registers (audit)
     training: dict = field(default_factory=dict)  # the settings it was trained with: the logged model's params
+    serve_format: str = "torch"  # register.serve_format: checked on the test rows before it is adopted
 
 
 def register(req: Request) -> tuple[dict, str]:
@@ -54,21 +57,24 @@ def register(req: Request) -> tuple[dict, str]:
     if existing is not None and champion.version == existing:  # a register rerun: its version already won
         return _as_registered(req, client, existing, value, baseline)
     decision = _decide(req, champion, value, baseline)
-    record = _record(req, decision, champion, value, baseline)
-    req.card.decision = record
-    card = model_card.render(req.card)
-    tags = lineage.version_tags(req.lineage)
     with tempfile.TemporaryDirectory() as tmp:
+        serving, serving_dir = _serving(req, Path(tmp) / "serving")
+        record = _record(req, decision, champion, value, baseline) | serving.record()
+        req.card.decision = record
+        card = model_card.render(req.card)
+        tags = lineage.version_tags(req.lineage) | {SERVE_FORMAT_TAG: serving.format}
         card_path, lineage_path = Path(tmp) / "MODEL_CARD.md", Path(tmp) / LINEAGE_FILE
         card_path.write_text(card)
         lineage_path.write_text(json.dumps(req.lineage, indent=2, sort_keys=True) + "\n")
         version_ = existing or registry.log_classifier(
             req.classifier, req.test_inputs[:3], labels, req.name, req.digest,
-            extra_artifacts={"model_card": card_path, "confusion_matrix": req.confusion_png, "lineage": lineage_path},
+            extra_artifacts={"model_card": card_path, "confusion_matrix": req.confusion_png, "lineage": lineage_path,
+                             "serving": serving_dir},
             tags=tags, training=req.training).version
         mlflow.log_artifact(str(card_path), "model_card")
         mlflow.log_artifact(str(req.confusion_png), "model_card")
         mlflow.log_artifact(str(lineage_path))
+        _log_serving(serving)
     record |= {"version": str(version_), "model_uri": f"models:/{req.name}@{decision.alias}"}
     for key, tag in {**tags, **_gate_tags(record), METRIC_TAG.format(metric=req.metric): value,
                      **({BASELINE_TAG.format(metric=req.metric): baseline} if baseline is not None else {})
@@ -83,6 +89,22 @@ def register(req: Request) -> tuple[dict, str]:
     return record, card
 
 
+def _serving(req: Request, work: Path) -> tuple[serve_format.Choice, Path]:
+    """The serving format, checked on the test rows."""
+    choice, folder = serve_format.choose(req.serve_format, req.classifier, req.test_inputs, work)
+    print(f"register: serves {choice.format}: {choice.reason}")
+    return choice, folder
+
+
+def _log_serving(choice: serve_format.Choice) -> None:
+    """The format and its agreement on the register run: a tag to filter by, a metric to plot."""
+    mlflow.set_tags({SERVE_FORMAT_TAG: choice.format, SERVE_REASON_TAG: choice.reason[:5000]})
+    mlflow.log_metric("serve_agreement", choice.agreement)
+    for name, trial in choice.trials.items():
+        if trial.rows_per_s:
+            mlflow.log_metric(f"serve_rows_per_s.{name}", trial.rows_per_s)
+
+
 def _as_registered(req: Request, client: MlflowClient, version_: str, value: float,
                    baseline: float | None) -> tuple[dict, str]:
     """The record and card of a version that is already the champion, from what its own
@@ -93,6 +115,7 @@ def _as_registered(req: Request, client: MlflowClient, version_: str, value: flo
         tags.get(CHAMPION_VERSION_TAG), _number(tags.get(CHAMPION_SAME_ROWS_TAG)),
         _number(stored), tags.get(CHAMPION_UNSCORED_TAG))
     record = _record(req, Decision("champion", tags.get(REASON_TAG, "champion")), compared, value, baseline)
+    record["serve_format"] = tags.get(SERVE_FORMAT_TAG, "torch")
     req.card.decision = record
     record |= {"version": str(version_), "model_uri": f"models:/{req.name}@champion"}
     return record, model_card.render(req.card)

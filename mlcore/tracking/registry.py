@@ -1,6 +1,7 @@
 """Logging the classifier as a pyfunc model and gating the `champion` alias on a metric (and the baseline)."""
 from __future__ import annotations
 
+import json
 import re
 from importlib.metadata import version
 from pathlib import Path
@@ -20,6 +21,9 @@ from mlcore.tracking.tags import SOURCE_TAG
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 # Shipped with the model (MLflow code_paths): the classifier's pooling, which pyfunc_model imports.
 POOLING_CODE = Path(__file__).parents[1] / "models" / "classifier_pooling.py"
+# ... and the serving format's loader, which both pyfuncs share.
+RUNTIME_CODE = Path(__file__).parents[1] / "models" / "serving_runtime.py"
+TEXT_CODE_PATHS = [str(POOLING_CODE), str(RUNTIME_CODE)]
 TEXT_PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "pandas", "numpy")
 
 
@@ -34,7 +38,15 @@ def _flavour(model_dir: Path) -> tuple[Path, list[str], tuple[str, ...]]:
 
     if pyfunc_image_files.is_image_model(model_dir):
         return pyfunc_image_files.CODE, pyfunc_image_files.code_paths(), pyfunc_image_files.PACKAGES
-    return PYFUNC_CODE, [str(POOLING_CODE)], TEXT_PACKAGES
+    return PYFUNC_CODE, TEXT_CODE_PATHS, TEXT_PACKAGES
+
+
+def _runtime_packages(serving: Path | None) -> tuple[str, ...]:
+    """What the chosen serving format runs on beyond torch: onnxruntime for an ONNX graph (without it the
+    model still loads, on torch)."""
+    spec = Path(serving) / "serving.json" if serving else None
+    graph = spec is not None and spec.is_file() and json.loads(spec.read_text()).get("graph")
+    return ("onnxruntime",) if graph else ()
 
 
 def find_version(name: str, digest: str) -> str | None:
@@ -60,7 +72,7 @@ def log_classifier(model_dir: Path, examples: list[str] | pd.DataFrame, labels: 
     output = pd.Series([labels[0]] * len(example), name="label")
     signature = infer_signature(example, output, params={"return_scores": False})
     code, code_paths, packages = _flavour(model_dir)
-    reqs = [f"{pkg}=={version(pkg)}" for pkg in packages]
+    reqs = [f"{pkg}=={version(pkg)}" for pkg in packages + _runtime_packages((extra_artifacts or {}).get("serving"))]
     with without_type_hint_advice():
         info = _log(model_dir, example, signature, reqs, extra_artifacts or {}, code, code_paths,
                     logged_name(registered_name), training or {})

@@ -42,3 +42,6 @@ CHAMPION_UNSCORED_TAG = "gate.champion_unscored"
 # the model's description (mlcore/tracking/audit.py; all of them, in releases before it kept them there)
 AUDIT_PREFIX = "audit."
 LAST_MOVE_TAG = "champion.last_move"  # the latest move of `champion` in one sentence, for people
+# The format the registered model serves in (register.serve_format, after its agreement check), and why.
+SERVE_FORMAT_TAG = "serve.format"
+SERVE_REASON_TAG = "serve.reason"
