@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tasks._context import stage_context
+from tests.servers import seed_prefect_home
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,6 +34,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemet
 if "PREFECT_HOME" not in os.environ or os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"prefect-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
     atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
+    os.environ["TEST_OWN_PREFECT_HOME"] = os.environ["PREFECT_HOME"]  # tiny_project gives it a migrated database
 
 POSITIVE = ["great", "wonderful", "superb", "delightful", "moving", "brilliant", "charming", "masterful"]
 NEGATIVE = ["awful", "boring", "terrible", "dull", "mess", "tedious", "clumsy", "lifeless"]
@@ -143,6 +145,8 @@ def tiny_project(tmp_path, monkeypatch):
     monkeypatch.chdir(project)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    if os.environ["PREFECT_HOME"] == os.environ.get("TEST_OWN_PREFECT_HOME"):
+        seed_prefect_home(Path(os.environ["PREFECT_HOME"]))  # a flow's ephemeral server starts without migrating
     return project
 
 

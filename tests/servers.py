@@ -39,6 +39,37 @@ KILL_WAIT_S = 10.0
 BIN = Path(sys.executable).parent  # this interpreter's (the venv's) scripts: mlflow, prefect, uvicorn
 
 
+def seed_prefect_home(home: Path) -> Path:
+    """`home` (a PREFECT_HOME) with a migrated, empty Prefect database in it, copied from one made
+    once per Prefect version: a server's first start on a new database runs all of Prefect's
+    migrations (4-6 s of a 2-core CPU), each test with a home of its own paid them again. The copy
+    holds only the schema (`prefect server database upgrade`), no flow, deployment or run."""
+    import fcntl
+    import sqlite3
+    import tempfile
+    from importlib.metadata import version
+
+    cache = Path(tempfile.gettempdir()) / "mlcore-test-cache"
+    cache.mkdir(exist_ok=True)
+    template = cache / f"prefect-{version('prefect')}.db"
+    with open(cache / f"{template.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process makes it; parallel workers wait, then copy it
+        if not template.exists():
+            with tempfile.TemporaryDirectory(dir=cache) as fresh:
+                env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+                env.update(PREFECT_HOME=fresh, PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+                subprocess.run([script("prefect") or "prefect", "server", "database", "upgrade", "-y"],
+                               env=env, check=True, capture_output=True, timeout=300)
+                with contextlib.closing(sqlite3.connect(Path(fresh) / "prefect.db")) as db:
+                    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the one file
+                shutil.copyfile(Path(fresh) / "prefect.db", Path(fresh) / "done.db")
+                os.replace(Path(fresh) / "done.db", template)
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "prefect.db").exists():
+        shutil.copyfile(template, home / "prefect.db")
+    return home
+
+
 def free_port(host: str = HOST) -> int:
     with socket.socket() as s:
         s.bind((host, 0))

@@ -21,6 +21,7 @@ from mlcore.scoring import batch, model_uri, output, rows, store
 from mlcore.scoring.plan import chunk_plan
 from mlcore.tracking import scoring as tracking_scoring
 from tests.conftest import make_reviews
+from tests.servers import seed_prefect_home
 
 NAME = "tiny-scorer"
 CHAMPION = f"models:/{NAME}@champion"
@@ -322,8 +323,9 @@ def test_a_killed_run_resumes_from_its_last_chunk_and_matches_a_clean_run(regist
     out, parts = workdir / "scored.parquet", store.parts_dir(workdir / "scored.parquet")
     command = [sys.executable, "-m", "flows.batch_predict", "--model", CHAMPION, "--input", "big.csv",
                "--output", out.name, "--chunk-rows", "50"]
-    # Its own Prefect database; the chunks and the output in this test's directory.
-    env = {**os.environ, "PREFECT_HOME": str(workdir / "prefect"), "MLFLOW_TRACKING_URI": registry.uri}
+    # Its own Prefect database (migrated already); the chunks and the output in this test's directory.
+    home = seed_prefect_home(workdir / "prefect")
+    env = {**os.environ, "PREFECT_HOME": str(home), "MLFLOW_TRACKING_URI": registry.uri}
     with open(workdir / "killed.log", "w") as log:
         proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)

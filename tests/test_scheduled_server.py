@@ -21,7 +21,7 @@ import pytest
 
 from flows import _hooks as tp
 from mlcore.config import ConfigError
-from tests.servers import HOST, Server, free_port, group_members, running, script, tail
+from tests.servers import HOST, Server, free_port, group_members, running, script, seed_prefect_home, tail
 
 DEPLOYMENT = "training-pipeline/nightly-retraining"
 
@@ -61,8 +61,7 @@ def prefect_server(tmp: Path):
     """`prefect server start` on 127.0.0.1:<free port>, once /api/health answers; yields
     (api_url, env for its clients, server)."""
     cli = prefect_cli()
-    home = tmp / "prefect-home"
-    home.mkdir()
+    home = seed_prefect_home(tmp / "prefect-home")
     env = clean_env(home)
     port = free_port()
     with running([cli, "server", "start", "--host", HOST, "--port", str(port)], tmp / "server.log",

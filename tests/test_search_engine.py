@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from mlcore.config import ConfigError, parse_config
-from tests.servers import HOST, Server, free_port, group_members, script, tail
+from tests.servers import HOST, Server, free_port, group_members, script, seed_prefect_home, tail
 from tests.test_postgres import INITDB, PG_CTL, postgres_url  # noqa: F401 - the fixture, used by name
 from tests.test_scheduled_server import clean_env, client_of, prefect_cli, wait_for
 
@@ -170,8 +170,7 @@ def test_search_on_two_machines_survives_a_killed_runner(tiny_project, set_param
     began = time.monotonic()
     subprocess.run(["psql", "-h", HOST, "-p", str(urlsplit(postgres_url).port), "-U", "postgres", "-c",
                     "CREATE DATABASE mlflow"], check=True, capture_output=True)
-    (tmp_path / "prefect-home").mkdir()
-    env = clean_env(tmp_path / "prefect-home")
+    env = clean_env(seed_prefect_home(tmp_path / "prefect-home"))
     prefect_port, mlflow_port = free_port(), free_port()
     api, tracking = f"http://{HOST}:{prefect_port}/api", f"http://{HOST}:{mlflow_port}"
     servers, runners = [], {}

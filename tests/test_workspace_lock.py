@@ -76,8 +76,9 @@ def test_wait_queues_behind_the_holder(tmp_path, monkeypatch, capsys):
 def test_two_flows_and_a_flow_beside_dvc_repro(tiny_project, tmp_path, set_params):
     """A flow runs; a second flow, a stage CLI and `dvc repro` are refused and change nothing;
     then a `dvc repro` runs and a flow started beside it is refused, or waits with --wait."""
-    # A finetune of about 30 s (no early stop), so the runs refused below start while one works.
-    set_params(finetune={"epochs": 100, "patience": 100})
+    # A finetune of 40 epochs (no early stop) on top of the flow's start and first stages, so the runs
+    # refused below start while one works.
+    set_params(finetune={"epochs": 40, "patience": 40})
     log = (tmp_path / "first.log").open("w")
     first = subprocess.Popen([sys.executable, "-m", "flows.training_pipeline"], stdout=log, stderr=log)
     wait_for_holder(first, "training-pipeline flow")
@@ -93,6 +94,8 @@ def test_two_flows_and_a_flow_beside_dvc_repro(tiny_project, tmp_path, set_param
     assert first.wait(timeout=600) == 0, (tmp_path / "first.log").read_text()[-3000:]
     assert "up to date" in run("dvc", "status").stdout  # what the refused runs touched: nothing
 
+    # The tiny finetune again: six stage processes are long enough to refuse a flow and queue one.
+    set_params(finetune={"epochs": 5, "patience": 2})
     repro = subprocess.Popen(["dvc", "repro", "--force"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              text=True)
     wait_for_holder(repro, "stage ")
