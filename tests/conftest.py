@@ -28,6 +28,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from test servers
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # Each worker's share of the cores for torch's (OpenMP) threads, in this worker and, through the
+    # environment, in every stage, flow and DVC subprocess its tests start. torch's default, one thread
+    # per core in every worker, oversubscribes the cores: OpenMP threads spin waiting for a core another
+    # worker holds. Measured on 2 cores, 2 workers: test_engine, test_training, test_transfer,
+    # test_checkpoints and test_vision took 171 s and 180 s with the default, 68 s and 49 s with this.
+    import torch
+
+    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    os.environ.setdefault("OMP_NUM_THREADS", _threads)
+    os.environ.setdefault("MKL_NUM_THREADS", _threads)
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # this worker's torch is imported already
 # A Prefect home (and so an ephemeral-server database) per test process, made before Prefect is
 # imported: the suite runs in parallel workers (pytest-xdist), and two flows' temporary servers
 # migrating and writing one SQLite file at once fail with "database is locked".
