@@ -15,6 +15,7 @@ from mlcore.config import (
 )
 from mlcore.config.training import to_settings
 from mlcore.engine.settings import TrainSettings
+from mlcore.errors import UserError
 from mlcore.search import space
 from tests.conftest import ROOT
 
@@ -84,7 +85,7 @@ def test_fingerprints_are_pinned():
 def test_searched_names_are_the_space_dimensions_plus_strategy():
     names = SearchSpace.settings_names()
     assert names == ("weight_decay", "warmup", "layerwise_lr_decay", "strategy", "freeze_layers", "batch_size",
-                     "schedule", "momentum", "augment")
+                     "lora_rank", "schedule", "momentum", "augment")
     assert set(names) <= set(FIELDS)
     assert set(names) == set(SearchSpace.model_fields) | {"strategy"}
 
@@ -94,9 +95,12 @@ def test_searched_names_cover_what_a_trial_samples():
         "weight_decay": [1e-4, 1e-1], "warmup": [0.0, 0.2], "layerwise_lr_decay": [0.7, 1.0], "freeze_layers": [0, 1],
         "batch_size": [16, 32], "schedule": ["linear", "cosine"], "momentum": [0.8, 0.95],
         "augment": [0.0, 1.0]}}}, environ={}).search
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    # lora_rank and freeze_layers each choose the strategy, so one space cannot hold both
+    lora = parse_config({"search": {"space": {"lora_rank": [4, 8]}}}, environ={}).search
     sampled = set()
-    study.optimize(lambda t: sampled.update(space.suggest(t, cfg)) or 0.0, n_trials=5)
+    for searched in (cfg, lora):
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        study.optimize(lambda t, c=searched: sampled.update(space.suggest(t, c)) or 0.0, n_trials=5)
     assert sampled - {"learning_rate", "optimizer"} == set(SearchSpace.settings_names())
 
 
@@ -108,3 +112,8 @@ def test_importing_the_config_does_not_import_the_engine():
     code = "import sys, mlcore.config; print(any(m.startswith('mlcore.engine') for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+def test_a_space_cannot_search_lora_rank_and_freeze_layers_at_once():
+    with pytest.raises(UserError, match="space.lora_rank and space.freeze_layers"):
+        parse_config({"search": {"space": {"lora_rank": [4, 8], "freeze_layers": [0, 1]}}}, environ={})

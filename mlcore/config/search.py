@@ -39,11 +39,11 @@ class SearchSpace(Section):
     @classmethod
     def settings_names(cls) -> tuple[str, ...]:
         """The training settings a search can sample: every dimension, each preceded by
-        the settings it also sets (freeze_layers sets strategy)."""
+        the settings it also sets (freeze_layers and lora_rank set strategy), each name once."""
         names: list[str] = []
         for name, field in cls.model_fields.items():
             extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-            names += [*extra.get("also_sets", ()), name]
+            names += [n for n in (*extra.get("also_sets", ()), name) if n not in names]
         return tuple(names)
 
     @model_validator(mode="after")
