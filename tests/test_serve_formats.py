@@ -62,7 +62,9 @@ def test_the_graph_carries_the_projects_forward_and_auto_measures_every_format(c
     import onnxruntime
 
     choice, folder = chosen
-    assert choice.exporter in ("dynamo", "torchscript")
+    # which format wins is a timing (on the tiny model torch often does); the exporter is named
+    # when an ONNX format serves
+    assert choice.exporter in (("dynamo", "torchscript") if choice.format.startswith("onnx") else (None,))
     assert {"torch", "onnx", "onnx-int8"} <= set(choice.trials)
     assert all(t.error is None for t in choice.trials.values()), choice.trials
     assert choice.trials["onnx"].agreement == 1.0  # fp32 graph: the same labels as torch
