@@ -70,6 +70,9 @@ def facts(cfg: Config, results: dict) -> list[Fact]:
         found.append(("test", f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
                               f"macro-P {metrics['macro_precision']:.4f}  macro-R {metrics['macro_recall']:.4f}  "
                               f"(n={metrics['n']})" + _baseline_text(metrics)))
+    distilled = json.loads(P.DISTILL_REPORT.read_text()) if P.DISTILL_REPORT.exists() else {}
+    if distilled.get("enabled") and "student" in metrics:
+        found.append(("student", _student_text(distilled, metrics["student"])))
     if "ece" in metrics:
         found.append(("calibrated", f"temperature {metrics['temperature']:.3f}: test ECE "
                                     f"{metrics['ece_uncalibrated']:.4f} -> {metrics['ece']:.4f}"))
@@ -81,6 +84,13 @@ def facts(cfg: Config, results: dict) -> list[Fact]:
         ("Prefect UI", "make ui-prefect  (then open http://127.0.0.1:4200)"),
         ("reports", "reports/ (MODEL_CARD.md, metrics.json, confusion_matrix.png, ...);  .venv/bin/dvc metrics show"),
     ]
+
+
+def _student_text(distilled: dict, student: dict) -> str:
+    """The distilled student beside the teacher (test is reported only; register chose on validation)."""
+    return (f"{distilled['student_layers']} of {distilled['teacher_layers']} layers, {distilled['speedup']:.2f}x the "
+            f"teacher's rows/s: test accuracy {student['accuracy']:.4f}  macro-F1 {student['macro_f1']:.4f}; "
+            f"validation macro-F1 {distilled['val_macro_f1_drop']:+.4f} below the teacher")
 
 
 def _mlflow_ui(cfg: Config, store: str) -> str:

@@ -1,4 +1,5 @@
-"""The training pipeline flow: prepare -> pretrain -> search -> finetune -> evaluate -> register.
+"""The training pipeline flow: prepare -> pretrain -> search -> finetune -> distill -> evaluate
+-> register (distill is off by default, and then costs seconds).
 
 Each stage is a Prefect task that runs only when dvc.lock says it is out of date,
 so this flow and `dvc repro` always agree on what needs to run. Its command line is
@@ -11,17 +12,17 @@ from prefect import flow
 from flows import _crashed, summary
 from flows._hooks import notify_failure, retry_only_transient
 from mlcore.tracking.runs import pipeline_run
-from tasks import _inputs, _outcome, evaluate, finetune, prepare, pretrain, register, search
+from tasks import _inputs, _outcome, distill, evaluate, finetune, prepare, pretrain, register, search
 from tasks._recovery import recover
 from tasks._workspace import workspace_lock
 
 FLOW_HOLDER = "the training-pipeline flow"
-STAGE_TASKS = [prepare.task, pretrain.task, search.task, finetune.task, evaluate.task, register.task]
+STAGE_TASKS = [prepare.task, pretrain.task, search.task, finetune.task, distill.task, evaluate.task, register.task]
 # The stages each one waits for: some whose outputs it reads (dvc.yaml's deps, as tests/test_structure.py
 # checks). The stages run in this order either way; passed as wait_for, these are the edges of the
-# flow-run graph in the Prefect UI, which otherwise draws six unrelated tasks.
+# flow-run graph in the Prefect UI, which otherwise draws seven unrelated tasks.
 UPSTREAM = {"prepare": [], "pretrain": ["prepare"], "search": ["prepare", "pretrain"], "finetune": ["search"],
-            "evaluate": ["finetune"], "register": ["evaluate"]}
+            "distill": ["finetune"], "evaluate": ["distill"], "register": ["evaluate"]}
 
 
 @flow(name="training-pipeline", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])

@@ -1,4 +1,5 @@
-"""Run the training pipeline: prepare -> pretrain -> search -> finetune -> evaluate -> register.
+"""Run the training pipeline: prepare -> pretrain -> search -> finetune -> distill -> evaluate
+-> register (distill: off by default).
 
     python -m flows.training_pipeline [--params params.yaml] [--force] [--wait]
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             # Safe to skip the flow: every stage task would ask the same questions (DVC's, and
             # register's: is its version in the configured MLflow store?) and skip.
             # What is skipped is orchestration only: importing the stages (torch, transformers,
-            # Prefect, MLflow), Prefect's server and a pipeline MLflow run recording six skips.
+            # Prefect, MLflow), Prefect's server and a pipeline MLflow run recording seven skips.
             from flows.summary import summary
 
             print("everything is up to date with dvc.lock: nothing to run (--force reruns every stage)")

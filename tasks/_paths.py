@@ -15,6 +15,7 @@ BEST_TRIAL_MODEL = SEARCH / "best_model"  # the best trial's classifier at its b
 TRIAL_MODELS = Path("optuna/models")  # the study's best so far, kept across reruns (outside DVC's outs)
 OPTUNA_DIR = Path("optuna")
 CLASSIFIER = Path("models/classifier")
+STUDENT = Path("models/student")  # the distilled student (distill.enabled), else a note that distill is off
 
 # Resumable training state, one directory per stage (not a DVC output: DVC deletes
 # outputs before a stage runs, and these must survive a crash to be resumed from).
@@ -27,6 +28,7 @@ PRETRAIN_HISTORY = REPORTS / "pretrain_history.csv"
 SEARCH_TRIALS = REPORTS / "search_trials.csv"
 FINETUNE_REPORT = REPORTS / "finetune.json"
 FINETUNE_HISTORY = REPORTS / "finetune_history.csv"
+DISTILL_REPORT = REPORTS / "distill.json"
 METRICS = REPORTS / "metrics.json"
 CONFUSION_JSON = REPORTS / "confusion_matrix.json"
 CONFUSION_PNG = REPORTS / "confusion_matrix.png"
@@ -40,6 +42,7 @@ OUTS = {
     "pretrain": [PRETRAINED, PRETRAIN_REPORT, PRETRAIN_HISTORY],
     "search": [SEARCH, SEARCH_TRIALS],
     "finetune": [CLASSIFIER, FINETUNE_REPORT, FINETUNE_HISTORY],
+    "distill": [STUDENT, DISTILL_REPORT],
     "evaluate": [METRICS, CONFUSION_JSON, CONFUSION_PNG, PREDICTIONS],
     "register": [REGISTRATION, MODEL_CARD],
 }

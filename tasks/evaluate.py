@@ -1,6 +1,7 @@
 """evaluate: score the classifier on the held-out test split, next to the simple baseline (text: TF-IDF +
 logistic regression; images: logistic regression on the pixels) trained on the rows the classifier
-trained on (train, or train + val)."""
+trained on (train, or train + val). When the distill stage trained a student, it is scored on the
+same rows too (metrics.json's `student`), for register.candidate to register either."""
 from __future__ import annotations
 
 import json
@@ -40,6 +41,9 @@ def run(ctx: StageContext) -> dict:
         train_df = _training_rows()
         report |= baseline.headline(kind.baseline(train_df, train_df["label"].map(label2id), test_df, test.labels,
                                                   labels))
+        if _has_student():
+            report["student"] = _score_student(kind, test, device, labels, cfg.evaluate.batch_size)
+            runs.log_metrics({f"test_student_{k}": v for k, v in report["student"].items() if isinstance(v, float)})
         _io.write_json(P.METRICS, report)
         _io.write_json(P.CONFUSION_JSON, confusion)
         confusion_matrix_png(confusion["matrix"], labels, P.CONFUSION_PNG)
@@ -52,6 +56,18 @@ def run(ctx: StageContext) -> dict:
         for path in (P.METRICS, P.CONFUSION_JSON, P.CONFUSION_PNG):
             runs.log_artifact(path)
     return {k: round(report[k], 4) for k in ("accuracy", "macro_f1", "baseline_accuracy", "baseline_macro_f1", "ece")}
+
+
+def _has_student() -> bool:
+    return (P.STUDENT / "config.json").exists()
+
+
+def _score_student(kind, test, device, labels: list[str], batch_size: int) -> dict:
+    """The distilled student's test report, its confusion matrix kept for register's card."""
+    model, processor = kind.load_classifier(P.STUDENT, key="models/student")
+    logits = kind.predict_logits(model.to(device), test, device, processor, batch_size)
+    return classification_report(test.labels, logits.argmax(1), labels) | calibration.report(
+        logits, test.labels, calibration.stored(P.STUDENT))
 
 
 def _training_rows() -> pd.DataFrame:

@@ -33,11 +33,18 @@ from mlcore.config.knobs import (
 from mlcore.config.loading import ConfigError, load_config, parse_config
 from mlcore.config.root import SHARED_SECTIONS, STAGES, Config, RuntimeConfig, TrackingConfig
 from mlcore.config.search import SearchConfig, SearchSpace
-from mlcore.config.stages import EvaluateConfig, FinetuneConfig, PrepareConfig, PretrainConfig, RegisterConfig
+from mlcore.config.stages import (
+    DistillConfig,
+    EvaluateConfig,
+    FinetuneConfig,
+    PrepareConfig,
+    PretrainConfig,
+    RegisterConfig,
+)
 
 __all__ = [
     "ALL_OPTIMIZERS", "Optimizer", "Precision", "Schedule", "Section", "Strategy", "TrainingKnobs", "stage_key",
     "stage_only_names", "ConfigError", "load_config", "parse_config", "SHARED_SECTIONS", "STAGES", "Config",
     "RuntimeConfig", "TrackingConfig", "SearchConfig", "SearchSpace", "EvaluateConfig", "FinetuneConfig",
-    "PrepareConfig", "PretrainConfig", "RegisterConfig",
+    "DistillConfig", "PrepareConfig", "PretrainConfig", "RegisterConfig",
 ]

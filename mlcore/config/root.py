@@ -4,13 +4,20 @@ from __future__ import annotations
 import warnings
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from mlcore.config.knobs import Section
 from mlcore.config.search import SearchConfig
-from mlcore.config.stages import EvaluateConfig, FinetuneConfig, PrepareConfig, PretrainConfig, RegisterConfig
+from mlcore.config.stages import (
+    DistillConfig,
+    EvaluateConfig,
+    FinetuneConfig,
+    PrepareConfig,
+    PretrainConfig,
+    RegisterConfig,
+)
 
-STAGES = ("prepare", "pretrain", "search", "finetune", "evaluate", "register")
+STAGES = ("prepare", "pretrain", "search", "finetune", "distill", "evaluate", "register")
 SHARED_SECTIONS = ("runtime", "tracking")
 
 
@@ -82,10 +89,18 @@ class Config(Section):
     pretrain: PretrainConfig = Field(PretrainConfig(), description=PretrainConfig.__doc__)
     search: SearchConfig = Field(SearchConfig(), description=SearchConfig.__doc__)
     finetune: FinetuneConfig = Field(FinetuneConfig(), description=FinetuneConfig.__doc__)
+    distill: DistillConfig = Field(DistillConfig(), description=DistillConfig.__doc__)
     evaluate: EvaluateConfig = Field(EvaluateConfig(), description=EvaluateConfig.__doc__)
     register: RegisterConfig = Field(RegisterConfig(), description=RegisterConfig.__doc__)
     runtime: RuntimeConfig = Field(RuntimeConfig(), description=RuntimeConfig.__doc__)
     tracking: TrackingConfig = Field(TrackingConfig(), description=TrackingConfig.__doc__)
+
+    @model_validator(mode="after")
+    def _student_needs_distill(self) -> Config:
+        if self.register.candidate == "student" and not self.distill.enabled:
+            raise ValueError("register.candidate is 'student' but distill.enabled is false, so no student is "
+                             "trained; set distill.enabled: true, or register.candidate: auto or teacher")
+        return self
 
     # The environment's overrides are already in the fields: parse_config resolves them. The
     # MLflow store has a function of its own, mlcore.tracking.store.resolve_store(config).

@@ -116,6 +116,41 @@ class FinetuneConfig(TrainingKnobs):
         return self
 
 
+class DistillConfig(TrainingKnobs):
+    """Optionally distil the fine-tuned classifier (the teacher) into a smaller or same-size student;
+    off by default, when the stage writes only a note that it is off."""
+    enabled: bool = stage_key(False, "true: train a student on the teacher's softened logits; false: the stage "
+                                     "costs nothing and register sees the teacher only")
+    teacher: Literal["final"] = stage_key("final", "final: the fine-tuned classifier (models/classifier)")
+    student: Literal["alternate", "bottom", "same"] = stage_key(
+        "alternate", "the student's initialisation from the teacher: alternate: every other encoder layer, evenly "
+                     "spaced (DistilBERT's); bottom: the lowest student_layers layers; same: every layer "
+                     "(self-distillation, for quality)")
+    student_layers: int | None = stage_key(
+        None, "encoder layers the student keeps (alternate, bottom); null: half the teacher's, rounded up", ge=1)
+    alpha: float = stage_key(
+        0.5, "weight of the soft loss (KL to the teacher's temperature-softened logits, x T^2); the hard-label "
+             "cross-entropy gets 1 - alpha", ge=0, le=1)
+    temperature: float = stage_key(2.0, "softening temperature T of both logits in the soft loss", gt=0, le=20)
+    unlabelled: bool = stage_key(
+        True, "add prepare's unlabelled texts to the transfer set (soft loss only: they have no label)")
+    epochs: int = Field(3, ge=1, description="most epochs (early stopping on validation macro-F1 may end sooner)")
+    patience: int = Field(2, ge=1, description="evaluations without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0, description="smallest validation macro-F1 gain that counts as an improvement")
+    batch_size: int = Field(32, ge=1, description="texts per batch")
+    learning_rate: float | None = Field(
+        None, gt=0, lt=10, description="null: the learning rate finetune used; a number overrides it")
+    optimizer: Optimizer | None = Field(None, description="null: the optimizer finetune used; a name overrides it")
+    seed: int = Field(42, description="random seed")
+
+    @model_validator(mode="after")
+    def _student_layers_fit(self) -> DistillConfig:
+        if self.student == "same" and self.student_layers is not None:
+            raise ValueError("student_layers is set but student is 'same' (every layer is kept); "
+                             "set student: alternate or bottom, or student_layers: null")
+        return self
+
+
 class EvaluateConfig(Section):
     """Score the classifier on the test split."""
     batch_size: int = Field(256, ge=1, description="texts per inference batch")
@@ -136,3 +171,11 @@ class RegisterConfig(Section):
                             "rows, else torch serves (the card says which, and why). auto: the fastest that passes, "
                             "timed on this CPU. Not torch: register exports and checks it, 30-80 s more on 2 CPU "
                             "cores (docs/consumers.md#serving-formats)")
+    candidate: Literal["auto", "teacher", "student"] = Field(
+        "auto", description="which model is registered when distill ran: teacher (models/classifier), student "
+                            "(models/student), or auto: the student when its validation macro-F1 is within "
+                            "max_student_drop of the teacher's (the test split only reports); without a student, "
+                            "the teacher")
+    max_student_drop: float = Field(
+        0.01, ge=0, le=1, description="candidate auto: the most validation macro-F1 the student may lose against "
+                                      "the teacher and still be registered")

@@ -78,15 +78,17 @@ def predict_logits(model, data: Encoded, device: torch.device, batch_size: int =
 def train_classifier(
     model, train: Encoded, val: Encoded, s: TrainSettings, device: torch.device, pad_id: int,
     on_epoch: Callable[[dict], None] | None = None, checkpoint_dir: Path | None = None, fingerprint: str = "",
-    keep_best: bool = True,
+    keep_best: bool = True, loss_module: torch.nn.Module | None = None,
 ) -> FitResult:
     """Train, validating each epoch; on return `model` holds the best epoch's weights
-    (the last epoch's with `keep_best=False`).
+    (the last epoch's with `keep_best=False`). `loss_module`: wraps `model` (default: the
+    weighted, label-smoothed cross-entropy; distillation passes its own).
 
     `on_epoch` gets each epoch's metrics and may raise (for example optuna.TrialPruned).
     """
     n_classes = model.config.num_labels
-    weight = balanced_class_weights(train.labels, n_classes) if s.class_weights == "auto" else None
+    weight = (balanced_class_weights(train.labels, n_classes) if s.class_weights == "auto" and loss_module is None
+              else None)
 
     def epoch_batches(epoch: int):
         return loader(train, s.batch_size, pad_id, epoch_order(train, s, epoch), s.num_workers, device)
@@ -95,7 +97,8 @@ def train_classifier(
         preds = predict_logits(m, val, device, s.eval_batch_size, pad_id, s.precision).argmax(1)
         return {"val_macro_f1": macro_f1(val.labels, preds), "val_accuracy": float((preds == val.labels).mean())}
 
-    job = Job(model=model, loss_module=ClassifierLoss(model, weight, s.label_smoothing), batches=epoch_batches,
+    loss_module = loss_module or ClassifierLoss(model, weight, s.label_smoothing)
+    job = Job(model=model, loss_module=loss_module, batches=epoch_batches,
               n_batches=-(-len(train) // s.batch_size), evaluate=evaluate, score="val_macro_f1",
               keep_best=keep_best)
     return fit(job, s, device, desc="epoch", on_epoch=on_epoch, checkpoint_dir=checkpoint_dir, fingerprint=fingerprint)

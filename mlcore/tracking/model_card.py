@@ -62,9 +62,9 @@ def first_paragraph(card: str) -> str:
 
 def render(c: CardInputs) -> str:
     m = c.metrics
-    sections = [f"# {c.name}", _summary(c), _data(c), _recipe(c), _results(c), _calibration(m), _serving(c.decision),
-                _limits(c)]
-    return "\n\n".join(sections) + "\n"
+    sections = [f"# {c.name}", _summary(c), _data(c), _recipe(c), _distillation(c), _results(c), _calibration(m),
+                _serving(c.decision), _limits(c)]
+    return "\n\n".join(s for s in sections if s) + "\n"
 
 
 def _image(c: CardInputs) -> bool:
@@ -122,6 +122,27 @@ def _recipe(c: CardInputs) -> str:
         f"{f.get('best_epoch', '?')} of {f.get('epochs_run', '?')} (trained on {f.get('trained_on', 'train')}); "
         f"device {f.get('device', '?')}, precision {f.get('precision', '?')}.",
         *_numerics(f.get("numerics"))])
+
+
+def _distillation(c: CardInputs) -> str:
+    """Which model this is when the distill stage ran, the teacher beside it, and why it was chosen."""
+    d = c.extra.get("distill") or {}
+    if not d.get("enabled"):
+        return ""
+    return "\n".join([
+        "## Distillation",
+        f"This version is the **{c.extra.get('candidate')}** ({c.extra.get('candidate_reason')}).",
+        "",
+        "| | encoder layers | parameters | validation macro-F1 | batch-scoring rows/s (this CPU, fp32) |",
+        "|---|---|---|---|---|",
+        f"| teacher (the fine-tuned classifier) | {d['teacher_layers']} | {d['teacher_parameters']:,} | "
+        f"{d['teacher_val_macro_f1']:.4f} | {d['teacher_rows_per_s']:.0f} |",
+        f"| student ({d['student_init']} layers {d['layers_kept']} of the teacher's) | {d['student_layers']} | "
+        f"{d['student_parameters']:,} | {d['student_val_macro_f1']:.4f} | {d['student_rows_per_s']:.0f} |",
+        "",
+        f"The student trained on {d['transfer_rows']} texts against the teacher's logits softened at T = "
+        f"{d['distill_temperature']} (soft-loss weight alpha {d['alpha']}) and the labels: {d['speedup']:.2f}x the "
+        f"teacher's speed, {d['val_macro_f1_drop']:+.4f} validation macro-F1 below it."])
 
 
 def describe_numerics(record: dict) -> str:
