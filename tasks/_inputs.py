@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mlcore.config import Config, load_config
+from mlcore.config import STAGES, Config, load_config
 from mlcore.errors import UserError, path_problem
 from mlcore.models.checkpoint_link import PACKAGE
 
@@ -31,9 +31,24 @@ def load(params: str | Path = "params.yaml") -> Config:
     """The config (typed and checked, as load_config), once every input path it names is usable."""
     check(params, "--params", "file")
     cfg = load_config(params)
+    _every_stage_section(params)
     for key, path, expect in user_paths(cfg):
         check(path, key, expect)
     return cfg
+
+
+def _every_stage_section(params: str | Path) -> None:
+    """dvc.yaml tracks each stage's section, and DVC stops at a section missing from the file (every
+    key has a default, so the config itself would not): say so before it does, and how to add it."""
+    import yaml
+
+    written = yaml.safe_load(Path(params).read_text()) or {}
+    missing = [stage for stage in STAGES if stage not in written]
+    if missing:
+        example = "; ".join(f"`{s}: {{enabled: false}}`" if s == "distill" else f"`{s}: {{}}`" for s in missing)
+        raise UserError(f"{params}: no {', '.join(missing)} section, which dvc.yaml tracks for its stage of the same "
+                        f"name (DVC refuses a params file without it). Add it with any of its keys, e.g. {example}; "
+                        f"`python -m mlcore.config --defaults` prints every key with its default and help.")
 
 
 def user_paths(cfg: Config) -> list[tuple[str, str, str]]:

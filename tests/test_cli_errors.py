@@ -29,6 +29,16 @@ def test_unknown_key_stops_before_any_work(tiny_project, set_params):
     assert not (tiny_project / "data" / "processed").exists()
 
 
+def test_a_stage_section_missing_from_the_params_file_is_named_before_dvc_refuses_it(tiny_project):
+    import yaml
+
+    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    del params["distill"]  # a params.yaml written before the distill stage existed
+    (tiny_project / "params.yaml").write_text(yaml.safe_dump(params))
+    assert_clean_error(run("flows.training_pipeline"), "no distill section", "`distill: {enabled: false}`")
+    assert not (tiny_project / "data" / "processed").exists()
+
+
 def test_a_store_mlflow_cannot_use_stops_every_command_at_start(tiny_project, set_params, monkeypatch):
     bad = "ftp://example.invalid/x"
     set_params(tracking={"mlflow_uri": bad})
