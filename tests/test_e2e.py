@@ -128,7 +128,7 @@ def test_flow_dvc_registry_and_gate(tiny_project, prefect_api, set_params):
     set_params(finetune={"learning_rate": 1e-7, "epochs": 1})
     assert set(json.loads(dvc("status", "--json"))) == {"finetune"}
     second = training_pipeline("params.yaml")
-    assert ran(second) == ["finetune", "evaluate", "register"]
+    assert ran(second) == ["finetune", "distill", "evaluate", "register"]
     latest = client.search_runs(
         [exp.experiment_id], "tags.`pipeline.role` = 'pipeline'", order_by=["start_time DESC"])[0]
     assert latest.data.tags["stage.prepare"].startswith("skipped") and latest.data.tags["stage.register"] == "ran"
@@ -142,7 +142,7 @@ def test_flow_dvc_registry_and_gate(tiny_project, prefect_api, set_params):
     # 7. `dvc repro` reruns exactly the changed stage and the stages downstream of it.
     set_params(finetune={"epochs": 2})
     out = dvc("repro")
-    assert re.findall(r"Running stage '(\w+)'", out) == ["finetune", "evaluate", "register"]
+    assert re.findall(r"Running stage '(\w+)'", out) == ["finetune", "distill", "evaluate", "register"]
     assert json.loads(dvc("status", "--json")) == {}
     assert str(client.get_model_version_by_alias("tiny-sentiment", "champion").version) == "1"
 
@@ -151,7 +151,7 @@ def test_flow_dvc_registry_and_gate(tiny_project, prefect_api, set_params):
     subprocess.run(git + ["add", "-A", "dvc.lock", "params.yaml", "data/raw"], check=True)
     subprocess.run(git + ["commit", "-qm", "pipeline state"], check=True)
     out = dvc("exp", "run", "-S", "finetune.epochs=3")
-    assert re.findall(r"Running stage '(\w+)'", out) == ["finetune", "evaluate", "register"]
+    assert re.findall(r"Running stage '(\w+)'", out) == ["finetune", "distill", "evaluate", "register"]
     assert "Ran experiment" in out
 
 
@@ -183,7 +183,7 @@ def test_image_flow_and_dvc_agree(image_project, prefect_api, set_params):
     # A changed augmentation strength reruns finetune and what follows, under dvc repro as under the flow.
     set_params(finetune={"augment": 0.6})
     out = dvc("repro")
-    assert re.findall(r"Running stage '(\w+)'", out) == ["finetune", "evaluate", "register"]
+    assert re.findall(r"Running stage '(\w+)'", out) == ["finetune", "distill", "evaluate", "register"]
     assert json.loads(dvc("status", "--json")) == {}
     assert ran(training_pipeline("params.yaml")) == []
     versions = MlflowClient().search_model_versions("name = 'tiny-digits'")

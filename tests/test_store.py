@@ -154,7 +154,7 @@ def test_a_run_pointed_at_another_store_registers_the_model_there(tiny_project, 
     set_params(tracking={"mlflow_uri": other})  # over $MLFLOW_TRACKING_URI, which the fixture set
     out = flow()
     assert "stages run: register" in out
-    assert "up to date (skipped): prepare, pretrain, search, finetune, evaluate" in out
+    assert "up to date (skipped): prepare, pretrain, search, finetune, distill, evaluate" in out
     assert "registered: tiny-sentiment version 1 -> alias @" in out
     digest = json.loads((tiny_project / "reports" / "registration.json").read_text())["source_digest"]
     assert store.holds(other, "tiny-sentiment", "1", digest) is True
