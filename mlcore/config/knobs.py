@@ -103,12 +103,13 @@ class TrainingKnobs(Section):
     resume: bool = Field(True, description="a checkpoint each epoch; a rerun after a crash resumes from the last one")
     augment: float | Literal["auto"] = Field(
         "auto", description="strength of the training-batch augmentation, 0 to 1; 0: off. images: random resized "
-                            "crop, rotation, translation; text: each of augment_text_ops on up to 20% x strength "
-                            "of a text's words. auto: the measured defaults, 0.5 for images, off for text")
+                            "crop, rotation, translation; text: each of augment_text_ops touches about 20% x "
+                            "strength of a text's words. auto: the measured defaults, 0.5 for images, off for text")
     augment_text_ops: list[TextAugmentOp] = Field(
-        ["dropout", "span", "swap", "mask"], min_length=1,
-        description="text, when augment is above 0: dropout deletes words, span deletes a run of words, swap "
-                    "exchanges neighbouring words, mask replaces words by [MASK] ([UNK] without one)")
+        ["mask"], min_length=1,
+        description="text, when augment is above 0: mask replaces words by [MASK] ([UNK] without one), dropout "
+                    "deletes words, span deletes a run of words, swap exchanges neighbouring words (mask alone: "
+                    "the only set that cost no accuracy on 500 SST-2 rows)")
     augment_flip: bool = Field(
         True, description="images: random horizontal flips of training batches (turn off for digits and "
                           "characters, whose mirror image is another class)")

@@ -12,9 +12,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-_IDENTITY_IF_SET = {"augment": "auto", "augment_flip": True, "augment_text_ops": ["dropout", "span", "swap", "mask"],
-                    "lora_rank": 8, "lora_alpha": 16.0, "lora_dropout": 0.1,
-                    "lora_targets": ["query", "value"]}
+_IDENTITY_IF_SET = {"augment": "auto", "augment_flip": True, "augment_text_ops": ["mask"], "lora_rank": 8,
+                    "lora_alpha": 16.0, "lora_dropout": 0.1, "lora_targets": ["query", "value"]}
 
 
 @dataclass(frozen=True, kw_only=True)
