@@ -1,9 +1,12 @@
 """Text augmentation on token ids: seeded, special tokens kept, never an empty text, whole words."""
+from typing import get_args
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from mlcore.config import TrainingKnobs
+from mlcore.config.knobs import TextAugmentOp
 from mlcore.config.training import to_settings
 from mlcore.engine.batching import Encoded
 from mlcore.engine.text_augment import OPS, TokenAugment, augment_ids, augmented, words
@@ -86,6 +89,10 @@ def test_without_continuation_pieces_every_token_is_a_word():
     assert words([5, 60, 7], None) == [[5], [60], [7]]
     assert words([5, 60, 7], CONTINUATION) == [[5, 60], [7]]
     assert augment_ids([CLS, SEP], aug(), np.random.default_rng(0)) == [CLS, SEP]
+
+
+def test_the_knob_offers_exactly_the_engines_ops():
+    assert set(get_args(TextAugmentOp)) == set(OPS)
 
 
 def test_bad_strength_or_op_is_refused():
