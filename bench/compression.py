@@ -108,7 +108,7 @@ def train_student(args, teacher, tokenizer, data, seed, keep: list[int], alpha: 
     transfer = distillation.transfer_set(data["train"], data["unlabelled"] if unlabelled else None)
     start = time.perf_counter()
     distillation.distill(student, teacher, transfer, data["val"], settings(args, seed), CPU, alpha, args.temperature,
-                         tokenizer.pad_token_id)
+                         tokenizer)
     return student.eval(), time.perf_counter() - start
 
 

@@ -77,7 +77,7 @@ def _train(d, student, teacher, transfer, val, device, tokenizer, keep):
                            optimizer=d.optimizer or finetune["optimizer"])
     inputs = files_digest([P.TRAIN, P.VAL, P.UNLABELLED, P.LABEL_MAP, *sorted(P.CLASSIFIER.glob("*.safetensors"))])
     result = distillation.distill(
-        student, teacher, transfer, val, settings, device, d.alpha, d.temperature, tokenizer.pad_token_id,
+        student, teacher, transfer, val, settings, device, d.alpha, d.temperature, tokenizer,
         lambda e: runs.log_metrics(e, step=e["evaluation"]), P.CHECKPOINTS / STAGE,
         f"{inputs}-{d.student}-{keep}-{d.alpha}-{d.temperature}-{d.unlabelled}")
     return settings, result

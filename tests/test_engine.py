@@ -7,10 +7,11 @@ from mlcore.engine import checkpointing, layers
 from mlcore.engine.batching import encode
 from mlcore.errors import UserError
 from mlcore.models import modeling
-from mlcore.models.classifier import ClassifierLoss, balanced_class_weights, train_classifier
+from mlcore.models.classifier import ClassifierLoss, augment_of, balanced_class_weights, train_classifier
 from tests.conftest import make_reviews
 
 CPU = torch.device("cpu")
+TEXT_AUGMENT = {"augment": 1.0, "augment_text_ops": ["dropout", "span", "swap", "mask"]}  # every op, at full strength
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,8 @@ def fresh(base_dir):
 def train(base_dir, tok, data, on_epoch=None, checkpoint_dir=None, **kw):
     model = fresh(base_dir)
     s = to_settings(**({"epochs": 1, "batch_size": 16, "learning_rate": 1e-2, "seed": 0} | kw))
-    result = train_classifier(model, *data, s, CPU, tok.pad_token_id, on_epoch, checkpoint_dir)
+    result = train_classifier(model, *data, s, CPU, tok.pad_token_id, on_epoch, checkpoint_dir,
+                              augment=augment_of(s, tok))
     return model, result
 
 
@@ -212,10 +214,20 @@ def test_eval_every_steps_adds_mid_epoch_evaluations_without_changing_training(b
         train(base_dir, tok, data, epochs=2, eval_every_steps=3, on_epoch=prune_at_second)
 
 
-def test_dataloader_workers_give_the_same_run(base_dir, tok, data):
-    a, _ = train(base_dir, tok, data)
-    b, _ = train(base_dir, tok, data, num_workers=1)
+@pytest.mark.parametrize("knobs", [{}, TEXT_AUGMENT], ids=["plain", "text-augment"])
+def test_dataloader_workers_give_the_same_run(base_dir, tok, data, knobs):
+    a, _ = train(base_dir, tok, data, **knobs)
+    b, _ = train(base_dir, tok, data, num_workers=1, **knobs)
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+
+
+def test_text_augmentation_changes_training_and_off_changes_nothing(base_dir, tok, data):
+    plain, plain_result = train(base_dir, tok, data, epochs=2)
+    off, _ = train(base_dir, tok, data, epochs=2, augment=0.0)
+    on, on_result = train(base_dir, tok, data, epochs=2, **TEXT_AUGMENT)
+    assert all(torch.equal(plain.state_dict()[k], off.state_dict()[k]) for k in plain.state_dict())
+    assert any(not torch.equal(plain.state_dict()[k], on.state_dict()[k]) for k in plain.state_dict())
+    assert on_result.history[-1]["train_loss"] != plain_result.history[-1]["train_loss"]
 
 
 def test_bf16_autocast_on_cpu_trains(base_dir, tok, data):
@@ -276,9 +288,11 @@ def test_lora_merging_keeps_the_adapted_function(base_dir):
         lora.add_adapters(fresh(base_dir), rank=4, alpha=8, dropout=0.0, targets=["conv_stem"])
 
 
-@pytest.mark.parametrize("knobs", [{"precision": "bf16-weights"}, {"strategy": "lora"}], ids=["bf16-weights", "lora"])
+@pytest.mark.parametrize("knobs", [{"precision": "bf16-weights"}, {"strategy": "lora"}, TEXT_AUGMENT],
+                         ids=["bf16-weights", "lora", "text-augment"])
 def test_resumes_exactly_with_master_weights_and_adapters(base_dir, tok, data, tmp_path, knobs):
-    # the checkpoint holds the fp32 masters (not the bf16 weights), and the adapters unmerged
+    # the checkpoint holds the fp32 masters (not the bf16 weights), and the adapters unmerged;
+    # augmented epochs are rebuilt from (seed, epoch) alone
     common = dict(knobs, epochs=3)
     full, full_result = train(base_dir, tok, data, **common)
 

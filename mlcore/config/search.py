@@ -34,7 +34,8 @@ class SearchSpace(Section):
     schedule: list[Schedule] | None = Field(None, description="e.g. [linear, cosine]")
     momentum: tuple[float, float] | None = Field(
         None, description="e.g. [0.8, 0.99]; sampled for sgd_momentum / sgd_nesterov trials only")
-    augment: tuple[float, float] | None = Field(None, description="images: e.g. [0.0, 1.0], augmentation strength")
+    augment: tuple[float, float] | None = Field(
+        None, description="e.g. [0.0, 1.0], augmentation strength (images and text)")
 
     @classmethod
     def settings_names(cls) -> tuple[str, ...]:

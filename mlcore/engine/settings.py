@@ -12,8 +12,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-_IDENTITY_IF_SET = {"augment": "auto", "augment_flip": True, "lora_rank": 8, "lora_alpha": 16.0, "lora_dropout": 0.1,
-                    "lora_targets": ["query", "value"]}
+_IDENTITY_IF_SET = {"augment": "auto", "augment_flip": True, "augment_text_ops": ["mask"], "lora_rank": 8,
+                    "lora_alpha": 16.0, "lora_dropout": 0.1, "lora_targets": ["query", "value"]}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,8 +48,9 @@ class TrainSettings:
     compile: bool
     num_workers: int
     resume: bool
-    augment: float | str  # images only; "auto": the image default (mlcore.models.vision)
+    augment: float | str  # "auto": the measured default (mlcore.modality.image, mlcore.models.classifier)
     augment_flip: bool
+    augment_text_ops: list[str]
     lora_rank: int
     lora_alpha: float
     lora_dropout: float
@@ -60,8 +61,8 @@ class TrainSettings:
         """Identity of a run for resuming: settings that do not change the result are left out."""
         skip = {"resume", "num_workers", "eval_batch_size"}
         data = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
-        # The image keys join the identity only when set, so that every text checkpoint saved
-        # before they existed still resumes.
+        # The augmentation and LoRA keys join the identity only when set, so that every text
+        # checkpoint saved before they existed still resumes.
         for key, unset in _IDENTITY_IF_SET.items():
             if data[key] == unset:
                 del data[key]

@@ -11,12 +11,17 @@ import pandas as pd
 import torch
 from transformers import AutoTokenizer
 
-from mlcore.engine import precision
+from mlcore.engine import precision, text_augment
 from mlcore.engine.batching import Encoded, batches, by_length, encode, epoch_order, loader
 from mlcore.engine.loop import FitResult, Job, fit
 from mlcore.engine.settings import TrainSettings
 from mlcore.metrics import macro_f1
-from mlcore.models import classifier_pooling, modeling
+from mlcore.models import classifier_pooling, masking, modeling
+
+# augment: auto for text. Off: on 500 rows of SST-2 (3 seeds) no strength or op set beat no
+# augmentation; masking alone tied, all four ops lost 1.6-2 points
+# (docs/benchmarks.md#text-augmentation-on-500-sst-2-rows).
+AUGMENT_DEFAULT = 0.0
 
 
 def load_tokenizer(checkpoint: str | Path):
@@ -28,6 +33,20 @@ def encode_split(tokenizer, df: pd.DataFrame, label2id: dict[str, int], max_leng
     if unknown:
         raise ValueError(f"labels {sorted(unknown)} are not in the label map")
     return encode(tokenizer, df["text"].tolist(), max_length, df["label"].map(label2id).tolist())
+
+
+def augment_of(s: TrainSettings, tokenizer) -> text_augment.TokenAugment | None:
+    """The training batches' augmentation that the settings ask for (None: off)."""
+    strength = AUGMENT_DEFAULT if s.augment == "auto" else float(s.augment)
+    if strength == 0:
+        return None
+    # all-MiniLM-L6-v2 ships a [MASK] token; a tokenizer without one masks with [UNK].
+    mask_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.unk_token_id
+    try:
+        continuation = masking.continuation_ids(tokenizer).numpy()
+    except ValueError:  # a vocabulary without word markers: each token counts as a word
+        continuation = None
+    return text_augment.TokenAugment(strength, tuple(s.augment_text_ops), mask_id, continuation)
 
 
 def joined(a: Encoded, b: Encoded) -> Encoded:
@@ -78,11 +97,13 @@ def predict_logits(model, data: Encoded, device: torch.device, batch_size: int =
 def train_classifier(
     model, train: Encoded, val: Encoded, s: TrainSettings, device: torch.device, pad_id: int,
     on_epoch: Callable[[dict], None] | None = None, checkpoint_dir: Path | None = None, fingerprint: str = "",
-    keep_best: bool = True, loss_module: torch.nn.Module | None = None,
+    keep_best: bool = True, augment: text_augment.TokenAugment | None = None,
+    loss_module: torch.nn.Module | None = None,
 ) -> FitResult:
     """Train, validating each epoch; on return `model` holds the best epoch's weights
-    (the last epoch's with `keep_best=False`). `loss_module`: wraps `model` (default: the
-    weighted, label-smoothed cross-entropy; distillation passes its own).
+    (the last epoch's with `keep_best=False`). `augment`: training batches only (None: off).
+    `loss_module`: wraps `model` (default: the weighted, label-smoothed cross-entropy;
+    distillation passes its own).
 
     `on_epoch` gets each epoch's metrics and may raise (for example optuna.TrialPruned).
     """
@@ -91,7 +112,9 @@ def train_classifier(
               else None)
 
     def epoch_batches(epoch: int):
-        return loader(train, s.batch_size, pad_id, epoch_order(train, s, epoch), s.num_workers, device)
+        # The order is the unaugmented rows': augmentation off trains exactly as without it.
+        rows = text_augment.augmented(train, augment, s.seed, epoch)
+        return loader(rows, s.batch_size, pad_id, epoch_order(train, s, epoch), s.num_workers, device)
 
     def evaluate(m) -> dict[str, float]:
         preds = predict_logits(m, val, device, s.eval_batch_size, pad_id, s.precision).argmax(1)
@@ -116,5 +139,5 @@ def finetune(
     torch.manual_seed(settings.seed)  # the head's initialisation is part of the seeded run
     model, tokenizer = modeling.load_classifier(checkpoint, label2id, pooling=pooling, tokenizer=tokenizer)
     result = train_classifier(model, train, val, settings, device, tokenizer.pad_token_id,
-                              on_epoch, checkpoint_dir, fingerprint, keep_best)
+                              on_epoch, checkpoint_dir, fingerprint, keep_best, augment_of(settings, tokenizer))
     return model, result

@@ -103,16 +103,18 @@ def transfer_set(train: Encoded, unlabelled: Encoded | None) -> Encoded:
 
 
 def distill(student, teacher, transfer: Encoded, val: Encoded, s: TrainSettings, device: torch.device,
-            alpha: float, temperature: float, pad_id: int, on_epoch: Callable[[dict], None] | None = None,
+            alpha: float, temperature: float, tokenizer, on_epoch: Callable[[dict], None] | None = None,
             checkpoint_dir: Path | None = None, fingerprint: str = "") -> FitResult:
-    """Train `student` in place; it ends at its best validation macro-F1 (the engine keeps it)."""
+    """Train `student` in place; it ends at its best validation macro-F1 (the engine keeps it). The
+    training keys' `augment` augments the transfer set's batches, which the teacher then scores too."""
     n_classes = student.config.num_labels
     labelled = transfer.labels[transfer.labels != IGNORE]
     weight = classifier.balanced_class_weights(labelled, n_classes) if s.class_weights == "auto" else None
     teacher.to(device)
     loss = DistillLoss(student, teacher, alpha, temperature, weight, s.label_smoothing)
-    return classifier.train_classifier(student, transfer, val, s, device, pad_id, on_epoch, checkpoint_dir,
-                                       fingerprint, loss_module=loss)
+    return classifier.train_classifier(student, transfer, val, s, device, tokenizer.pad_token_id, on_epoch,
+                                       checkpoint_dir, fingerprint, augment=classifier.augment_of(s, tokenizer),
+                                       loss_module=loss)
 
 
 def rows_per_second(model, data: Encoded, device: torch.device, pad_id: int, repeats: int = 3) -> float:
