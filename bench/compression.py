@@ -107,7 +107,7 @@ def train_student(args, teacher, tokenizer, data, seed, keep: list[int], alpha: 
     student = distillation.make_student(teacher, keep)
     transfer = distillation.transfer_set(data["train"], data["unlabelled"] if unlabelled else None)
     start = time.perf_counter()
-    distillation.distill(student, teacher, transfer, data["val"], settings(args, seed), CPU, alpha, args.temperature,
+    distillation.distill(student, [teacher], transfer, data["val"], settings(args, seed), CPU, alpha, args.temperature,
                          tokenizer)
     return student.eval(), time.perf_counter() - start
 

@@ -66,7 +66,7 @@ def test_the_student_starts_from_the_kept_teacher_layers():
 def _loss(alpha: float, temperature: float = 2.0, weight=None, student=None, teacher=None):
     teacher = teacher or _bert(layers=2)
     student = student or make_student(teacher, [0]).eval()  # no dropout: outputs compared exactly
-    return DistillLoss(student, teacher, alpha, temperature, weight, 0.0), student, teacher
+    return DistillLoss(student, [teacher], alpha, temperature, weight, 0.0), student, teacher
 
 
 def test_alpha_zero_is_the_cross_entropy_of_the_labelled_rows():
@@ -101,6 +101,50 @@ def test_the_transfer_set_marks_unlabelled_texts():
     both = distillation.transfer_set(train, Encoded([[1, 4, 5]]))
     assert both.input_ids[-1] == [1, 4, 5] and both.labels.tolist() == [0, 1, IGNORE]
     assert distillation.transfer_set(train, None) is train
+
+
+def test_ensemble_members_take_the_next_best_trials_then_the_best_settings_again():
+    import pandas as pd
+
+    from mlcore.models import ensemble
+
+    trials = pd.DataFrame({"trial": [0, 1, 2, 3], "state": ["COMPLETE", "COMPLETE", "PRUNED", "COMPLETE"],
+                           "val_macro_f1": [0.7, 0.9, 0.95, 0.8], "learning_rate": [1e-4, 2e-4, 3e-4, 4e-4],
+                           "optimizer": ["adamw"] * 4, "warmup": [0.1, 0.2, 0.3, float("nan")]})
+    best = {"trial": 1, "learning_rate": 2e-4, "optimizer": "adamw", "warmup": 0.2}
+    picks = ensemble.member_picks(trials, best, 3, frozenset({"warmup"}))
+    assert picks == [{"learning_rate": 4e-4, "optimizer": "adamw"},  # trial 3; its unsampled warmup left out
+                     {"learning_rate": 1e-4, "optimizer": "adamw", "warmup": 0.1},  # trial 0; pruned 2 skipped
+                     {"learning_rate": 2e-4, "optimizer": "adamw", "warmup": 0.2}]  # none left: the best again
+    assert all(type(v) in (float, str) for pick in picks for v in pick.values())
+
+
+def test_finished_ensemble_members_are_reused_after_a_kill(tmp_path):
+    from mlcore.config.training import to_settings
+    from mlcore.models import ensemble
+
+    trained = []
+
+    def train(settings, checkpoint_dir):
+        trained.append(settings.seed)
+        return torch.nn.Linear(1, 1)
+
+    def save(model, out):
+        torch.save(model.state_dict(), out / "w.pt")
+
+    def load(folder):
+        assert (folder / "w.pt").is_file()
+        return torch.nn.Linear(1, 1)
+
+    base = to_settings(epochs=1, batch_size=2, learning_rate=1e-3, seed=42)
+    plans = [ensemble.member_settings(base, {"learning_rate": 2e-3}, i) for i in (1, 2)]
+    assert [p.seed for p in plans] == [43, 44] and plans[0].learning_rate == 2e-3
+    assert len(ensemble.trained_members(plans, train, save, load, tmp_path, "data-v1")) == 2
+    assert trained == [43, 44]
+    ensemble.trained_members(plans, train, save, load, tmp_path, "data-v1")
+    assert trained == [43, 44]  # both reused
+    ensemble.trained_members(plans, train, save, load, tmp_path, "data-v2")
+    assert trained == [43, 44, 43, 44]  # other data: trained again
 
 
 REPORT = {"enabled": True, "teacher_val_macro_f1": 0.90, "student_val_macro_f1": 0.885}
@@ -174,6 +218,23 @@ def test_off_the_stage_writes_a_note_and_the_student_is_distilled_scored_and_reg
 
 
 @pytest.mark.slow
+def test_an_ensemble_teacher_trains_its_members_and_teaches_with_their_mean(tiny_project, set_params):
+    from tasks import distill, finetune, prepare, pretrain, search
+
+    set_params(pretrain={"num_layers": 2}, search={"n_trials": 2, "epochs": 1}, finetune={"epochs": 1},
+               distill={"enabled": True, "teacher": "ensemble", "ensemble_size": 2, "epochs": 1})
+    cfg = load_config()
+    for stage in (prepare, pretrain, search, finetune):
+        stage.run(stage_context(cfg))
+    distill.run(stage_context(cfg))
+    report = json.loads(P.DISTILL_REPORT.read_text())
+    assert report["teacher"] == "ensemble" and report["teacher_models"] == 2
+    assert 0 <= report["ensemble_val_macro_f1"] <= 1 and len(report["ensemble_member_val_macro_f1"]) == 2
+    assert report["ensemble_member_val_macro_f1"][0] == report["teacher_val_macro_f1"]
+    assert not (P.CHECKPOINTS / "distill").exists()  # members and checkpoints cleared once the student is saved
+
+
+@pytest.mark.slow
 def test_distill_killed_after_an_epoch_resumes_from_its_checkpoint(tiny_project, set_params):
     from tasks import finetune, prepare, pretrain, search
 
@@ -182,7 +243,7 @@ def test_distill_killed_after_an_epoch_resumes_from_its_checkpoint(tiny_project,
     for stage in (prepare, pretrain, search, finetune):
         stage.run(stage_context(cfg))
     set_params(distill={"enabled": True, "epochs": 3, "patience": 3, "batch_size": 2})  # seconds per epoch
-    state = Path(".checkpoints/distill/state.json")
+    state = Path(".checkpoints/distill/student/state.json")
     proc = subprocess.Popen([sys.executable, "-m", "tasks.distill"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -202,3 +263,23 @@ def test_distill_killed_after_an_epoch_resumes_from_its_checkpoint(tiny_project,
     report = json.loads(P.DISTILL_REPORT.read_text())
     assert report["resumed_from_epoch"] == saved_epoch and report["epochs_run"] == 3
     assert "resuming from the checkpoint" in done.stdout
+
+
+def test_the_card_says_which_model_this_is_and_what_taught_it():
+    from mlcore.tracking import model_card
+
+    d = {"enabled": True, "teacher": "ensemble", "teacher_models": 3, "ensemble_val_macro_f1": 0.91,
+         "teacher_layers": 6, "teacher_parameters": 22_713_216,
+         "teacher_val_macro_f1": 0.9, "teacher_rows_per_s": 100.0,
+         "student_init": "alternate", "layers_kept": [0, 3], "student_layers": 2, "student_parameters": 15_000_000,
+         "student_val_macro_f1": 0.895, "student_rows_per_s": 290.0, "transfer_rows": 1200,
+         "distill_temperature": 2.0, "alpha": 0.5, "speedup": 2.9, "val_macro_f1_drop": 0.005}
+    card = model_card.CardInputs(name="m", labels=["a", "b"], metric="macro_f1", decision={}, metrics={},
+                                 data_report={}, finetune={}, pretrain={}, best={}, source="x", source_md5="",
+                                 checkpoint=None, test_digest="", extra={"candidate": "student", "distill": d,
+                                                                         "candidate_reason": "within 0.01"})
+    text = model_card._distillation(card)
+    assert "This version is the **student** (within 0.01)" in text
+    assert "an ensemble of 3 models" in text and "0.9100" in text and "2.90x the teacher's speed" in text
+    card.extra["distill"] = {"enabled": False}
+    assert model_card._distillation(card) == ""

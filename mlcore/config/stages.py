@@ -121,7 +121,12 @@ class DistillConfig(TrainingKnobs):
     off by default, when the stage writes only a note that it is off."""
     enabled: bool = stage_key(False, "true: train a student on the teacher's softened logits; false: the stage "
                                      "costs nothing and register sees the teacher only")
-    teacher: Literal["final"] = stage_key("final", "final: the fine-tuned classifier (models/classifier)")
+    teacher: Literal["final", "ensemble"] = stage_key(
+        "final", "final: the fine-tuned classifier (models/classifier); ensemble: it and ensemble_size - 1 more "
+                 "models fine-tuned on the same rows with the search's next-best settings and seeds of their own, "
+                 "their logits averaged (each costs a finetune run)")
+    ensemble_size: int = stage_key(3, "ensemble: how many models teach, the fine-tuned classifier among them",
+                                   ge=2, le=8)
     student: Literal["alternate", "bottom", "same"] = stage_key(
         "alternate", "the student's initialisation from the teacher: alternate: every other encoder layer, evenly "
                      "spaced (DistilBERT's); bottom: the lowest student_layers layers; same: every layer "

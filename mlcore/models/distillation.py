@@ -70,18 +70,19 @@ class DistillLoss(torch.nn.Module):
     """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy on the labelled rows.
     T^2 keeps the soft loss's gradients on the hard loss's scale whatever T is (Hinton et al. 2015)."""
 
-    def __init__(self, student, teacher, alpha: float, temperature: float, weight: torch.Tensor | None,
+    def __init__(self, student, teachers: list, alpha: float, temperature: float, weight: torch.Tensor | None,
                  label_smoothing: float):
         super().__init__()
         self.model, self.alpha, self.t, self.label_smoothing = student, alpha, temperature, label_smoothing
         self.register_buffer("weight", weight, persistent=False)
-        # Outside the module tree: neither DDP, nor the optimizer, nor train() sees it.
-        self._teacher = [teacher.eval().requires_grad_(False)]
+        # A plain list keeps them outside the module tree: neither DDP, nor the optimizer, nor train() sees them.
+        self._teachers = [t.eval().requires_grad_(False) for t in teachers]
 
     def forward(self, input_ids, attention_mask, labels, encoder_mask=None):
         logits = classifier_pooling.logits(self.model, input_ids, attention_mask, encoder_mask).float()
-        with torch.no_grad():
-            target = classifier_pooling.logits(self._teacher[0], input_ids, attention_mask, encoder_mask).float()
+        with torch.no_grad():  # an ensemble teaches with its members' mean logits
+            target = torch.stack([classifier_pooling.logits(t, input_ids, attention_mask, encoder_mask).float()
+                                  for t in self._teachers]).mean(0)
         student_t, teacher_t = torch.log_softmax(logits / self.t, -1), torch.log_softmax(target / self.t, -1)
         soft = torch.nn.functional.kl_div(student_t, teacher_t, reduction="batchmean", log_target=True) * self.t ** 2
         # Cross-entropy over the labelled rows only, averaged as PyTorch's "mean" does with class
@@ -102,7 +103,7 @@ def transfer_set(train: Encoded, unlabelled: Encoded | None) -> Encoded:
                    np.concatenate([train.labels, np.full(len(unlabelled), IGNORE, dtype=np.int64)]))
 
 
-def distill(student, teacher, transfer: Encoded, val: Encoded, s: TrainSettings, device: torch.device,
+def distill(student, teachers: list, transfer: Encoded, val: Encoded, s: TrainSettings, device: torch.device,
             alpha: float, temperature: float, tokenizer, on_epoch: Callable[[dict], None] | None = None,
             checkpoint_dir: Path | None = None, fingerprint: str = "") -> FitResult:
     """Train `student` in place; it ends at its best validation macro-F1 (the engine keeps it). The
@@ -110,8 +111,9 @@ def distill(student, teacher, transfer: Encoded, val: Encoded, s: TrainSettings,
     n_classes = student.config.num_labels
     labelled = transfer.labels[transfer.labels != IGNORE]
     weight = classifier.balanced_class_weights(labelled, n_classes) if s.class_weights == "auto" else None
-    teacher.to(device)
-    loss = DistillLoss(student, teacher, alpha, temperature, weight, s.label_smoothing)
+    for teacher in teachers:
+        teacher.to(device)
+    loss = DistillLoss(student, teachers, alpha, temperature, weight, s.label_smoothing)
     return classifier.train_classifier(student, transfer, val, s, device, tokenizer.pad_token_id, on_epoch,
                                        checkpoint_dir, fingerprint, augment=classifier.augment_of(s, tokenizer),
                                        loss_module=loss)

@@ -140,6 +140,9 @@ def _distillation(c: CardInputs) -> str:
         f"| student ({d['student_init']} layers {d['layers_kept']} of the teacher's) | {d['student_layers']} | "
         f"{d['student_parameters']:,} | {d['student_val_macro_f1']:.4f} | {d['student_rows_per_s']:.0f} |",
         "",
+        *([f"The student learned from an ensemble of {d['teacher_models']} models: the fine-tuned classifier and "
+           f"{d['teacher_models'] - 1} more fine-tuned with the search's next-best settings (validation macro-F1 "
+           f"{d['ensemble_val_macro_f1']:.4f}, their logits averaged).", ""] if d.get("teacher") == "ensemble" else []),
         f"The student trained on {d['transfer_rows']} texts against the teacher's logits softened at T = "
         f"{d['distill_temperature']} (soft-loss weight alpha {d['alpha']}) and the labels: {d['speedup']:.2f}x the "
         f"teacher's speed, {d['val_macro_f1_drop']:+.4f} validation macro-F1 below it."])
