@@ -37,8 +37,7 @@ def run(ctx: StageContext) -> dict:
     splits = {name: _io.read_split(path) for name, path in (("train", P.TRAIN), ("val", P.VAL), ("test", P.TEST))}
     candidate, metrics, classifier, facts = _candidate(r, metrics)
     kind = modality.of_splits(P.TEST)
-    # the weights and the test metrics, not config.json, which carries training-time timings
-    digest = files_digest([*sorted(classifier.glob("*.safetensors")), P.METRICS])
+    digest = _source_digest(classifier, metrics)
     card = _card_inputs(cfg, metrics, labels, kind.card_facts(classifier) | facts)
     with runs.stage_run(cfg, STAGE, parent_run_id) as active, tempfile.TemporaryDirectory() as tmp:
         confusion = _confusion_png(metrics, labels, Path(tmp))
@@ -82,6 +81,16 @@ def _candidate_metrics(metrics: dict, candidate: str) -> dict:
         raise UserError(f"{P.METRICS}: no `student` report, though the distill stage trained a student: evaluate "
                         f"ran before it. Rerun it (`dvc repro evaluate`), or set register.candidate: teacher.")
     return metrics["student"] | {k: v for k, v in metrics.items() if k.startswith("baseline_")}
+
+
+def _source_digest(folder: Path, metrics: dict) -> str:
+    """What the version is made from: the weights and the candidate's test metrics, not config.json, which
+    carries training-time timings. The metrics are hashed as evaluate writes them, so a teacher gets the
+    digest it had before a student's report joined metrics.json, and a rerun finds its version."""
+    with tempfile.TemporaryDirectory() as tmp:
+        written = Path(tmp) / P.METRICS.name
+        _io.write_json(written, metrics)
+        return files_digest([*sorted(folder.glob("*.safetensors")), written])
 
 
 def _confusion_png(metrics: dict, labels: list[str], tmp: Path) -> Path:

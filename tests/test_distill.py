@@ -189,6 +189,9 @@ def test_off_the_stage_writes_a_note_and_the_student_is_distilled_scored_and_reg
     assert [p.name for p in P.STUDENT.iterdir()] == [distill.OFF_NOTE]
     evaluate.run(stage_context(cfg))
     assert "student" not in json.loads(P.METRICS.read_text())
+    from mlcore.data.hashing import files_digest
+
+    teacher_digest = files_digest([*sorted(P.CLASSIFIER.glob("*.safetensors")), P.METRICS])
 
     set_params(distill={"enabled": True, "epochs": 2}, register={"candidate": "student"})
     cfg = load_config()
@@ -203,6 +206,11 @@ def test_off_the_stage_writes_a_note_and_the_student_is_distilled_scored_and_reg
     evaluate.run(stage_context(cfg))
     student = json.loads(P.METRICS.read_text())["student"]
     assert 0 <= student["accuracy"] <= 1 and "confusion_matrix" in student
+    # A student's report in metrics.json leaves the teacher's identity as it was: a teacher registered
+    # before is found again, not registered twice.
+    with_student = json.loads(P.METRICS.read_text())
+    assert register._source_digest(P.CLASSIFIER, register._candidate_metrics(with_student, "teacher")) == \
+        teacher_digest
 
     assert register.run(stage_context(cfg))["version"] == "1"
     card = P.MODEL_CARD.read_text()
