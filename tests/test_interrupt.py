@@ -91,6 +91,25 @@ def test_sigterm_during_search_marks_runs_failed(tiny_project, set_params):
     assert "RUNNING" not in statuses.values(), statuses
 
 
+def kill_after_first_checkpoint(stage: str, state: Path, timeout: float = 180) -> int:
+    """Run `python -m tasks.<stage>`, kill -9 it once its checkpoint's `state` file exists, and return
+    the epoch that checkpoint saved."""
+    import json
+
+    proc = spawn([sys.executable, "-m", f"tasks.{stage}"])
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None and not state.is_file():
+            time.sleep(0.05)
+        assert proc.poll() is None, f"{stage} ended before its first checkpoint: " + proc.errors()
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return json.loads(state.read_text())["train"]["epoch"]
+
+
 def test_finetune_killed_mid_run_resumes_from_its_last_checkpoint(tiny_project, set_params):
     """kill -9 after an epoch's checkpoint: the rerun starts after that epoch, not from scratch."""
     import json
@@ -105,18 +124,7 @@ def test_finetune_killed_mid_run_resumes_from_its_last_checkpoint(tiny_project, 
     set_params(finetune={"epochs": 3, "patience": 3, "batch_size": 2})  # a few seconds per epoch
     state = Path(".checkpoints/finetune/state.json")
 
-    proc = spawn([sys.executable, "-m", "tasks.finetune"])
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None and not state.is_file():
-            time.sleep(0.05)
-        assert proc.poll() is None, "finetune ended before its first checkpoint: " + proc.errors()
-        proc.kill()
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    saved_epoch = json.loads(state.read_text())["train"]["epoch"]
+    saved_epoch = kill_after_first_checkpoint("finetune", state)
     assert 1 <= saved_epoch < 3
 
     done = subprocess.run([sys.executable, "-m", "tasks.finetune"], capture_output=True, text=True, timeout=300)
