@@ -275,7 +275,7 @@ def test_the_card_says_which_model_this_is_and_what_taught_it():
                                  checkpoint=None, test_digest="", extra={"candidate": "student", "distill": d,
                                                                          "candidate_reason": "within 0.01"})
     text = model_card._distillation(card)
-    assert "This version is the **student** (within 0.01)" in text
+    assert "This version is the **student**: within 0.01." in text and "0.0050 below the teacher's" in text
     assert "an ensemble of 3 models" in text and "0.9100" in text and "2.90x the teacher's speed" in text
     card.extra["distill"] = {"enabled": False}
     assert model_card._distillation(card) == ""

@@ -137,7 +137,8 @@ def choose_candidate(setting: str, report: dict, max_drop: float) -> tuple[str, 
     t, s = report["teacher_val_macro_f1"], report["student_val_macro_f1"]
     scores = f"validation macro-F1 student {s:.4f}, teacher {t:.4f}"
     if setting != "auto":
-        return setting, f"register.candidate: {setting} ({scores})"
+        return setting, f"register.candidate is {setting}; {scores}"
     if t - s <= max_drop:
-        return "student", f"the student is within register.max_student_drop {max_drop} of the teacher ({scores})"
-    return "teacher", f"the student lost more than register.max_student_drop {max_drop} ({scores})"
+        return "student", f"the student is within register.max_student_drop {max_drop} of the teacher; {scores}"
+    return "teacher", f"the student lost more than register.max_student_drop {max_drop}; {scores}"
+

@@ -131,7 +131,7 @@ def _distillation(c: CardInputs) -> str:
         return ""
     return "\n".join([
         "## Distillation",
-        f"This version is the **{c.extra.get('candidate')}** ({c.extra.get('candidate_reason')}).",
+        f"This version is the **{c.extra.get('candidate')}**: {c.extra.get('candidate_reason')}.",
         "",
         "| | encoder layers | parameters | validation macro-F1 | batch-scoring rows/s (this CPU, fp32) |",
         "|---|---|---|---|---|",
@@ -143,9 +143,14 @@ def _distillation(c: CardInputs) -> str:
         *([f"The student learned from an ensemble of {d['teacher_models']} models: the fine-tuned classifier and "
            f"{d['teacher_models'] - 1} more fine-tuned with the search's next-best settings (validation macro-F1 "
            f"{d['ensemble_val_macro_f1']:.4f}, their logits averaged).", ""] if d.get("teacher") == "ensemble" else []),
-        f"The student trained on {d['transfer_rows']} texts against the teacher's logits softened at T = "
+        f"The student trained on {d['transfer_rows']:,} texts against the teacher's logits softened at T = "
         f"{d['distill_temperature']} (soft-loss weight alpha {d['alpha']}) and the labels: {d['speedup']:.2f}x the "
-        f"teacher's speed, {d['val_macro_f1_drop']:+.4f} validation macro-F1 below it."])
+        f"teacher's speed, with validation macro-F1 {describe_gap(d['val_macro_f1_drop'])}."])
+
+
+def describe_gap(drop: float) -> str:
+    """The student's validation macro-F1 against the teacher's in words: '0.0372 below the teacher's'."""
+    return f"{drop:.4f} below the teacher's" if drop >= 0 else f"{-drop:.4f} above the teacher's"
 
 
 def describe_numerics(record: dict) -> str:
