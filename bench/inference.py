@@ -29,8 +29,11 @@ in-process p50 of one short text. (Torch dynamic int8 of the Linear layers is go
 90-97% of labels.)
 
 Served: `mlflow models serve --env-manager local` on a free loopback port; --requests
-sequential POSTs of one short text (a new connection each, as curl); p50/p95 in ms: the champion,
-then the same weights saved in each serving format (`served_by_format`).
+sequential POSTs of one short text (a new connection each, as curl; then as many over one kept-alive
+connection, as a pooled client sends them); p50/p95 in ms: first the floor (`served_floor`: a pyfunc
+with our signature whose predict does nothing, so what the server costs by itself), then the champion,
+then the same weights saved in each serving format (`served_by_format`). --serve-only measures the floor
+and the champion alone.
 
 Prints progress to stderr and one JSON object on its last stdout line.
 """
@@ -79,6 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--requests", type=int, default=100, help="sequential requests to the served model")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--no-serve", action="store_true", help="skip the served endpoint's latency")
+    p.add_argument("--serve-only", action="store_true",
+                   help="only the served latencies: the floor (a model that does nothing) and the champion")
     return p.parse_args(argv)
 
 
@@ -317,6 +322,54 @@ def saved_model(model_dir: Path, serving: Path, out: Path) -> str:
     return str(out)
 
 
+NOTHING_MODEL = """
+import mlflow
+
+
+class Nothing(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return ["fresh"] * len(model_input)
+
+
+mlflow.models.set_model(Nothing())
+"""
+
+
+def nothing_model(out: Path) -> str:
+    """A pyfunc with our signature whose predict does nothing: what `mlflow models serve` costs by itself."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    code = out.parent / "nothing_model.py"
+    code.write_text(NOTHING_MODEL)
+    example = pd.DataFrame({"text": [SHORT_TEXT]})
+    signature = infer_signature(example, pd.Series(["x"]), params={"return_scores": False})
+    mlflow.pyfunc.save_model(str(out), python_model=str(code), signature=signature, pip_requirements=["mlflow"])
+    return str(out)
+
+
+def keepalive_latencies(url: str, body: dict, requests: int) -> list[float]:
+    """Milliseconds per request over one persistent HTTP/1.1 connection, as a service's pooled client sends them."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    data, headers = json.dumps(body).encode(), {"Content-Type": "application/json"}
+    latencies = []
+    try:
+        for _ in range(5 + requests):  # the first 5 are warm-up
+            start = time.perf_counter()
+            connection.request("POST", "/invocations", body=data, headers=headers)
+            response = connection.getresponse()
+            answer = response.read()
+            assert response.status == 200, answer
+            latencies.append(1000 * (time.perf_counter() - start))
+    finally:
+        connection.close()
+    return latencies[5:]
+
+
 def served_latency(uri: str, store: str, tmp: Path, requests: int) -> dict:
     body = {"dataframe_split": {"columns": ["text"], "data": [[SHORT_TEXT]]}}
     server = servers.mlflow_model_server(uri, tmp / "server.log", tracking_uri=store)
@@ -329,12 +382,14 @@ def served_latency(uri: str, store: str, tmp: Path, requests: int) -> dict:
             seconds, (status, answer) = timed(servers.invoke, server.url, body)
             assert status == 200, answer
             latencies.append(1000 * seconds)
+        pooled = keepalive_latencies(server.url, body, requests)
     finally:
         server.stop()
-    q = np.percentile(latencies, [50, 95])
+    q, k = np.percentile(latencies, [50, 95]), np.percentile(pooled, [50, 95])
     return {"server_ready_s": round(ready_s, 1), "requests": requests, "p50_ms": round(float(q[0]), 1),
             "p95_ms": round(float(q[1]), 1), "mean_ms": round(statistics.fmean(latencies), 1),
             "client": "urllib, one request at a time, a new connection each; warm-up 5 requests",
+            "keepalive_p50_ms": round(float(k[0]), 1), "keepalive_p95_ms": round(float(k[1]), 1),
             "left_running": servers.group_members(server.pgid)}
 
 
@@ -360,8 +415,22 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as tmp:
         uri, store, what = find_model(Path(tmp), args.seed)
+        if args.serve_only:
+            floor = served_latency(nothing_model(Path(tmp) / "nothing"), store, Path(tmp), args.requests)
+            print(json.dumps({"machine": environment(args), "model": {"uri": uri, "source": what},
+                              "served_floor": floor, "served": served_latency(uri, store, Path(tmp), args.requests)}))
+            return 0
         loaded = mlflow.pyfunc.load_model(uri)
         clf = loaded.unwrap_python_model()
+        if not hasattr(clf, "load_format"):  # a champion logged before serving formats: its weights, today's code
+            from mlcore.tracking import serve_format
+
+            downloaded = mlflow.artifacts.download_artifacts(uri, dst_path=str(Path(tmp) / "older"))
+            uri = saved_model(weights_dir(Path(downloaded)), serve_format.torch_dir(Path(tmp) / "older-serving"),
+                              Path(tmp) / "current")
+            what += "; logged before serving formats, so its weights are served by this checkout's pyfunc"
+            loaded = mlflow.pyfunc.load_model(uri)
+            clf = loaded.unwrap_python_model()
         lengths = [len(ids) for ids in clf.tokenizer(texts, truncation=True, max_length=512)["input_ids"]]
         size = sum(p.numel() for p in clf.model.parameters())
         result = {"machine": environment(args),
@@ -375,6 +444,8 @@ def main(argv=None) -> int:
                                              Path(tmp) / "formats")
         result["versus_hf_pipeline"] = versus_pipeline(result["formats"], result["batch"])
         if not args.no_serve:
+            result["served_floor"] = served_latency(nothing_model(Path(tmp) / "nothing"), store, Path(tmp),
+                                                    args.requests)
             result["served"] = served_latency(uri, store, Path(tmp), args.requests)
             log(json.dumps(result))  # what is measured so far, should serving fail
             downloaded = mlflow.artifacts.download_artifacts(uri, dst_path=str(Path(tmp) / "champion"))

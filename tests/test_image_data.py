@@ -351,7 +351,8 @@ def test_an_empty_table_and_a_missing_column_are_errors(tmp_path):
         prepare_image_splits(_config(tmp_path / "empty.csv", label_column="label", group_column=None,
                                      modality="image"))
     _table(tmp_path).to_csv(tmp_path / "pets.csv", index=False)
-    with pytest.raises(UserError, match=r"column 'movie_name' \(params.yaml prepare.group_column\) is missing"):
+    with pytest.raises(UserError, match=r"column 'movie_name' \(params.yaml prepare.group_column\) is missing.*"
+                                  r"Set prepare.group_column to one of them, or to null \(no grouping\)\."):
         prepare_image_splits(_config(tmp_path / "pets.csv", label_column="label"))
 
 

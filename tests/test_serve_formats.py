@@ -68,6 +68,9 @@ def test_the_graph_carries_the_projects_forward_and_auto_measures_every_format(c
     assert {"torch", "onnx", "onnx-int8"} <= set(choice.trials)
     assert all(t.error is None for t in choice.trials.values()), choice.trials
     assert choice.trials["onnx"].agreement == 1.0  # fp32 graph: the same labels as torch
+    # both speeds, as batch jobs and services see them, each format's in the reason auto gives
+    assert all(t.rows_per_s > 0 and t.one_input_ms > 0 for t in choice.trials.values()), choice.trials
+    assert choice.reason.count("ms for one input") == len(choice.trials)
     assert choice.format in choice.trials and choice.agreement >= serve_format.AGREEMENT_BAR
     graph = onnx.load(str(folder.parent / "onnx" / "model.onnx"))
     inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.graph.input}
@@ -139,6 +142,7 @@ def test_an_image_model_is_exported_checked_and_served_in_onnx(tmp_path):
     frame = pd.DataFrame({"image": [png_bytes(p) for p in squares(24, seed=3).pixels]})
     choice, folder = serve_format.choose("onnx", model_dir, frame, tmp_path / "serving")
     assert choice.format == "onnx" and choice.trials["onnx"].agreement == 1.0, choice.reason
+    assert choice.trials["onnx"].one_input_ms > 0
     path = tmp_path / "model"
     mlflow.pyfunc.save_model(str(path), python_model=str(pyfunc_image_files.CODE),
                              code_paths=pyfunc_image_files.code_paths(), pip_requirements=["torch"],

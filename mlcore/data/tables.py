@@ -52,13 +52,19 @@ def read_table(path: str | Path, fmt: str = "auto") -> pd.DataFrame:
     return df
 
 
+# Keys that may be null, and what null means: the default group_column names the text sample's
+# column, so another table (an image table above all) most often wants null there.
+NULLABLE = {"prepare.group_column": "no grouping", "prepare.split_column": "a random split"}
+
+
 def require_columns(df: pd.DataFrame, path: str | Path, columns: dict[str, str | None]) -> None:
     """columns maps the params.yaml key to the column name it names."""
     for key, col in columns.items():
         if col is not None and col not in df.columns:
+            other = f", or to null ({NULLABLE[key]})" if key in NULLABLE else ""
             raise UserError(
                 f"{path}: column {col!r} (params.yaml {key}) is missing. The file has columns "
-                f"{list(df.columns)}. Set {key} to one of them."
+                f"{list(df.columns)}. Set {key} to one of them{other}."
             )
 
 

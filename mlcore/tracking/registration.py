@@ -103,6 +103,8 @@ def _log_serving(choice: serve_format.Choice) -> None:
     for name, trial in choice.trials.items():
         if trial.rows_per_s:
             mlflow.log_metric(f"serve_rows_per_s.{name}", trial.rows_per_s)
+        if trial.one_input_ms:
+            mlflow.log_metric(f"serve_one_input_ms.{name}", trial.one_input_ms)
 
 
 def _as_registered(req: Request, client: MlflowClient, version_: str, value: float,
