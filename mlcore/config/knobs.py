@@ -104,7 +104,8 @@ class TrainingKnobs(Section):
     augment: float | Literal["auto"] = Field(
         "auto", description="strength of the training-batch augmentation, 0 to 1; 0: off. images: random resized "
                             "crop, rotation, translation; text: each of augment_text_ops touches about 20% x "
-                            "strength of a text's words. auto: the measured defaults, 0.5 for images, off for text")
+                            "strength of a text's words. auto: the measured defaults: off for text, and off for "
+                            "images but for augment_flip's flips")
     augment_text_ops: list[TextAugmentOp] = Field(
         ["mask"], min_length=1,
         description="text, when augment is above 0: mask replaces words by [MASK] ([UNK] without one), dropout "
