@@ -173,9 +173,10 @@ class RegisterConfig(Section):
     serve_format: Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"] = Field(
         "torch", description="what the registered model runs: torch (fp32), torch-bf16, onnx or onnx-int8 (ONNX "
                             "Runtime); adopted only when its labels agree with torch fp32 on >= 99.5% of the test "
-                            "rows, else torch serves (the card says which, and why). auto: the fastest that passes, "
-                            "timed on this CPU. Not torch: register exports and checks it, 30-80 s more on 2 CPU "
-                            "cores (docs/consumers.md#serving-formats)")
+                            "rows, else torch serves (the card says which, and why). auto: the most rows/s that "
+                            "passes, timed on this CPU (for a service, onnx answers one request soonest). Not torch: "
+                            "register exports and checks it, 30-80 s more on 2 CPU cores "
+                            "(docs/consumers.md#serving-formats)")
     candidate: Literal["auto", "teacher", "student"] = Field(
         "auto", description="which model is registered when distill ran: teacher (models/classifier), student "
                             "(models/student), or auto: the student when its validation macro-F1 is within "

@@ -3,8 +3,9 @@
 A format other than torch fp32 is adopted only when its labels agree with torch fp32 on at least
 AGREEMENT_BAR of the test rows, measured here, through the very pyfunc class consumers load.
 A format that fails the check, or fails to build, leaves the model on torch, and the reason says
-which and why. `auto` tries every format this CPU can run and adopts the fastest that passes
-(rows/s measured on the same test rows, one pass each).
+which and why. `auto` tries every format this CPU can run and adopts the one with the most rows/s that passes
+(measured on the same test rows, one pass each); each format's latency for one input is reported
+beside it, for services, which may rank the formats otherwise.
 
 `decide` is the pure rule; `choose` builds the candidates (ONNX export, int8 quantization),
 measures them and calls it. The chosen format's files go into the `serving` artifact the pyfunc
@@ -68,8 +69,8 @@ def decide(requested: str, trials: dict[str, Trial], bar: float = AGREEMENT_BAR)
         best = ok[0] if ok else "torch"
         speeds = ", ".join(f"{n} {_describe(t, bar)}" for n, t in trials.items())
         return Choice(best, requested, trials[best].agreement if best in trials else 1.0,
-                      f"auto: {best} is the fastest format that agrees on >= {bar:.1%} of the test labels "
-                      f"({speeds})", trials)
+                      f"auto: {best} scores the most rows/s of the formats that agree on >= {bar:.1%} of the test "
+                      f"labels ({speeds})", trials)
     if passed(requested):
         t = trials[requested]
         return Choice(requested, requested, t.agreement, f"{requested}: {t.agreement:.2%} of the test labels agree "
