@@ -67,7 +67,7 @@ def decide(requested: str, trials: dict[str, Trial], bar: float = AGREEMENT_BAR)
     if requested == "auto":
         ok = sorted((n for n in trials if passed(n)), key=lambda n: trials[n].rows_per_s or 0.0, reverse=True)
         best = ok[0] if ok else "torch"
-        speeds = ", ".join(f"{n} {_describe(t, bar)}" for n, t in trials.items())
+        speeds = "; ".join(f"{n}: {_describe(t, bar)}" for n, t in trials.items())
         return Choice(best, requested, trials[best].agreement if best in trials else 1.0,
                       f"auto: {best} scores the most rows/s of the formats that agree on >= {bar:.1%} of the test "
                       f"labels ({speeds})", trials)
