@@ -65,6 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-4, help="the teacher's and every student's learning rate")
     p.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
     p.add_argument("--student-layers", type=int, default=2)
+    p.add_argument("--student-ffn", type=float, default=None,
+                   help="fraction of feed-forward units the students (b) and (c) keep per layer (default: all)")
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--max-length", type=int, default=66, help="SST-2's 99th percentile is under 64 tokens")
@@ -112,7 +114,8 @@ def train_teacher(args, model_dir, tokenizer, data, seed):
 
 def train_student(args, teacher, tokenizer, data, seed, keep: list[int], alpha: float, unlabelled: bool):
     torch.manual_seed(seed)
-    student = distillation.make_student(teacher, keep)
+    narrow = args.student_ffn if len(keep) < teacher.config.num_hidden_layers else None  # (d) stays full size
+    student = distillation.make_student(teacher, keep, narrow, data["train"], tokenizer.pad_token_id)
     transfer = distillation.transfer_set(data["train"], data["unlabelled"] if unlabelled else None)
     start = time.perf_counter()
     distillation.distill(student, [teacher], transfer, data["val"], settings(args, seed, student=True), CPU, alpha,

@@ -7,7 +7,7 @@ import sys
 from mlcore.config import Config, profiles
 from mlcore.config.environment import redact
 from mlcore.engine.device import resolve_device
-from mlcore.tracking.model_card import describe_gap, describe_numerics
+from mlcore.tracking.model_card import describe_gap, describe_numerics, narrower
 from mlcore.tracking.store import holds, is_server, resolve_store
 from tasks import _paths as P
 
@@ -88,7 +88,8 @@ def facts(cfg: Config, results: dict) -> list[Fact]:
 
 def _student_text(distilled: dict, student: dict) -> str:
     """The distilled student beside the teacher (test is reported only; register chose on validation)."""
-    return (f"{distilled['student_layers']} of {distilled['teacher_layers']} layers, {distilled['speedup']:.2f}x the "
+    return (f"{distilled['student_layers']} of {distilled['teacher_layers']} layers{narrower(distilled)}, "
+            f"{distilled['speedup']:.2f}x the "
             f"teacher's rows/s: test accuracy {student['accuracy']:.4f}  macro-F1 {student['macro_f1']:.4f}; "
             f"validation macro-F1 {describe_gap(distilled['val_macro_f1_drop'])}")
 

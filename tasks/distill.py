@@ -49,7 +49,7 @@ def run(ctx: StageContext) -> dict:
         train, transfer, val = _data(kind, tokenizer, label2id, d.unlabelled)
         teachers = [teacher, *_members(cfg, kind, tokenizer, label2id, train, val, device)]
         keep = distillation.kept_layers(d.student, teacher.config.num_hidden_layers, d.student_layers)
-        student = distillation.make_student(teacher, keep)
+        student = distillation.make_student(teacher, keep, d.student_ffn, train, tokenizer.pad_token_id)
         settings, result = _train(d, student, teachers, transfer, val, device, tokenizer, keep)
         if not distributed.is_main():
             return {"rank": distributed.rank()}
@@ -106,7 +106,7 @@ def _train(d, student, teachers, transfer, val, device, tokenizer, keep):
     result = distillation.distill(
         student, teachers, transfer, val, settings, device, d.alpha, d.temperature, tokenizer,
         lambda e: runs.log_metrics(e, step=e["evaluation"]), P.CHECKPOINTS / STAGE / "student",
-        f"{_inputs()}-{d.student}-{keep}-{d.alpha}-{d.temperature}-{d.unlabelled}-{d.teacher}-{len(teachers)}")
+        f"{_inputs()}-{d.student}-{keep}-{d.student_ffn}-{d.alpha}-{d.temperature}-{d.unlabelled}-{d.teacher}-{len(teachers)}")
     return settings, result
 
 
@@ -141,11 +141,17 @@ def _report(kind, teachers, student, val, device, tokenizer, keep, result, setti
         "enabled": True, "teacher": "ensemble" if len(teachers) > 1 else "final", "teacher_models": len(teachers),
         "teacher_layers": teacher.config.num_hidden_layers,
         "student_layers": len(keep), "layers_kept": keep, "transfer_rows": n_transfer,
+        "teacher_ffn_units": _ffn_units(teacher), "student_ffn_units": _ffn_units(student),
         "val_macro_f1_drop": scores["teacher_val_macro_f1"] - scores["student_val_macro_f1"],
         "speedup": scores["student_rows_per_s"] / scores["teacher_rows_per_s"],
         "best_epoch": result.best_epoch, "epochs_run": result.history[-1]["epoch"] if result.history else 0,
         "resumed_from_epoch": result.resumed_from_epoch, "train_seconds": result.train_seconds,
         "learning_rate": settings.learning_rate, "optimizer": settings.optimizer}
+
+
+def _ffn_units(model) -> int | None:
+    """Feed-forward units per encoder layer, as the config says (BERT-style encoders have them)."""
+    return getattr(model.config, "intermediate_size", None)
 
 
 main = cli(STAGE, run, __doc__)

@@ -193,14 +193,16 @@ def test_off_the_stage_writes_a_note_and_the_student_is_distilled_scored_and_reg
 
     teacher_digest = files_digest([*sorted(P.CLASSIFIER.glob("*.safetensors")), P.METRICS])
 
-    set_params(distill={"enabled": True, "epochs": 2}, register={"candidate": "student"})
+    set_params(distill={"enabled": True, "epochs": 2, "student_ffn": 0.5}, register={"candidate": "student"})
     cfg = load_config()
     out = distill.run(stage_context(cfg))
     report = json.loads(P.DISTILL_REPORT.read_text())
     assert out["student_layers"] == 1 and report["teacher_layers"] == 2 and report["layers_kept"] == [0]
     assert report["student_parameters"] < report["teacher_parameters"]
     assert report["transfer_rows"] > len(pd.read_parquet(P.TRAIN))  # the unlabelled texts joined
-    assert json.loads((P.STUDENT / "config.json").read_text())["num_hidden_layers"] == 1
+    assert report["student_ffn_units"] * 2 == report["teacher_ffn_units"]  # half the feed-forward units kept
+    config = json.loads((P.STUDENT / "config.json").read_text())
+    assert config["num_hidden_layers"] == 1 and config["intermediate_size"] == report["student_ffn_units"]
     assert not (P.CHECKPOINTS / "distill").exists()
 
     evaluate.run(stage_context(cfg))

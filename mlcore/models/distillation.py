@@ -21,7 +21,7 @@ from mlcore.engine.batching import Encoded
 from mlcore.engine.loop import FitResult
 from mlcore.engine.settings import TrainSettings
 from mlcore.errors import UserError
-from mlcore.models import classifier, classifier_pooling
+from mlcore.models import classifier, classifier_pooling, pruning
 
 IGNORE = -100  # the hard label of a transfer row without one (an unlabelled text): soft loss only
 _LAYER = re.compile(r"^(.*\.layer\.)(\d+)(\..*)$")
@@ -41,9 +41,10 @@ def kept_layers(how: str, n_teacher: int, n_student: int | None) -> list[int]:
     return [i * n_teacher // k for i in range(k)]
 
 
-def make_student(teacher, keep: list[int]):
+def make_student(teacher, keep: list[int], ffn: float | None = None, texts: Encoded | None = None, pad_id: int = 0):
     """A classifier with the teacher's config but only the `keep` encoder layers, each initialised
-    from that teacher layer; embeddings, pooler and head copied as they are."""
+    from that teacher layer; embeddings, pooler and head copied as they are. `ffn`: the fraction of
+    feed-forward units each layer keeps, ranked on `texts` (mlcore/models/pruning.py)."""
     config = teacher.config.__class__.from_dict(teacher.config.to_dict())
     if not hasattr(config, "num_hidden_layers"):
         raise UserError(f"distill: the teacher ({type(teacher).__name__}) has no num_hidden_layers in its config; "
@@ -63,7 +64,10 @@ def make_student(teacher, keep: list[int]):
     if missing or unexpected:
         raise UserError(f"distill: the student built from the teacher's layers {keep} does not match its weights "
                         f"(missing {missing[:3]}, unexpected {unexpected[:3]}); use distill.student: same.")
-    return student
+    if ffn is None:
+        return student
+    units = pruning.kept_units(ffn, pruning.ffn_blocks(student)[0][0].out_features)
+    return pruning.prune_ffn(student, units, pruning.importance(student, texts, pad_id))
 
 
 class DistillLoss(torch.nn.Module):

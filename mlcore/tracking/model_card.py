@@ -137,8 +137,9 @@ def _distillation(c: CardInputs) -> str:
         "|---|---|---|---|---|",
         f"| teacher (the fine-tuned classifier) | {d['teacher_layers']} | {d['teacher_parameters']:,} | "
         f"{d['teacher_val_macro_f1']:.4f} | {d['teacher_rows_per_s']:.0f} |",
-        f"| student ({d['student_init']} layers {d['layers_kept']} of the teacher's) | {d['student_layers']} | "
-        f"{d['student_parameters']:,} | {d['student_val_macro_f1']:.4f} | {d['student_rows_per_s']:.0f} |",
+        f"| student ({d['student_init']} layers {d['layers_kept']} of the teacher's{narrower(d)}) | "
+        f"{d['student_layers']} | {d['student_parameters']:,} | {d['student_val_macro_f1']:.4f} | "
+        f"{d['student_rows_per_s']:.0f} |",
         "",
         *([f"The student learned from an ensemble of {d['teacher_models']} models: the fine-tuned classifier and "
            f"{d['teacher_models'] - 1} more fine-tuned with the search's next-best settings (validation macro-F1 "
@@ -146,6 +147,12 @@ def _distillation(c: CardInputs) -> str:
         f"The student trained on {d['transfer_rows']:,} texts against the teacher's logits softened at T = "
         f"{d['distill_temperature']} (soft-loss weight alpha {d['alpha']}) and the labels: {d['speedup']:.2f}x the "
         f"teacher's speed, with validation macro-F1 {describe_gap(d['val_macro_f1_drop'])}."])
+
+
+def narrower(d: dict) -> str:
+    """', 768 of 1536 feed-forward units' when the student's layers were pruned (distill.student_ffn), else ''."""
+    s, t = d.get("student_ffn_units"), d.get("teacher_ffn_units")
+    return f", {s} of {t} feed-forward units" if s and t and s != t else ""
 
 
 def describe_gap(drop: float) -> str:
