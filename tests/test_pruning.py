@@ -2,6 +2,7 @@
 exactly what the full one does without the dropped units, and that it saves and loads as a plain model."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
@@ -54,16 +55,25 @@ def test_the_pruned_model_is_the_full_one_without_the_dropped_units():
 
 
 def test_importance_counts_real_tokens_only_and_a_silent_unit_scores_zero():
-    model = _bert()
+    model, teacher = _bert(), _bert(layers=3)
     with torch.no_grad():
         model.bert.encoder.layer[0].output.dense.weight[:, 5] = 0  # unit 5 of layer 0 writes nothing
     texts = _texts()
-    one_by_one = pruning.importance(model, texts, pad_id=0, batch_size=1)
-    padded = pruning.importance(model, texts, pad_id=0, batch_size=6)  # rows of unequal length padded
+    one_by_one = pruning.importance(model, [teacher], texts, pad_id=0, batch_size=1)
+    padded = pruning.importance(model, [teacher], texts, pad_id=0, batch_size=6)  # rows of unequal length padded
     for a, b in zip(one_by_one, padded, strict=True):
-        assert torch.allclose(a, b, rtol=1e-4)
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-12)
     assert one_by_one[0][5] == 0 and (one_by_one[0] > 0).sum() == 31
-    assert model.training is False
+    assert model.training is False and all(p.grad is None for p in model.parameters())
+
+
+def test_a_student_equal_to_its_teacher_is_ranked_by_the_labels():
+    model = _bert()
+    unlabelled = pruning.importance(model, [_bert()], _texts(), pad_id=0)  # no KL to lose: (rounding) zeros
+    labelled = pruning.importance(model, [_bert()], Encoded(_texts().input_ids, np.array([0, 1, 2, 0, 1, 2])),
+                                  pad_id=0)
+    for without, with_labels in zip(unlabelled, labelled, strict=True):
+        assert float(without.sum()) < 1e-4 * float(with_labels.sum())
 
 
 def test_a_narrow_student_saves_and_loads_as_a_plain_model(tmp_path):

@@ -41,10 +41,12 @@ def kept_layers(how: str, n_teacher: int, n_student: int | None) -> list[int]:
     return [i * n_teacher // k for i in range(k)]
 
 
-def make_student(teacher, keep: list[int], ffn: float | None = None, texts: Encoded | None = None, pad_id: int = 0):
+def make_student(teacher, keep: list[int], ffn: float | None = None, texts: Encoded | None = None, pad_id: int = 0,
+                 teachers: list | None = None):
     """A classifier with the teacher's config but only the `keep` encoder layers, each initialised
     from that teacher layer; embeddings, pooler and head copied as they are. `ffn`: the fraction of
-    feed-forward units each layer keeps, ranked on `texts` (mlcore/models/pruning.py)."""
+    feed-forward units each layer keeps, ranked on `texts` against `teachers` (default: the teacher;
+    mlcore/models/pruning.py)."""
     config = teacher.config.__class__.from_dict(teacher.config.to_dict())
     if not hasattr(config, "num_hidden_layers"):
         raise UserError(f"distill: the teacher ({type(teacher).__name__}) has no num_hidden_layers in its config; "
@@ -67,7 +69,7 @@ def make_student(teacher, keep: list[int], ffn: float | None = None, texts: Enco
     if ffn is None:
         return student
     units = pruning.kept_units(ffn, pruning.ffn_blocks(student)[0][0].out_features)
-    return pruning.prune_ffn(student, units, pruning.importance(student, texts, pad_id))
+    return pruning.prune_ffn(student, units, pruning.importance(student, teachers or [teacher], texts, pad_id))
 
 
 class DistillLoss(torch.nn.Module):
