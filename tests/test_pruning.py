@@ -67,6 +67,14 @@ def test_importance_counts_real_tokens_only_and_a_silent_unit_scores_zero():
     assert model.training is False and all(p.grad is None for p in model.parameters())
 
 
+def test_a_large_split_is_ranked_on_a_fixed_sample_spread_over_it():
+    picked = pruning.ranking_rows(10 * pruning.SAMPLE_ROWS)
+    assert len(picked) == pruning.SAMPLE_ROWS and (np.diff(picked) > 0).all()
+    assert picked[-1] > 9 * pruning.SAMPLE_ROWS  # not the first rows only: a label-sorted split is covered
+    assert (pruning.ranking_rows(10 * pruning.SAMPLE_ROWS) == picked).all()
+    assert (pruning.ranking_rows(5) == np.arange(5)).all()
+
+
 def test_a_student_equal_to_its_teacher_is_ranked_by_the_labels():
     model = _bert()
     unlabelled = pruning.importance(model, [_bert()], _texts(), pad_id=0)  # no KL to lose: (rounding) zeros

@@ -12,13 +12,14 @@ keeps the same number of units, so the result is a plain model whose config says
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from mlcore.engine.batching import Encoded, collate
 from mlcore.errors import UserError
 from mlcore.models import classifier_pooling
 
-SAMPLE_ROWS = 2048  # enough texts for a stable ranking of the units; more only costs time
+SAMPLE_ROWS = 2048  # texts that rank the units: enough for a stable ranking; more only costs time
 
 
 def ffn_blocks(model) -> list[tuple[torch.nn.Linear, torch.nn.Linear]]:
@@ -55,7 +56,8 @@ def importance(model, teachers: list, data: Encoded, pad_id: int, batch_size: in
     was_training, device = model.training, next(model.parameters()).device
     model.eval()  # no dropout: the ranking is of the model as it will start
     try:
-        rows = data.input_ids[:SAMPLE_ROWS]
+        picked = ranking_rows(len(data.input_ids))
+        rows = [data.input_ids[i] for i in picked]
         for start in range(0, len(rows), batch_size):
             batch = {k: v.to(device) for k, v in collate(rows[start:start + batch_size], pad_id).items()}
             with torch.no_grad():
@@ -66,7 +68,7 @@ def importance(model, teachers: list, data: Encoded, pad_id: int, batch_size: in
                 loss = torch.nn.functional.kl_div(torch.log_softmax(logits, -1), torch.log_softmax(target, -1),
                                                   reduction="sum", log_target=True)
                 if data.labels is not None:  # a student equal to its teacher still has the labels to rank by
-                    labels = torch.as_tensor(data.labels[start:start + batch_size], device=device)
+                    labels = torch.as_tensor(data.labels[picked[start:start + batch_size]], device=device)
                     loss = loss + torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
                 loss.backward()
             real = batch["attention_mask"][..., None].float()
@@ -78,6 +80,14 @@ def importance(model, teachers: list, data: Encoded, pad_id: int, batch_size: in
         model.zero_grad(set_to_none=True)
         model.train(was_training)
     return totals
+
+
+def ranking_rows(n: int) -> np.ndarray:
+    """Which of `n` texts rank the units: all of them, or a fixed-seed sample of SAMPLE_ROWS, in file
+    order (a split sorted by label still gives every label its share)."""
+    if n <= SAMPLE_ROWS:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, SAMPLE_ROWS, replace=False))
 
 
 @torch.no_grad()
