@@ -134,8 +134,9 @@ class DistillConfig(TrainingKnobs):
     student_layers: int | None = stage_key(
         None, "encoder layers the student keeps (alternate, bottom); null: half the teacher's, rounded up", ge=1)
     student_ffn: float | None = stage_key(
-        None, "fraction of each layer's feed-forward units the student keeps, the most active on the train texts "
-              "(0.5 halves them: a narrower, faster student, docs/distillation.md); null: all of them", gt=0, le=1)
+        None, "fraction of each layer's feed-forward units the student keeps, those whose loss the train texts "
+              "would miss most (0.5 halves them: a narrower, faster student, docs/distillation.md); null: all",
+        gt=0, le=1)
     alpha: float = stage_key(
         0.5, "weight of the soft loss (KL to the teacher's temperature-softened logits, x T^2); the hard-label "
              "cross-entropy gets 1 - alpha", ge=0, le=1)

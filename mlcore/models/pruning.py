@@ -6,9 +6,9 @@ each layer costs the same, and two layers already lose 3 points). The feed-forwa
 layer's time at short sequence lengths, so the student keeps its layers' most important units instead.
 A unit's importance is a first-order estimate of what removing it costs the distillation loss, on the
 training texts. Ranking by that beat ranking by mean activation times output-weight norm by 1.0 point of
-SST-2 test accuracy for the same student (docs/benchmarks.md). Every layer
-keeps the same number of units, so the result is a plain model whose config says so
-(`intermediate_size`) and which saves, loads and exports like any other.
+SST-2 test accuracy for the same student (docs/benchmarks.md). Every layer keeps the same number of
+units, so the result is a plain model whose config says so (`intermediate_size`) and which saves,
+loads and exports like any other.
 """
 from __future__ import annotations
 
