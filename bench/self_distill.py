@@ -1,6 +1,7 @@
 """Self-distillation from an ensemble against HF Trainer given the same training passes (issue 22's quality goal).
 
-    .venv/bin/python bench/self_distill.py [--n-train 2000] [--n-unlabelled 4000] [--epochs 3] [--seeds 42 1 2]
+    .venv/bin/python bench/self_distill.py [--n-train 2000] [--n-unlabelled 4000] [--epochs 3] [--student-epochs N]
+        [--augment S] [--seeds 42 1 2]
 
 Data as bench/compression.py's (SST-2 from ../shared/datasets, skipped with a line saying so when
 absent): a seeded sample of --n-train labelled train rows, --n-unlabelled more train texts without
@@ -57,7 +58,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n-train", type=int, default=2000)
     p.add_argument("--n-unlabelled", type=int, default=4000)
     p.add_argument("--n-val", type=int, default=500)
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=3, help="every member's epochs over the labelled rows")
+    p.add_argument("--student-epochs", type=int, default=None, help="the student's epochs over the transfer set "
+                   "(default: --epochs)")
+    p.add_argument("--augment", type=float, default=0.0, help="augmentation strength of the student's batches "
+                   "(mask, span and swap, as bench/compression.py's --student-augment); the teachers score the "
+                   "augmented texts")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-4, help="every member's and the student's learning rate")
     p.add_argument("--members", type=int, default=3, help="the ensemble's size, (a) included")
@@ -67,7 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-length", type=int, default=66, help="SST-2's 99th percentile is under 64 tokens")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
-    args.student_lr = args.student_epochs = None  # compression.settings: the student trains as the members do
+    args.student_lr = None  # compression.settings: the student's learning rate is the members'
     return args
 
 
@@ -82,8 +88,9 @@ def ensemble_self_distilled(args, members: list, tokenizer, data: dict, seed: in
     student = distillation.make_student(members[0], list(range(members[0].config.num_hidden_layers)))
     transfer = distillation.transfer_set(data["train"], data["unlabelled"])
     start = time.perf_counter()
-    distillation.distill(student, members, transfer, data["val"], compression.settings(args, seed, student=True),
-                         CPU, args.alpha, args.temperature, tokenizer)
+    distillation.distill(student, members, transfer, data["val"],
+                         compression.settings(args, seed, student=True, augment=args.augment), CPU, args.alpha,
+                         args.temperature, tokenizer)
     return student.eval(), time.perf_counter() - start
 
 
@@ -131,7 +138,7 @@ def one_seed(args, model_dir, tokenizer, data: dict, frames: dict, seed: int) ->
     out["self_distilled"] = test_scores(predict_logits(student, data["test"], CPU, pad_id=pad), y) | {
         "train_s": round(s, 1)}
     transfer_rows = len(data["train"]) + len(data["unlabelled"])
-    samples = args.members * args.epochs * len(data["train"]) + args.epochs * transfer_rows
+    samples = args.members * args.epochs * len(data["train"]) + (args.student_epochs or args.epochs) * transfer_rows
     epochs = max(args.epochs, math.ceil(samples / len(data["train"])))
     out["our_samples"] = samples
     log(f"seed {seed}: HF Trainer, {epochs} epochs ({epochs * len(data['train'])} samples; ours {samples})")
