@@ -18,7 +18,8 @@ class PrepareConfig(Section):
     group_column: str | None = Field(
         "movie_name", description="rows of one group never straddle splits; null: no grouping")
     unlabelled_labels: list[str] = Field(
-        ["plot"], description="label values that mark unlabelled text (used for pretraining only)")
+        ["plot"], description="label values that mark unlabelled text (used without labels only: by pretrain, and by "
+                              "distill when distill.unlabelled is true)")
     val_fraction: float = Field(
         0.1, gt=0, lt=0.5, description="share of the labelled rows for validation (with predefined splits and "
                                        "no val rows: the share of train carved off for it)")
