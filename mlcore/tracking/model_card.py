@@ -101,8 +101,7 @@ def _data(c: CardInputs) -> str:
     return "\n".join([
         "## Data",
         f"Source: `{c.source}` (DVC md5 `{c.source_md5}`); test split digest `{c.test_digest}`. "
-        f"Unlabelled rows, used without labels only (pretraining, distillation): "
-        f"{c.data_report.get('unlabelled_rows', 0)}.",
+        f"Unlabelled rows (only pretraining and distillation may use them): {c.data_report.get('unlabelled_rows', 0)}.",
         "", *rows, "", f"Cleaning: {dropped or 'nothing dropped'}."])
 
 
